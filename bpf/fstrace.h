@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * fstrace event ABI: the one definition of what crosses the BPF ring buffer.
+ *
+ * Included by every BPF program in this directory and mirrored once in
+ * bpftools/events.py (a test compares sizes and offsets with what BCC
+ * compiles).  Flat, fixed-width types only.
+ */
+#ifndef FSTRACE_H
+#define FSTRACE_H
+
+#define FST_PATH_MAX   4096          /* bytes of one name, NUL included */
+#define FST_COMM_LEN   16
+
+/* record types */
+#define FST_REC_FILE    1            /* a file event (op = FST_EV_*) */
+#define FST_REC_CGROUP  2            /* cgroup2 mkdir/rmdir (op = FST_CG_*) */
+#define FST_REC_TASK    3            /* bookkeeping for path resolution (op = FST_TASK_*) */
+
+/* file events: the names of the JSON record contract, in this order */
+#define FST_EV_OPEN            0
+#define FST_EV_EXEC            1
+#define FST_EV_ACCESS          2
+#define FST_EV_MODIFY          3
+#define FST_EV_ATTRIB          4
+#define FST_EV_CLOSE_WRITE     5
+#define FST_EV_CLOSE_NOWRITE   6
+#define FST_EV_CREATE          7
+#define FST_EV_DELETE          8
+#define FST_EV_RENAME          9
+#define FST_EV_COUNT          10
+
+#define FST_CG_MKDIR    0
+#define FST_CG_RMDIR    1
+
+#define FST_TASK_FORK   0            /* fd = child pid */
+#define FST_TASK_CHDIR  1            /* name1/dirfd, or fd for fchdir */
+
+/* fst_event.flags */
+#define FST_F_DIR       0x1          /* the object is a directory */
+
+struct fst_event {
+	__u64 ts_ns;                 /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u64 cgroup_id;             /* acting task's cgroup2 id; the cgroup itself for FST_REC_CGROUP */
+	__u64 file_id;               /* the open file: fd events, and the fd an open returned; 0 = unknown */
+	__u64 base_id;               /* the open file behind dirfd (name1 is relative to it); 0 = unknown */
+	__u64 base_id2;              /* the open file behind dirfd2 (for name2) */
+	__s64 ret;                   /* syscall return value (-errno on failure) */
+	__u32 type;                  /* FST_REC_* */
+	__u32 op;                    /* FST_EV_*, FST_CG_* or FST_TASK_* */
+	__u32 pid;                   /* tgid */
+	__u32 tid;
+	__u32 uid;
+	__u32 syscall;               /* x86_64 syscall number; cgroup level for FST_REC_CGROUP */
+	__u32 flags;                 /* FST_F_* */
+	__u32 oflags;                /* open(2) flags for open/create */
+	__s32 fd;                    /* fd acted on or returned; child pid for FST_TASK_FORK */
+	__s32 dirfd;                 /* directory fd for name1 (AT_FDCWD = -100) */
+	__s32 dirfd2;                /* directory fd for name2 */
+	__u16 len1;                  /* bytes of name1 at data[0], NUL included; 0 = none */
+	__u16 len2;                  /* bytes of name2 at data[len1], NUL included; 0 = none */
+	char  comm[FST_COMM_LEN];
+	char  data[2 * FST_PATH_MAX]; /* name1 then name2; only len1 + len2 bytes are sent */
+};
+
+#define FST_HDR_SIZE  ((unsigned long)&((struct fst_event *)0)->data)
+
+#endif /* FSTRACE_H */

@@ -1,0 +1,39 @@
+"""Typed errors: each says what went wrong and what to do, in one line.
+
+The CLI (bpftools/cli.py: main) prints str(error) on stderr and exits with
+error.exit_code; a traceback only with FSTRACE_DEBUG=1.
+"""
+from __future__ import annotations
+
+
+class FstraceError(Exception):
+    exit_code = 1
+
+
+class UsageError(FstraceError):
+    exit_code = 2
+
+
+class NotPrivileged(FstraceError):
+    exit_code = 77
+
+
+class MissingDependency(FstraceError):
+    exit_code = 69
+
+
+class MissingKernelFeature(FstraceError):
+    exit_code = 69
+
+    def __init__(self, feature: str, hint: str):
+        super().__init__("%s: %s" % (feature, hint))
+        self.feature = feature
+        self.hint = hint
+
+
+class BpfLoadError(FstraceError):
+    exit_code = 70
+
+
+class CommandNotFound(FstraceError):
+    exit_code = 127

@@ -1,0 +1,193 @@
+"""The Python mirror of bpf/fstrace.h: record layout, codes and decoding.
+
+This is the only place that knows the byte layout of a ring-buffer record;
+tests/privileged/test_abi.py compares it with the struct BCC compiles.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+PATH_MAX = 4096
+COMM_LEN = 16
+
+REC_FILE = 1
+REC_CGROUP = 2
+REC_TASK = 3
+
+# The event names of the JSON record contract, indexed by FST_EV_* code.
+EVENT_NAMES = (
+    "open",
+    "exec",
+    "access",
+    "modify",
+    "attrib",
+    "close_write",
+    "close_nowrite",
+    "create",
+    "delete",
+    "rename",
+)
+EVENT_CODES = {name: code for code, name in enumerate(EVENT_NAMES)}
+
+# High-rate events a user has to ask for (every read and write is one).
+OPT_IN_EVENTS = frozenset({"access", "modify"})
+DEFAULT_EVENTS = tuple(n for n in EVENT_NAMES if n not in OPT_IN_EVENTS)
+
+CG_ACTIONS = ("mkdir", "rmdir")
+
+TASK_FORK = 0
+TASK_CHDIR = 1
+
+F_DIR = 0x1
+AT_FDCWD = -100
+
+# struct fst_event up to data[]: see bpf/fstrace.h for the meaning of each field.
+HEADER_FIELDS = (
+    ("ts_ns", "Q"),
+    ("cgroup_id", "Q"),
+    ("file_id", "Q"),
+    ("base_id", "Q"),
+    ("base_id2", "Q"),
+    ("ret", "q"),
+    ("type", "I"),
+    ("op", "I"),
+    ("pid", "I"),
+    ("tid", "I"),
+    ("uid", "I"),
+    ("syscall", "I"),
+    ("flags", "I"),
+    ("oflags", "I"),
+    ("fd", "i"),
+    ("dirfd", "i"),
+    ("dirfd2", "i"),
+    ("len1", "H"),
+    ("len2", "H"),
+    ("comm", "%ds" % COMM_LEN),
+)
+HEADER = struct.Struct("=" + "".join(code for _, code in HEADER_FIELDS))
+HEADER_SIZE = HEADER.size
+RECORD_MAX = HEADER_SIZE + 2 * PATH_MAX
+
+# x86_64 numbers of the syscalls the tracepoint backend follows (asm/unistd_64.h).
+SYSCALL_NAMES = {
+    0: "read", 1: "write", 2: "open", 3: "close", 17: "pread64", 18: "pwrite64",
+    19: "readv", 20: "writev", 32: "dup", 33: "dup2", 59: "execve", 72: "fcntl",
+    76: "truncate", 77: "ftruncate", 80: "chdir", 81: "fchdir", 82: "rename",
+    83: "mkdir", 84: "rmdir", 85: "creat", 86: "link", 87: "unlink", 88: "symlink",
+    90: "chmod", 91: "fchmod", 92: "chown", 93: "fchown", 94: "lchown",
+    132: "utime", 133: "mknod", 188: "setxattr", 189: "lsetxattr", 190: "fsetxattr",
+    197: "removexattr", 198: "lremovexattr", 199: "fremovexattr", 235: "utimes",
+    257: "openat", 258: "mkdirat", 259: "mknodat", 260: "fchownat", 261: "futimesat",
+    263: "unlinkat", 264: "renameat", 265: "linkat", 266: "symlinkat", 268: "fchmodat",
+    280: "utimensat", 292: "dup3", 295: "preadv", 296: "pwritev", 316: "renameat2",
+    322: "execveat", 327: "preadv2", 328: "pwritev2", 436: "close_range",
+    437: "openat2", 452: "fchmodat2", 463: "setxattrat", 466: "removexattrat",
+}
+# Followed only to keep fd and cwd tables right; they produce no event.
+BOOKKEEPING_SYSCALLS = frozenset({"dup", "dup2", "dup3", "fcntl", "close_range", "chdir", "fchdir"})
+
+
+@dataclass(slots=True)
+class Record:
+    """One decoded ring-buffer record; names are raw bytes as the kernel gave them."""
+
+    ts_ns: int
+    cgroup_id: int
+    file_id: int
+    base_id: int
+    base_id2: int
+    ret: int
+    type: int
+    op: int
+    pid: int
+    tid: int
+    uid: int
+    syscall: int
+    flags: int
+    oflags: int
+    fd: int
+    dirfd: int
+    dirfd2: int
+    comm: bytes
+    name1: bytes | None
+    name2: bytes | None
+
+    @property
+    def event(self) -> str:
+        return EVENT_NAMES[self.op]
+
+    @property
+    def syscall_name(self) -> str:
+        return SYSCALL_NAMES.get(self.syscall, str(self.syscall))
+
+
+class DecodeError(ValueError):
+    """A record shorter than its header says."""
+
+
+def _name(data: bytes, start: int, length: int) -> bytes | None:
+    if length == 0:
+        return None
+    end = start + length
+    if end > len(data):
+        raise DecodeError("record truncated: name ends at %d of %d bytes" % (end, len(data)))
+    # length counts the NUL the kernel copied; a name cut at PATH_MAX has none
+    return data[start:end - 1] if data[end - 1] == 0 else data[start:end]
+
+
+def decode(data: bytes) -> Record:
+    """Decode one record as sent by fst_send() in bpf/common.bpf.c."""
+    if len(data) < HEADER_SIZE:
+        raise DecodeError("record of %d bytes is shorter than the %d-byte header" % (len(data), HEADER_SIZE))
+    (ts_ns, cgroup_id, file_id, base_id, base_id2, ret, rtype, op, pid, tid, uid, syscall,
+     flags, oflags, fd, dirfd, dirfd2, len1, len2, comm) = HEADER.unpack_from(data)
+    if rtype == REC_FILE and op >= len(EVENT_NAMES):
+        raise DecodeError("unknown event code %d" % op)
+    return Record(
+        ts_ns, cgroup_id, file_id, base_id, base_id2, ret, rtype, op, pid, tid, uid, syscall,
+        flags, oflags, fd, dirfd, dirfd2, comm.split(b"\0", 1)[0],
+        _name(data, HEADER_SIZE, len1), _name(data, HEADER_SIZE + len1, len2),
+    )
+
+
+def encode(rec: Record) -> bytes:
+    """The bytes the kernel would send for rec (for tests and replay)."""
+    names = b""
+    len1 = len2 = 0
+    if rec.name1 is not None:
+        names += rec.name1 + b"\0"
+        len1 = len(rec.name1) + 1
+    if rec.name2 is not None:
+        names += rec.name2 + b"\0"
+        len2 = len(rec.name2) + 1
+    return HEADER.pack(
+        rec.ts_ns, rec.cgroup_id, rec.file_id, rec.base_id, rec.base_id2, rec.ret, rec.type,
+        rec.op, rec.pid, rec.tid, rec.uid, rec.syscall, rec.flags, rec.oflags, rec.fd,
+        rec.dirfd, rec.dirfd2, len1, len2, rec.comm,
+    ) + names
+
+
+def parse_events(spec: str) -> tuple[str, ...]:
+    """Parse an --event list ("create,delete", "all", "default,modify")."""
+    out: list[str] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if item == "all":
+            names = EVENT_NAMES
+        elif item == "default":
+            names = DEFAULT_EVENTS
+        elif item in EVENT_CODES:
+            names = (item,)
+        else:
+            raise ValueError(
+                "unknown event %r; known: %s, default, all" % (item, ", ".join(EVENT_NAMES))
+            )
+        out.extend(n for n in names if n not in out)
+    return tuple(out)
+
+
+def event_mask(names) -> int:
+    mask = 0
+    for n in names:
+        mask |= 1 << EVENT_CODES[n]
+    return mask
