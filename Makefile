@@ -1,0 +1,68 @@
+# fstrace — one command installs everything (as root, Debian 12 / Ubuntu 22.04, 24.04).
+#   make run    install, then start `fstrace top`
+#   make test   install, then the whole test suite
+SHELL := /bin/bash
+PY    := /usr/bin/python3
+VENV  := .venv
+KREL  := $(shell uname -r)
+APT_PACKAGES := python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip tmux strace
+PYTEST_ARGS ?=
+
+.PHONY: install deps headers venv run test test-unit test-privileged bench bench-quick clean
+
+install: deps headers venv
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make install: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# Headers for the running kernel; where the distribution has none (custom
+# kernels), its generic headers, linked in and announced loudly.  fstrace
+# says so again at run time.
+headers:
+	@if [ -e /lib/modules/$(KREL)/build/include ]; then exit 0; fi; \
+	if apt-cache show linux-headers-$(KREL) >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-headers-$(KREL); exit 0; fi; \
+	. /etc/os-release; \
+	if [ "$$ID" = ubuntu ]; then generic=linux-headers-generic; flavour=generic; else generic=linux-headers-amd64; flavour=amd64; fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$generic; \
+	build=$$(ls -d /usr/src/linux-headers-*-$$flavour | sort -V | tail -1); \
+	common=$${build%-$$flavour}-common; \
+	mkdir -p /lib/modules/$(KREL); \
+	ln -sfn $$build /lib/modules/$(KREL)/build; \
+	if [ -d $$common ]; then ln -sfn $$common /lib/modules/$(KREL)/source; fi; \
+	echo "################################################################################"; \
+	echo "# WARNING: no headers package for kernel $(KREL)."; \
+	echo "# Linked $$build instead. Only the tracepoint backend (no struct reads)"; \
+	echo "# is trustworthy with headers that do not match; fstrace warns at run time."; \
+	echo "################################################################################"
+
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(VENV)/bin/python ] || $(PY) -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/fstrace trace
+
+test: install
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
+
+test-unit: venv
+	$(VENV)/bin/python -m pytest -q tests/unit
+
+bench: install
+	$(VENV)/bin/python bench/run.py
+
+bench-quick: install
+	$(VENV)/bin/python bench/run.py --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info bench/build

@@ -1,0 +1,347 @@
+"""A tracing session: probe + path resolver + cgroup map + the main loop.
+
+Turns raw ring-buffer records into FileEvents with absolute paths and cgroup
+names and hands them, with cgroup changes and loss, to a sink (a view).
+Optionally runs a command in a transient cgroup and traces only that subtree.
+"""
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field, replace
+
+from . import cgroups, events, probe
+from .errors import CommandNotFound, UsageError
+from .events import REC_CGROUP, REC_FILE, REC_TASK, TASK_CHDIR, TASK_FORK, Record
+from .naming import Names
+from .paths import PathResolver
+
+POLL_MS = 50
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything a user chose, validated by the CLI."""
+
+    backend: str = "auto"
+    events: tuple[str, ...] = events.DEFAULT_EVENTS
+    failed: bool = False
+    pids: tuple[int, ...] = ()
+    comms: tuple[str, ...] = ()
+    cgroups: tuple[str, ...] = ()
+    duration: float | None = None
+    command: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class FileEvent:
+    """One file event as the record contract (DESIGN.md §5) describes it."""
+
+    ts: float
+    event: str
+    dir: bool
+    path: bytes | None
+    path2: bytes | None
+    pid: int
+    tid: int
+    ppid: int | None
+    uid: int
+    comm: bytes
+    cgroup_id: int
+    cgroup: str | None
+    names: Names
+    ret: int
+    syscall: str
+
+
+@dataclass
+class StartInfo:
+    backend: str
+    kernel: str
+    headers: str
+    headers_match: bool
+    tracepoints: list[str]
+    skipped: dict[str, str]
+    missing_syscalls: list[str]
+    cgroup_sources: dict[str, str]
+    events: tuple[str, ...]
+    command_cgroup: str | None = None
+
+
+@dataclass
+class Totals:
+    events: int = 0
+    lost: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class TransientCgroup:
+    """A cgroup2 child made for `-- CMD`, removed when the run ends."""
+
+    def __init__(self, mount: str):
+        name = "fstrace-run-%d-%s" % (os.getpid(), os.urandom(3).hex())
+        self.dir = os.path.join(mount, name)
+        os.mkdir(self.dir)
+        self.path = "/" + name
+        self.id = os.stat(self.dir).st_ino
+
+    def enter(self) -> None:
+        """Move the calling process (the child, before exec) into the cgroup."""
+        with open(os.path.join(self.dir, "cgroup.procs"), "w") as f:
+            f.write("0")
+
+    def populated(self) -> bool:
+        with open(os.path.join(self.dir, "cgroup.events")) as f:
+            return "populated 1" in f.read()
+
+    def remove(self) -> None:
+        try:
+            os.rmdir(self.dir)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+
+
+def split_cgroup_specs(specs, mount: str | None):
+    """--cgroup values -> (subtree paths relative to the root, ids, globs)."""
+    paths, ids, globs = [], [], []
+    for spec in specs:
+        if spec.isdigit():
+            ids.append(int(spec))
+        elif any(c in spec for c in "*?["):
+            globs.append(spec.strip("/"))
+        else:
+            rel = spec
+            if mount and (spec == mount or spec.startswith(mount.rstrip("/") + "/")):
+                rel = spec[len(mount.rstrip("/")):]
+            paths.append("/" + rel.strip("/") if rel.strip("/") else "/")
+    return paths, ids, globs
+
+
+def level_of(path: str) -> int:
+    return len([p for p in path.split("/") if p])
+
+
+class Session:
+    def __init__(self, opts: Options, sink):
+        self.opts = opts
+        self.sink = sink
+        self.totals = Totals()
+        self.resolver = PathResolver()
+        self.stopping = False
+        self.child: subprocess.Popen | None = None
+        self.transient: TransientCgroup | None = None
+        try:
+            self.mount = cgroups.cgroup2_mount()
+        except cgroups.Cgroup2Unavailable:
+            self.mount = None       # events still flow, with bare cgroup ids
+        self.cgmap = cgroups.CgroupMap(mount=self.mount) if self.mount else None
+        self._globs: list[str] = []
+        self._offset = time.time() - time.monotonic()
+
+    # --- setup ------------------------------------------------------------------
+    def _filter_ids(self) -> tuple[list[int], int]:
+        """Cgroup ids for the kernel filter and the smallest level they sit at."""
+        paths, ids, self._globs = split_cgroup_specs(self.opts.cgroups, self.mount)
+        if (paths or self._globs) and not self.cgmap:
+            raise UsageError("--cgroup with a path needs cgroup2, and none is mounted (try a cgroup id)")
+        levels = [1] if self._globs else []
+        for path in paths:
+            info = next((i for i in self._alive() if i.path == path), None)
+            if info is None:
+                raise UsageError("cgroup %s not found under %s" % (path, self.mount))
+            ids.append(info.id)
+            levels.append(level_of(path))
+        for cgid in list(ids):
+            info = self.cgmap.resolve(cgid) if self.cgmap else None
+            if info is None and self.cgmap:
+                raise UsageError("cgroup id %d not found under %s" % (cgid, self.mount))
+            levels.append(level_of(info.path) if info else 0)
+        ids += [info.id for info in self._glob_matches()]
+        return ids, min(levels) if levels else 0
+
+    def _glob_matches(self):
+        if not self._globs or not self.cgmap:
+            return []
+        return [info for info in self._alive() if self._glob_match(info.path)]
+
+    def _alive(self):
+        return [info for info in self.cgmap.entries() if info.alive]
+
+    def _glob_match(self, path: str) -> bool:
+        rel = path.strip("/")
+        return any(fnmatch.fnmatchcase(rel, g) for g in self._globs)
+
+    def start(self) -> StartInfo:
+        if self.opts.command:
+            if not self.mount:
+                raise UsageError("-- CMD needs cgroup2 to follow the command and its children")
+            self.transient = TransientCgroup(self.mount)
+            self.cgmap.feed("mkdir", self.transient.id, self.transient.path, time.monotonic())
+        ids, min_level = self._filter_ids()
+        if self.transient:
+            ids.append(self.transient.id)
+            min_level = level_of(self.transient.path) if not self.opts.cgroups else min(min_level, 1)
+        cfg = probe.ProbeConfig(
+            backend="tracepoint" if self.opts.backend == "auto" else self.opts.backend,
+            events=self.opts.events, failed=self.opts.failed, pids=self.opts.pids,
+            comms=self.opts.comms, cgroup_filter=bool(ids) or bool(self._globs),
+            cgroup_min_level=min_level,
+        )
+        self.probe = probe.Probe(cfg, self._on_bytes)
+        if ids:
+            self.probe.add_cgroups(ids)
+        if self.cgmap and "cgroup/cgroup_mkdir" in self.probe.report.skipped:
+            self.cgmap.disable("tracepoint", self.probe.report.skipped["cgroup/cgroup_mkdir"])
+        self._seed_fds()
+        rep = self.probe.report
+        return StartInfo(
+            backend=rep.backend, kernel=os.uname().release, headers=rep.headers.describe(),
+            headers_match=rep.headers.matches, tracepoints=rep.tracepoints, skipped=rep.skipped,
+            missing_syscalls=rep.missing_syscalls,
+            cgroup_sources=self.cgmap.sources if self.cgmap else {"all": "off: no cgroup2 mount"},
+            events=self.opts.events,
+            command_cgroup=self.transient.path if self.transient else None,
+        )
+
+    def _seed_fds(self) -> None:
+        """Files open before tracing began get ids too (the kernel table is not overwritten)."""
+        next_id = 1 << 62
+        for tgid, fd, path, writable, cloexec in self.resolver.existing_fds(os.getpid()):
+            next_id += 1
+            if self.probe.seed_fd(tgid, fd, next_id, writable, cloexec):
+                self.resolver.opened(next_id, path)
+
+    def spawn(self) -> None:
+        try:
+            self.child = subprocess.Popen(self.opts.command, preexec_fn=self.transient.enter)
+        except FileNotFoundError:
+            raise CommandNotFound("%s: command not found" % self.opts.command[0]) from None
+        except PermissionError:
+            raise CommandNotFound("%s: permission denied" % self.opts.command[0]) from None
+        self.resolver.forked(os.getpid(), self.child.pid)
+
+    # --- the stream -------------------------------------------------------------
+    def _on_bytes(self, data: bytes) -> None:
+        rec = events.decode(data)
+        if rec.type == REC_FILE:
+            self._file(rec)
+        elif rec.type == REC_TASK:
+            if rec.op == TASK_FORK:
+                self.resolver.forked(rec.pid, rec.fd)
+            elif rec.op == TASK_CHDIR:
+                path = (self.resolver.file(rec.pid, rec.fd, rec.file_id) if rec.fd >= 0 and rec.name1 is None
+                        else self.resolver.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1))
+                self.resolver.chdir(rec.pid, path)
+        elif rec.type == REC_CGROUP and self.cgmap:
+            action = events.CG_ACTIONS[rec.op]
+            path = (rec.name1 or b"").decode("utf-8", "backslashreplace")
+            if action == "mkdir" and self._globs and self._glob_match(path):
+                self.probe.add_cgroups([rec.cgroup_id])
+            self._cgroup_changes(self.cgmap.feed(action, rec.cgroup_id, path, rec.ts_ns / 1e9))
+
+    def _cgroup_changes(self, changes) -> None:
+        for change in changes:
+            if self._cgroup_wanted(change.path):
+                self.sink.cgroup(replace(change, ts=self._offset + change.ts))
+
+    def _cgroup_wanted(self, path: str) -> bool:
+        if not self.transient and not self.opts.cgroups:
+            return True
+        if self.transient and (path + "/").startswith(self.transient.path + "/"):
+            return True
+        paths, _, _ = split_cgroup_specs(self.opts.cgroups, self.mount)
+        return self._glob_match(path) or any((path + "/").startswith(p.rstrip("/") + "/") for p in paths)
+
+    def _wall(self, ts_ns: int) -> float:
+        return self._offset + ts_ns / 1e9
+
+    def _file(self, rec: Record) -> None:
+        r = self.resolver
+        event = events.EVENT_NAMES[rec.op]
+        if event in ("open", "create") and rec.file_id and rec.fd >= 0 and rec.ret >= 0:
+            path = r.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1)
+            r.opened(rec.file_id, path)
+        elif rec.name1 is None and rec.fd >= 0:      # fd events: write, close, fchmod, ...
+            path = r.file(rec.pid, rec.fd, rec.file_id)
+        else:
+            path = r.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1)
+        path2 = r.resolve(rec.pid, rec.dirfd2, rec.base_id2, rec.name2) if rec.name2 is not None else None
+        info = self.cgmap.resolve(rec.cgroup_id) if self.cgmap else None
+        self.totals.events += 1
+        self.sink.event(FileEvent(
+            ts=self._wall(rec.ts_ns), event=event, dir=bool(rec.flags & events.F_DIR), path=path,
+            path2=path2, pid=rec.pid, tid=rec.tid, ppid=r.ppid(rec.pid), uid=rec.uid, comm=rec.comm,
+            cgroup_id=rec.cgroup_id, cgroup=info.path if info else None,
+            names=info.names if info else Names(), ret=rec.ret, syscall=rec.syscall_name,
+        ))
+
+    # --- the loop ---------------------------------------------------------------
+    def request_stop(self, signum=None, _frame=None) -> None:
+        self.stopping = True
+        if signum is not None and self.child and self.child.poll() is None:
+            self.child.send_signal(signum)
+
+    def _done(self) -> bool:
+        if self.stopping:
+            return True
+        if self.opts.duration is not None and time.monotonic() - self.totals.started >= self.opts.duration:
+            return True
+        if self.child is not None and self.child.poll() is not None:
+            return not self.transient.populated()
+        return False
+
+    def _tick(self, timeout_ms: int) -> None:
+        self.probe.poll(timeout_ms)
+        if self.cgmap:
+            self._cgroup_changes(self.cgmap.poll())
+        lost = self.probe.lost()
+        if lost:
+            self.totals.lost += lost
+            self.sink.lost(lost, time.time())
+            if self.cgmap:
+                self._cgroup_changes(self.cgmap.resweep())
+
+    def run(self) -> int:
+        """Trace until the duration ends, the command's cgroup empties, or a signal; the exit status."""
+        old = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.totals.started = time.monotonic()
+            if self.opts.command:
+                self.spawn()
+            while not self._done():
+                self._tick(POLL_MS)
+                self.sink.flush()
+            self._tick(0)      # what was sent before the end
+            if self.child is not None:
+                try:
+                    self.child.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+            return self.exit_status()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def exit_status(self) -> int:
+        if self.child is None or self.child.returncode is None:
+            return 0
+        rc = self.child.returncode
+        return 128 - rc if rc < 0 else rc
+
+    def close(self) -> None:
+        probe_ = getattr(self, "probe", None)
+        if probe_ is not None:
+            probe_.close()
+        if self.cgmap:
+            self.cgmap.close()
+        if self.transient:
+            self.transient.remove()
+
+    @property
+    def duration(self) -> float:
+        return time.monotonic() - self.totals.started

@@ -1,0 +1,77 @@
+"""JSON Lines output: the record contract of DESIGN.md §5 (see man/fstrace.8, JSON RECORDS)."""
+from __future__ import annotations
+
+import json
+
+from .render import decode_name, errno_name
+
+# key -> what it holds; the order of keys in every event record.
+EVENT_FIELDS = (
+    ("type", '"event"'),
+    ("ts", "time of the event, seconds since the epoch"),
+    ("event", "open exec access modify attrib close_write close_nowrite create delete rename"),
+    ("dir", "true when the object is a directory"),
+    ("path", "absolute path (relative only when no cwd or dirfd could be found)"),
+    ("path2", "the new name of a rename, else null"),
+    ("pid", "process id (tgid)"),
+    ("tid", "thread id"),
+    ("ppid", "parent process id, null when unknown"),
+    ("uid", "real user id"),
+    ("comm", "process name"),
+    ("cgroup_id", "cgroup2 id (bpf_get_current_cgroup_id)"),
+    ("cgroup", "cgroup path relative to the cgroup2 root, null when unknown"),
+    ("unit", "systemd unit, else null"),
+    ("container", "container as runtime:short-id, else null"),
+    ("pod", "Kubernetes pod uid, else null"),
+    ("ret", "syscall return value"),
+    ("error", "errno name of a failed operation, else null"),
+    ("syscall", "the syscall that caused the event"),
+)
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def event_record(ev) -> dict:
+    return {
+        "type": "event", "ts": round(ev.ts, 6), "event": ev.event, "dir": ev.dir,
+        "path": decode_name(ev.path), "path2": decode_name(ev.path2), "pid": ev.pid, "tid": ev.tid,
+        "ppid": ev.ppid, "uid": ev.uid, "comm": decode_name(ev.comm), "cgroup_id": ev.cgroup_id,
+        "cgroup": ev.cgroup, "unit": ev.names.unit, "container": ev.names.container, "pod": ev.names.pod,
+        "ret": ev.ret, "error": errno_name(ev.ret), "syscall": ev.syscall,
+    }
+
+
+class JsonSink:
+    """Writes one JSON object per line to a binary stream."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def _write(self, obj: dict) -> None:
+        self.out.write(_dumps(obj).encode("utf-8", "surrogateescape") + b"\n")
+
+    def start(self, info, ts: float, pid: int) -> None:
+        self._write({
+            "type": "start", "ts": round(ts, 6), "backend": info.backend, "kernel": info.kernel,
+            "pid": pid, "headers": info.headers, "headers_match": info.headers_match,
+            "events": list(info.events), "tracepoints": info.tracepoints, "skipped": info.skipped,
+            "missing_syscalls": info.missing_syscalls, "cgroup_sources": info.cgroup_sources,
+            "command_cgroup": info.command_cgroup,
+        })
+
+    def event(self, ev) -> None:
+        self._write(event_record(ev))
+
+    def cgroup(self, change) -> None:
+        self._write({"type": "cgroup", "action": change.action, "ts": round(change.ts, 6),
+                     "id": change.id, "path": change.path})
+
+    def lost(self, count: int, ts: float) -> None:
+        self._write({"type": "lost", "ts": round(ts, 6), "count": count})
+
+    def summary(self, ts: float, totals, backend: str, duration: float) -> None:
+        self._write({"type": "summary", "ts": round(ts, 6), "events": totals.events, "lost": totals.lost,
+                     "backend": backend, "duration_s": round(duration, 3)})
+
+    def flush(self) -> None:
+        self.out.flush()

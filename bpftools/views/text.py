@@ -1,0 +1,89 @@
+"""Text output for `fstrace trace`: one aligned line per event, colour on a terminal."""
+from __future__ import annotations
+
+import time
+
+from .render import decode_name, errno_name, terminal_safe
+
+# basic ANSI colours read on light and dark backgrounds alike
+EVENT_COLOURS = {
+    "create": "32", "delete": "31", "rename": "33", "modify": "35", "close_write": "35",
+    "attrib": "36", "exec": "1", "open": "34", "access": "34", "close_nowrite": "2",
+}
+CGROUP_WIDTH = 32
+
+
+def shorten_middle(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    keep = width - 1
+    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+
+
+def cgroup_label(ev) -> str:
+    if ev.names.unit or ev.names.container:
+        return ev.names.container or ev.names.unit
+    return ev.cgroup if ev.cgroup is not None else "unknown:%d" % ev.cgroup_id
+
+
+def event_line(ev, colour: bool) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(ev.ts)) + ".%06d" % int(ev.ts % 1 * 1e6)
+    what = ev.event + ("/" if ev.dir else "")
+    path = terminal_safe(decode_name(ev.path) or "?")
+    if ev.path2 is not None:
+        path += " -> " + terminal_safe(decode_name(ev.path2))
+    err = errno_name(ev.ret)
+    who = "%s[%d]" % (terminal_safe(decode_name(ev.comm)), ev.pid)
+    cg = terminal_safe(shorten_middle(cgroup_label(ev), CGROUP_WIDTH))
+    if colour:
+        what = "\x1b[%sm%-14s\x1b[0m" % (EVENT_COLOURS[ev.event], what)
+        if err:
+            err = "\x1b[31m" + err + "\x1b[0m"
+    else:
+        what = "%-14s" % what
+    line = "%s %-*s %-22s %s %s" % (stamp, CGROUP_WIDTH, cg, who, what, path)
+    return line + ("  " + err if err else "")
+
+
+class TextSink:
+    def __init__(self, out, err, colour: bool):
+        self.out = out
+        self.err = err
+        self.colour = colour
+
+    def _line(self, text: str) -> None:
+        self.out.write(text.encode("utf-8", "surrogateescape") + b"\n")
+
+    def start(self, info, ts: float, pid: int) -> None:
+        lines = ["fstrace: backend %s on kernel %s (%s); events: %s"
+                 % (info.backend, info.kernel, info.headers, ",".join(info.events))]
+        if not info.headers_match:
+            lines.append("fstrace: warning: %s; only the tracepoint backend is trustworthy" % info.headers)
+        for tp, why in info.skipped.items():
+            lines.append("fstrace: skipped %s: %s" % (tp, why))
+        if info.missing_syscalls:
+            lines.append("fstrace: this kernel lacks %s" % ", ".join(info.missing_syscalls))
+        off = {k: v for k, v in info.cgroup_sources.items() if v != "live"}
+        for source, state in off.items():
+            lines.append("fstrace: cgroup source %s %s" % (source, state))
+        if info.command_cgroup:
+            lines.append("fstrace: running the command in cgroup %s" % info.command_cgroup)
+        self.err.write("\n".join(lines) + "\n")
+        self.err.flush()
+
+    def event(self, ev) -> None:
+        self._line(event_line(ev, self.colour))
+
+    def cgroup(self, change) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(change.ts)) + ".%06d" % int(change.ts % 1 * 1e6)
+        self._line("%s cgroup %s %s (id %d)" % (stamp, change.action, terminal_safe(change.path), change.id))
+
+    def lost(self, count: int, ts: float) -> None:
+        self.err.write("fstrace: lost %d events (ring buffer full)\n" % count)
+
+    def summary(self, ts: float, totals, backend: str, duration: float) -> None:
+        self.err.write("fstrace: %d events in %.1f s, %d lost\n" % (totals.events, duration, totals.lost))
+        self.err.flush()
+
+    def flush(self) -> None:
+        self.out.flush()
