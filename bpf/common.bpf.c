@@ -162,3 +162,12 @@ static __always_inline void fst_send(struct fst_event *e)
 			*n += 1;
 	}
 }
+
+/*
+ * Every backend hands each file event (FST_REC_FILE) here once it is
+ * complete; other records go to fst_send() directly.
+ */
+static __always_inline void fst_file(struct fst_event *e)
+{
+	fst_send(e);
+}

@@ -372,7 +372,7 @@ static __always_inline void fst_exec_exit(struct fst_args *a, u32 tid, u32 tgid,
 			long r = bpf_probe_read_kernel_str(e->data, FST_PATH_MAX, n->name);
 			if (r > 0)
 				e->len1 = r;
-			fst_send(e);
+			fst_file(e);
 		}
 	}
 	exec_names.delete(&tid);
@@ -432,7 +432,7 @@ static __always_inline void fst_emit(struct fst_args *a, long ret, u32 op, u64 f
 		e->base_id2 = fd_file_id(e->pid, a->dirfd2);
 		fst_user_names(e, (const char *)a->name1, (const char *)a->name2);
 	}
-	fst_send(e);
+	fst_file(e);
 }
 
 static __always_inline void fst_open_exit(struct fst_args *a, u32 tgid, long ret)
@@ -467,7 +467,7 @@ static __always_inline void fst_open_exit(struct fst_args *a, u32 tgid, long ret
 	e->file_id = id;
 	e->base_id = fd_file_id(tgid, a->dirfd);
 	fst_user_names(e, (const char *)a->name1, 0);
-	fst_send(e);
+	fst_file(e);
 }
 
 static __always_inline void fst_task_record(struct fst_args *a, u32 tgid)
