@@ -33,10 +33,20 @@ class BoundedDict(OrderedDict):
 
 
 def normalize(path: bytes) -> bytes:
-    """Collapse '//' and '.' components; '..' stays (it may cross a symlink)."""
+    """Collapse '//', '.' and '..' lexically (as a shell's logical cwd does).
+
+    The kernel resolves '..' physically, so a name that climbs out of a
+    symlinked directory may differ from the path fsnotify would report.
+    """
     if not path.startswith(b"/"):
         return path
-    parts = [p for p in path.split(b"/") if p and p != b"."]
+    parts: list[bytes] = []
+    for p in path.split(b"/"):
+        if p == b"..":
+            if parts:
+                parts.pop()
+        elif p and p != b".":
+            parts.append(p)
     return b"/" + b"/".join(parts)
 
 
