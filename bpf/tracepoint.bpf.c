@@ -451,8 +451,6 @@ static __always_inline void fst_open_exit(struct fst_args *a, u32 tgid, long ret
 		id = fst_new_id();
 		fd_put(tgid, ret, id, mode);
 	}
-	if (oflags & FST_O_PATH)
-		op = FST_EV_COUNT;      /* an O_PATH fd is a handle, not an open file */
 	if (!fst_event_wanted(op) || !fst_outcome_wanted(ret))
 		return;
 	struct fst_event *e = fst_record(FST_REC_FILE, op);
