@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from bpftools.naming import Names
+from bpftools.session import FileEvent, split_cgroup_specs
+from bpftools.views import jsonl, text
+from bpftools.views.render import decode_name, errno_name, terminal_safe
+
+
+def ev(**kw):
+    base = dict(ts=1763780000.123456, event="rename", dir=False, path=b"/srv/a\x1b.txt", path2=b"/srv/\xffb",
+                pid=4242, tid=4243, ppid=1, uid=0, comm=b"nginx", cgroup_id=8123,
+                cgroup="/system.slice/nginx.service", names=Names(unit="nginx.service", slice="system.slice"),
+                ret=0, syscall="renameat2")
+    base.update(kw)
+    return FileEvent(**base)
+
+
+def test_decode_name_escapes_invalid_utf8_without_dropping_bytes():
+    assert decode_name(b"caf\xc3\xa9-\xff") == "café-\\xff"
+    assert decode_name(None) is None
+
+
+@pytest.mark.parametrize("raw,safe", [
+    ("a\nb", "a\\nb"), ("\x1b[31m", "\\x1b[31m"), ("tab\there", "tab\\there"), ("\x7f\x85", "\\x7f\\x85"),
+    ("é ok", "é ok"),
+])
+def test_terminal_safe(raw, safe):
+    assert terminal_safe(raw) == safe
+
+
+def test_errno_name():
+    assert errno_name(-2) == "ENOENT"
+    assert errno_name(0) is None
+    assert errno_name(-4095) == "E4095"
+
+
+def test_json_event_record_follows_the_field_table():
+    rec = jsonl.event_record(ev())
+    assert list(rec) == [k for k, _ in jsonl.EVENT_FIELDS]
+    assert rec["path"] == "/srv/a\x1b.txt" and rec["path2"] == "/srv/\\xffb"
+    assert rec["unit"] == "nginx.service" and rec["container"] is None
+    line = jsonl._dumps(rec)
+    assert "\x1b" not in line and json.loads(line)["path"] == "/srv/a\x1b.txt"
+
+
+def test_text_line_is_aligned_escaped_and_coloured_only_when_asked():
+    plain = text.event_line(ev(), colour=False)
+    assert "\x1b" not in plain
+    assert "nginx.service" in plain and "nginx[4242]" in plain
+    assert plain.endswith("/srv/a\\x1b.txt -> /srv/\\xffb")
+    coloured = text.event_line(ev(), colour=True)
+    assert "\x1b[33mrename" in coloured
+
+
+def test_text_line_shows_errno_and_dir_marker():
+    line = text.event_line(ev(event="delete", dir=True, path2=None, ret=-39), colour=False)
+    assert "delete/" in line and line.endswith("ENOTEMPTY")
+
+
+def test_unknown_cgroup_is_labelled_with_its_id():
+    line = text.event_line(ev(cgroup=None, names=Names()), colour=False)
+    assert "unknown:8123" in line
+
+
+def test_shorten_middle():
+    assert text.shorten_middle("abcdefghij", 5) == "ab…ij"
+    assert text.shorten_middle("abc", 5) == "abc"
+
+
+def test_split_cgroup_specs():
+    paths, ids, globs = split_cgroup_specs(
+        ["system.slice/nginx.service", "/sys/fs/cgroup/unified/a/b", "42", "system.slice/*.service", "/"],
+        "/sys/fs/cgroup/unified")
+    assert paths == ["/system.slice/nginx.service", "/a/b", "/"]
+    assert ids == [42]
+    assert globs == ["system.slice/*.service"]
