@@ -122,6 +122,11 @@ def split_cgroup_specs(specs, mount: str | None):
     return paths, ids, globs
 
 
+def within(path: str, root: str) -> bool:
+    """Is cgroup path inside (or equal to) root?"""
+    return root == "/" or (path + "/").startswith(root.rstrip("/") + "/")
+
+
 def level_of(path: str) -> int:
     return len([p for p in path.split("/") if p])
 
@@ -141,40 +146,49 @@ class Session:
             self.mount = None       # events still flow, with bare cgroup ids
         self.cgmap = cgroups.CgroupMap(mount=self.mount) if self.mount else None
         self._globs: list[str] = []
+        self._subtrees: list[str] = []
         self._offset = time.time() - time.monotonic()
 
     # --- setup ------------------------------------------------------------------
     def _filter_ids(self) -> tuple[list[int], int]:
-        """Cgroup ids for the kernel filter and the smallest level they sit at."""
+        """Cgroup ids for the kernel's subtree filter and the smallest level they sit at.
+
+        A glob is filtered in two steps: the kernel lets through the subtree
+        of its fixed prefix (so a cgroup born a microsecond ago is never
+        missed), and _cgroup_path_wanted() keeps the events whose cgroup, or
+        an ancestor of it, matches the glob.
+        """
         paths, ids, self._globs = split_cgroup_specs(self.opts.cgroups, self.mount)
         if (paths or self._globs) and not self.cgmap:
             raise UsageError("--cgroup with a path needs cgroup2, and none is mounted (try a cgroup id)")
-        levels = [1] if self._globs else []
-        for path in paths:
-            info = next((i for i in self._alive() if i.path == path), None)
-            if info is None:
-                raise UsageError("cgroup %s not found under %s" % (path, self.mount))
-            ids.append(info.id)
-            levels.append(level_of(path))
-        for cgid in list(ids):
-            info = self.cgmap.resolve(cgid) if self.cgmap else None
-            if info is None and self.cgmap:
+        alive = {info.path: info for info in self.cgmap.entries() if info.alive} if self.cgmap else {}
+        by_id = {info.id: info for info in alive.values()}
+        for cgid in ids:
+            if self.cgmap and cgid not in by_id:
                 raise UsageError("cgroup id %d not found under %s" % (cgid, self.mount))
-            levels.append(level_of(info.path) if info else 0)
-        ids += [info.id for info in self._glob_matches()]
-        return ids, min(levels) if levels else 0
+        prefixes = []
+        for glob in self._globs:
+            parts = glob.split("/")
+            fixed = parts[:next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))]
+            prefixes.append("/" + "/".join(fixed))
+        for path in paths + prefixes:
+            if path not in alive:
+                raise UsageError("cgroup %s not found under %s" % (path, self.mount))
+        self._subtrees = paths + [by_id[cgid].path for cgid in ids if cgid in by_id]
+        roots = [alive[p].id for p in paths + prefixes] + ids
+        levels = [level_of(p) for p in paths + prefixes] + [level_of(by_id[c].path) if c in by_id else 0 for c in ids]
+        return roots, min(levels, default=0)
 
-    def _glob_matches(self):
-        if not self._globs or not self.cgmap:
-            return []
-        return [info for info in self._alive() if self._glob_match(info.path)]
-
-    def _alive(self):
-        return [info for info in self.cgmap.entries() if info.alive]
-
-    def _glob_match(self, path: str) -> bool:
-        rel = path.strip("/")
-        return any(fnmatch.fnmatchcase(rel, g) for g in self._globs)
+    def _cgroup_path_wanted(self, path: str | None) -> bool:
+        """Does a cgroup path pass --cgroup (the kernel has filtered by subtree already)?"""
+        if not self._globs:
+            return True
+        if path is None:
+            return False
+        if any(within(path, sub) for sub in self._subtrees):
+            return True
+        parts = path.strip("/").split("/")
+        return any(fnmatch.fnmatchcase("/".join(parts[:n]), g) for g in self._globs for n in range(1, len(parts) + 1))
 
     def start(self) -> StartInfo:
         if self.opts.command:
@@ -186,10 +200,11 @@ class Session:
         if self.transient:
             ids.append(self.transient.id)
             min_level = level_of(self.transient.path) if not self.opts.cgroups else min(min_level, 1)
+            self._subtrees.append(self.transient.path)
         cfg = probe.ProbeConfig(
             backend="tracepoint" if self.opts.backend == "auto" else self.opts.backend,
             events=self.opts.events, failed=self.opts.failed, pids=self.opts.pids,
-            comms=self.opts.comms, cgroup_filter=bool(ids) or bool(self._globs),
+            comms=self.opts.comms, cgroup_filter=bool(ids),
             cgroup_min_level=min_level,
         )
         self.probe = probe.Probe(cfg, self._on_bytes)
@@ -240,8 +255,6 @@ class Session:
         elif rec.type == REC_CGROUP and self.cgmap:
             action = events.CG_ACTIONS[rec.op]
             path = (rec.name1 or b"").decode("utf-8", "backslashreplace")
-            if action == "mkdir" and self._globs and self._glob_match(path):
-                self.probe.add_cgroups([rec.cgroup_id])
             self._cgroup_changes(self.cgmap.feed(action, rec.cgroup_id, path, rec.ts_ns / 1e9))
 
     def _cgroup_changes(self, changes) -> None:
@@ -249,18 +262,22 @@ class Session:
             if self._cgroup_wanted(change.path):
                 self.sink.cgroup(replace(change, ts=self._offset + change.ts))
 
+    def _file(self, rec: Record) -> None:
+        info = self.cgmap.resolve(rec.cgroup_id) if self.cgmap else None
+        if self._globs and not self._cgroup_path_wanted(info.path if info else None):
+            return
+        self._file_event(rec, info)
+
     def _cgroup_wanted(self, path: str) -> bool:
-        if not self.transient and not self.opts.cgroups:
-            return True
-        if self.transient and (path + "/").startswith(self.transient.path + "/"):
-            return True
-        paths, _, _ = split_cgroup_specs(self.opts.cgroups, self.mount)
-        return self._glob_match(path) or any((path + "/").startswith(p.rstrip("/") + "/") for p in paths)
+        """Is a cgroup change inside what is traced?"""
+        if self._globs:
+            return self._cgroup_path_wanted(path)
+        return not self._subtrees or any(within(path, sub) for sub in self._subtrees)
 
     def _wall(self, ts_ns: int) -> float:
         return self._offset + ts_ns / 1e9
 
-    def _file(self, rec: Record) -> None:
+    def _file_event(self, rec: Record, info) -> None:
         r = self.resolver
         event = events.EVENT_NAMES[rec.op]
         if event in ("open", "create") and rec.file_id and rec.fd >= 0 and rec.ret >= 0:
@@ -271,7 +288,6 @@ class Session:
         else:
             path = r.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1)
         path2 = r.resolve(rec.pid, rec.dirfd2, rec.base_id2, rec.name2) if rec.name2 is not None else None
-        info = self.cgmap.resolve(rec.cgroup_id) if self.cgmap else None
         self.totals.events += 1
         self.sink.event(FileEvent(
             ts=self._wall(rec.ts_ns), event=event, dir=bool(rec.flags & events.F_DIR), path=path,
