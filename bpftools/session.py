@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import os
 import signal
 import subprocess
@@ -17,10 +18,13 @@ from dataclasses import dataclass, field, replace
 from . import cgroups, events, probe
 from .errors import CommandNotFound, UsageError
 from .events import REC_CGROUP, REC_FILE, REC_TASK, TASK_CHDIR, TASK_FORK, Record
-from .naming import Names
+from .naming import Names, names_from_path
 from .paths import PathResolver
 
 POLL_MS = 50
+
+# A cgroup's names depend on its path only; busy cgroups are asked for them per event.
+cached_names = functools.lru_cache(maxsize=4096)(names_from_path)
 
 
 @dataclass(frozen=True)
@@ -293,7 +297,7 @@ class Session:
             ts=self._wall(rec.ts_ns), event=event, dir=bool(rec.flags & events.F_DIR), path=path,
             path2=path2, pid=rec.pid, tid=rec.tid, ppid=r.ppid(rec.pid), uid=rec.uid, comm=rec.comm,
             cgroup_id=rec.cgroup_id, cgroup=info.path if info else None,
-            names=info.names if info else Names(), ret=rec.ret, syscall=rec.syscall_name,
+            names=cached_names(info.path) if info else Names(), ret=rec.ret, syscall=rec.syscall_name,
         ))
 
     # --- the loop ---------------------------------------------------------------

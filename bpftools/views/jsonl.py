@@ -29,6 +29,9 @@ EVENT_FIELDS = (
 )
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_EVENT_LINE = ('{"type":"event","ts":%s,"event":"%s","dir":%s,"path":%s,"path2":%s,"pid":%d,"tid":%d,'
+               '"ppid":%s,"uid":%d,"comm":%s,"cgroup_id":%d,"cgroup":%s,"unit":%s,"container":%s,"pod":%s,'
+               '"ret":%d,"error":%s,"syscall":"%s"}\n')
 
 
 def event_record(ev) -> dict:
@@ -46,6 +49,7 @@ class JsonSink:
 
     def __init__(self, out):
         self.out = out
+        self._cgroups: dict[int, tuple] = {}    # cgroup id -> its JSON fragments
 
     def _write(self, obj: dict) -> None:
         self.out.write(_dumps(obj).encode("utf-8", "surrogateescape") + b"\n")
@@ -60,7 +64,17 @@ class JsonSink:
         })
 
     def event(self, ev) -> None:
-        self._write(event_record(ev))
+        """event_record(ev) as JSON, formatted directly: this runs once per traced event."""
+        d = _dumps
+        cg = self._cgroups.get(ev.cgroup_id)
+        if cg is None or cg[0] != ev.cgroup:
+            n = ev.names
+            cg = self._cgroups[ev.cgroup_id] = (ev.cgroup, d(ev.cgroup), d(n.unit), d(n.container), d(n.pod))
+        line = _EVENT_LINE % (
+            round(ev.ts, 6), ev.event, "true" if ev.dir else "false", d(decode_name(ev.path)),
+            d(decode_name(ev.path2)), ev.pid, ev.tid, d(ev.ppid), ev.uid, d(decode_name(ev.comm)), ev.cgroup_id,
+            cg[1], cg[2], cg[3], cg[4], ev.ret, d(errno_name(ev.ret)), ev.syscall)
+        self.out.write(line.encode("utf-8", "surrogateescape"))
 
     def cgroup(self, change) -> None:
         self._write({"type": "cgroup", "action": change.action, "ts": round(change.ts, 6),

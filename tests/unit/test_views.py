@@ -45,6 +45,18 @@ def test_json_event_record_follows_the_field_table():
     assert "\x1b" not in line and json.loads(line)["path"] == "/srv/a\x1b.txt"
 
 
+@pytest.mark.parametrize("event", [ev(), ev(path2=None, ret=-13, cgroup=None, names=Names(), ppid=None, dir=True)])
+def test_json_sink_writes_exactly_event_record(event):
+    import io
+    out = io.BytesIO()
+    sink = jsonl.JsonSink(out)
+    sink.event(event)
+    sink.event(event)
+    line = out.getvalue().decode().splitlines()[0]
+    assert json.loads(line) == jsonl.event_record(event)
+    assert line == jsonl._dumps(jsonl.event_record(event))
+
+
 def test_text_line_is_aligned_escaped_and_coloured_only_when_asked():
     plain = text.event_line(ev(), colour=False)
     assert "\x1b" not in plain
