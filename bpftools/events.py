@@ -133,11 +133,11 @@ def _name(data: bytes, start: int, length: int) -> bytes | None:
     if end > len(data):
         raise DecodeError("record truncated: name ends at %d of %d bytes" % (end, len(data)))
     # length counts the NUL the kernel copied; a name cut at PATH_MAX has none
-    return data[start:end - 1] if data[end - 1] == 0 else data[start:end]
+    return bytes(data[start:end - 1] if data[end - 1] == 0 else data[start:end])
 
 
-def decode(data: bytes) -> Record:
-    """Decode one record as sent by fst_send() in bpf/common.bpf.c."""
+def decode(data) -> Record:
+    """Decode one record (bytes or a memoryview) as sent by fst_send() in bpf/common.bpf.c."""
     if len(data) < HEADER_SIZE:
         raise DecodeError("record of %d bytes is shorter than the %d-byte header" % (len(data), HEADER_SIZE))
     (ts_ns, cgroup_id, file_id, base_id, base_id2, ret, rtype, op, pid, tid, uid, syscall,

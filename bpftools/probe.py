@@ -8,6 +8,7 @@ the typed errors of bpftools/errors.py here.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from importlib import resources
 
 from . import events
 from .errors import BpfLoadError, MissingDependency, MissingKernelFeature, NotPrivileged
+from .ringbuf import RingBuffer
 
 BACKENDS = ("tracepoint",)
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -206,7 +208,7 @@ class Probe:
         self.report.tracepoints = [tp for tp in list(BACKEND_TRACEPOINTS[cfg.backend]) + list(CGROUP_TRACEPOINTS)
                                    if tp not in self.report.skipped]
         self._fill_filters()
-        self.bpf["events"].open_ring_buffer(self._callback)
+        self.ring = RingBuffer(self.bpf["events"].map_fd, cfg.ring_pages * mmap.PAGESIZE)
         self._lost_seen = 0
 
     def _fill_filters(self) -> None:
@@ -222,10 +224,6 @@ class Probe:
                 raw = comm.encode()[: events.COMM_LEN - 1]
                 ct.memmove(ct.addressof(key), raw, len(raw))
                 table[key] = ct.c_uint8(1)
-
-    def _callback(self, _ctx, data, size):
-        self._on_record(ctypes.string_at(data, size))
-        return 0
 
     def add_cgroups(self, ids) -> None:
         """Let tasks in these cgroups (and their descendants) through the cgroup filter."""
@@ -243,8 +241,8 @@ class Probe:
 
     def poll(self, timeout_ms: int) -> None:
         """Wait up to timeout_ms for a wakeup, then deliver every record that is ready."""
-        self.bpf.ring_buffer_poll(timeout_ms)
-        self.bpf.ring_buffer_consume()
+        self.ring.wait(timeout_ms)
+        self.ring.consume(self._on_record)
 
     def _percpu_sum(self, name: str) -> int:
         try:
@@ -260,6 +258,7 @@ class Probe:
         return delta
 
     def close(self) -> None:
+        self.ring.close()
         self.bpf.cleanup()
 
 
