@@ -1,0 +1,57 @@
+"""README, man page and --help describe the CLI as it behaves."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from bpftools import cli, events
+from bpftools.views.jsonl import EVENT_FIELDS
+
+ROOT = Path(__file__).resolve().parents[2]
+MAN = (ROOT / "man/fstrace.8").read_text()
+
+
+def man_text() -> str:
+    proc = subprocess.run(["man", "-l", "-P", "cat", str(ROOT / "man/fstrace.8")], capture_output=True,
+                          text=True, env={"MANWIDTH": "200", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr
+    return proc.stdout
+
+
+def test_man_page_lists_every_json_event_key_in_order():
+    section = MAN.split(".B event\none file event")[1].split(".B cgroup\na cgroup")[0]
+    keys = re.findall(r"^\.TP(?: 12)?\n\.B (\w+)\n", section, re.M)
+    assert keys == [k for k, _ in EVENT_FIELDS]
+
+
+def test_man_page_names_every_event():
+    section = MAN.split(".SH EVENTS")[1].split(".SH JSON RECORDS")[0]
+    for name in events.EVENT_NAMES:
+        assert re.search(r"^\.BR? (%s\n|.*\b%s\b)" % (name, name), section, re.M), name
+
+
+def test_man_page_documents_every_trace_option():
+    for param in cli.trace.params:
+        if isinstance(param, click.Option) and not param.hidden:
+            for opt in param.opts:
+                assert opt.replace("-", "\\-") in MAN, opt
+
+
+def test_every_traced_syscall_is_in_the_man_page():
+    for name in events.SYSCALL_NAMES.values():
+        assert re.search(r"^\.(?:B|BR|RB) (?:\( )?%s\b" % name, MAN, re.M), name
+
+
+def test_man_page_renders_without_warnings():
+    text = man_text()
+    assert "fstrace trace" in text
+
+
+def test_readme_quick_start_uses_the_make_targets_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    for target in re.findall(r"^    make ([\w-]+)", readme, re.M):
+        assert re.search(r"^%s:" % re.escape(target), makefile, re.M), target
