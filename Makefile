@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY    := /usr/bin/python3
 VENV  := .venv
 KREL  := $(shell uname -r)
-APT_PACKAGES := python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip tmux strace
+APT_PACKAGES := python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip tmux strace man-db
 PYTEST_ARGS ?=
 
 .PHONY: install deps headers venv run test test-unit test-privileged bench bench-quick clean
