@@ -14,6 +14,8 @@
  *                       cgroup_filter, levels FST_CG_MIN_LEVEL..FST_CG_MAX_LEVEL
  *   FST_RB_PAGES        ring buffer size in pages
  *   FST_WAKE_EVERY      wake user space once per this many records per CPU
+ *   FST_AGGREGATE       count file events in agg_a/agg_b instead of sending
+ *                       them (fstrace top, report); FST_AGG_MAX entries
  */
 #include <uapi/linux/ptrace.h>
 #include "fstrace.h"
@@ -163,11 +165,159 @@ static __always_inline void fst_send(struct fst_event *e)
 	}
 }
 
+#ifdef FST_AGGREGATE
+/*
+ * Counting.  Each file event adds one to n[op] of its (cgroup, file key, tgid,
+ * errno) entry in the counter map agg_slot[0] points to.  User space keeps two
+ * maps, agg_a and agg_b: once per tick it points agg_slot[0] at the empty one
+ * (the kernel waits for every running program before that update returns, see
+ * maybe_wait_bpf_programs()), then reads and empties the other at leisure.  So
+ * nothing is counted twice or lost between reads, at any event rate.  Events
+ * that find the map full are counted per event type in agg_overflow.
+ *
+ * File keys (fstrace.h) are built here so that every backend gets them:
+ *   absolute name       hash(name)
+ *   name relative to a  hash(name) mixed with the directory's key, when the
+ *   directory fd        directory was opened while tracing (agg_fids: the key
+ *                       of each open file id), else with that file id
+ *   name relative to    hash(name) mixed with (tgid, cwd token): a backend
+ *   the cwd             calls fst_cwd_changed() on chdir and fork
+ *   no name, file_id    the key the file's open got (agg_fids), else
+ *                       FST_KEY_FD | file_id
+ * A key's name is sent once (FST_REC_NAME) and remembered in agg_named; user
+ * space deletes a key from agg_named to have its name sent again.
+ */
+#ifndef FST_AGG_MAX
+#define FST_AGG_MAX 65536
+#endif
+#ifndef FST_AGG_NAMES
+#define FST_AGG_NAMES 65536
+#endif
+#define FST_AT_FDCWD -100
+
+BPF_TABLE("hash", struct fst_agg_key, struct fst_agg_val, agg_a, FST_AGG_MAX);
+BPF_TABLE("hash", struct fst_agg_key, struct fst_agg_val, agg_b, FST_AGG_MAX);
+BPF_ARRAY_OF_MAPS(agg_slot, "agg_a", 1);
+BPF_PERCPU_ARRAY(agg_overflow, u64, FST_EV_COUNT);
+BPF_TABLE("lru_hash", u64, u64, agg_fids, FST_AGG_NAMES);
+BPF_TABLE("lru_hash", u64, u8, agg_named, FST_AGG_NAMES);
+BPF_TABLE("lru_hash", u32, u64, agg_cwd, 32768);
+
+static __always_inline void fst_cwd_changed(u32 tgid)
+{
+	u64 token = bpf_ktime_get_ns();
+	agg_cwd.update(&tgid, &token);
+}
+
+static __always_inline u64 fst_mix(u64 h, u64 w)
+{
+	h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+	return h ^ (h >> 29);
+}
+
+/* seed mixed with the len bytes at data, eight at a time */
+static __always_inline u64 fst_name_hash(u64 seed, const char *data, u32 len)
+{
+	u64 h = fst_mix(seed, len);
+	for (u32 off = 0; off < FST_PATH_MAX; off += 8) {
+		if (off >= len)
+			break;
+		u64 w = *(u64 *)(data + off);
+		if (len - off < 8)
+			w &= (1ULL << ((len - off) * 8)) - 1;
+		h = fst_mix(h, w);
+	}
+	return h;
+}
+
+static __always_inline u64 fst_file_key(struct fst_event *e, u64 *parent)
+{
+	u32 len = e->len1 > FST_PATH_MAX ? FST_PATH_MAX : e->len1;
+	if (e->len1 == 0) {
+		if (!e->file_id)
+			return 0;
+		u64 *k = agg_fids.lookup(&e->file_id);
+		return k ? *k : (e->file_id | FST_KEY_FD);
+	}
+	u64 seed = 0;
+	if (e->data[0] == '/') {
+		seed = 0;
+	} else if (e->dirfd == FST_AT_FDCWD) {
+		u32 tgid = e->pid;
+		u64 *token = agg_cwd.lookup(&tgid);
+		seed = fst_mix(fst_mix(1, tgid), token ? *token : 0);
+	} else {
+		u64 *dir = e->base_id ? agg_fids.lookup(&e->base_id) : 0;
+		if (dir) {
+			*parent = *dir;
+			seed = fst_mix(2, *dir);
+		} else {
+			seed = fst_mix(fst_mix(3, e->base_id), e->base_id ? 0 : ((u64)e->pid << 32 | (u32)e->dirfd));
+		}
+	}
+	u64 key = fst_name_hash(seed, e->data, len) & ~FST_KEY_FD;
+	return key ? key : 1;
+}
+
+static __always_inline void fst_count(struct fst_event *e)
+{
+	int zero = 0;
+	u32 op = e->op;
+	if (op >= FST_EV_COUNT)
+		return;
+	void *counts = agg_slot.lookup(&zero);
+	if (!counts)
+		return;                 /* not started yet */
+	u64 parent = 0;
+	u64 file = fst_file_key(e, &parent);
+	struct fst_agg_key k = {
+		.cgroup_id = e->cgroup_id,
+		.file = file,
+		.pid = e->pid,
+		.err = e->ret < 0 ? (u32)-e->ret : 0,
+	};
+	if (file && e->file_id && e->len1 && e->ret >= 0)
+		agg_fids.update(&e->file_id, &file);
+	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
+	if (!v) {
+		struct fst_agg_val fresh = {};
+		bpf_map_update_elem(counts, &k, &fresh, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(counts, &k);
+	}
+	if (v) {
+		__sync_fetch_and_add(&v->n[op], 1);
+		__builtin_memcpy(v->comm, e->comm, FST_COMM_LEN);
+	} else {
+		u64 *n = agg_overflow.lookup(&op);
+		if (n)
+			*n += 1;
+	}
+	if (file && !agg_named.lookup(&file)) {
+		u8 one = 1;
+		agg_named.update(&file, &one);
+		e->type = FST_REC_NAME;
+		e->file_id = file;
+		e->base_id2 = parent;
+		e->len2 = 0;
+		fst_send(e);
+	}
+}
+#else
+static __always_inline void fst_cwd_changed(u32 tgid)
+{
+}
+#endif
+
 /*
  * Every backend hands each file event (FST_REC_FILE) here once it is
- * complete; other records go to fst_send() directly.
+ * complete (it may be changed: the caller is done with it); other records go
+ * to fst_send() directly.
  */
 static __always_inline void fst_file(struct fst_event *e)
 {
+#ifdef FST_AGGREGATE
+	fst_count(e);
+#else
 	fst_send(e);
+#endif
 }

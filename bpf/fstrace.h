@@ -16,6 +16,7 @@
 #define FST_REC_FILE    1            /* a file event (op = FST_EV_*) */
 #define FST_REC_CGROUP  2            /* cgroup2 mkdir/rmdir (op = FST_CG_*) */
 #define FST_REC_TASK    3            /* bookkeeping for path resolution (op = FST_TASK_*) */
+#define FST_REC_NAME    4            /* FST_AGGREGATE: the name behind a file key, sent once per key */
 
 /* file events: the names of the JSON record contract, in this order */
 #define FST_EV_OPEN            0
@@ -61,6 +62,31 @@ struct fst_event {
 	__u16 len2;                  /* bytes of name2 at data[len1], NUL included; 0 = none */
 	char  comm[FST_COMM_LEN];
 	char  data[2 * FST_PATH_MAX]; /* name1 then name2; only len1 + len2 bytes are sent */
+};
+
+/*
+ * FST_AGGREGATE (fstrace top, report): file events are counted in the kernel,
+ * one counter map entry per (cgroup, file, process, errno); see common.bpf.c.
+ *
+ * A file key names a file: a 63-bit hash of the name as the task gave it,
+ * mixed with what the name is relative to, or FST_KEY_FD | file_id for a file
+ * known only by the id of its open file; 0 = no file.  User space learns what
+ * a key means from one FST_REC_NAME record per key: the event's own fields
+ * (pid, dirfd, base_id, fd, name1), with file_id = the key and base_id2 = the
+ * key of the directory name1 is relative to (0 = none known).
+ */
+#define FST_KEY_FD      (1ULL << 63)
+
+struct fst_agg_key {
+	__u64 cgroup_id;
+	__u64 file;                  /* file key */
+	__u32 pid;                   /* tgid */
+	__u32 err;                   /* errno of a failed operation; 0 = it succeeded */
+};
+
+struct fst_agg_val {
+	__u64 n[FST_EV_COUNT];       /* operations, per FST_EV_* */
+	char  comm[FST_COMM_LEN];    /* the process's name at its latest event */
 };
 
 #define FST_HDR_SIZE  ((unsigned long)&((struct fst_event *)0)->data)

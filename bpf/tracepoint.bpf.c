@@ -564,8 +564,10 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 	}
 	case K_CHDIR:
 	case K_FCHDIR:
-		if (ret == 0)
+		if (ret == 0) {
+			fst_cwd_changed(tgid);
 			fst_task_record(&a, tgid);
+		}
 		break;
 	}
 	return 0;
@@ -579,6 +581,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	struct task_gen g = {.epoch = fst_new_id()};
 	gens.update(&child, &g);
 	parents.update(&child, &parent);
+	fst_cwd_changed(child);
 	if (!fst_task_wanted(parent))
 		return 0;
 	struct fst_event *e = fst_record(FST_REC_TASK, FST_TASK_FORK);

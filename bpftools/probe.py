@@ -137,6 +137,8 @@ class ProbeConfig:
     cgroup_min_level: int = 0
     ring_pages: int = 2048
     wake_every: int = 64
+    aggregate: bool = False          # count in the kernel (top, report) instead of sending events
+    agg_entries: int = 65536         # entries of each counter map
 
 
 @dataclass
@@ -171,6 +173,8 @@ def cflags(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> list[str]:
         flags.append("-DFST_FILTER_COMM")
     if cfg.cgroup_filter:
         flags += ["-DFST_FILTER_CGROUP", "-DFST_CG_MIN_LEVEL=%d" % cfg.cgroup_min_level]
+    if cfg.aggregate:
+        flags += ["-DFST_AGGREGATE", "-DFST_AGG_MAX=%d" % cfg.agg_entries]
     return flags
 
 

@@ -3,6 +3,12 @@
 Turns raw ring-buffer records into FileEvents with absolute paths and cgroup
 names and hands them, with cgroup changes and loss, to a sink (a view).
 Optionally runs a command in a transient cgroup and traces only that subtree.
+
+With Options.aggregate (top, report) the kernel counts instead of sending
+events: once per sink.interval the session drains the counters
+(bpftools/counters.py), names their cgroups and files, and hands the sink
+one model.Tick.  Only cgroup changes, task bookkeeping and the names of new
+file keys come through the ring buffer then.
 """
 from __future__ import annotations
 
@@ -16,12 +22,16 @@ import time
 from dataclasses import dataclass, field, replace
 
 from . import cgroups, events, probe
+from .counters import KEY_FD, Counters
 from .errors import CommandNotFound, UsageError
-from .events import REC_CGROUP, REC_FILE, REC_TASK, TASK_CHDIR, TASK_FORK, Record
+from .events import REC_CGROUP, REC_FILE, REC_NAME, REC_TASK, TASK_CHDIR, TASK_FORK, Record
+from .model import Tick
 from .naming import Names, names_from_path
-from .paths import PathResolver
+from .paths import BoundedDict, PathResolver, join
+from .views.render import decode_name
 
 POLL_MS = 50
+MAX_FILE_NAMES = 262144     # file key -> path; above the kernel's FST_AGG_NAMES, so it rarely asks twice
 
 # A cgroup's names depend on its path only; busy cgroups are asked for them per event.
 cached_names = functools.lru_cache(maxsize=4096)(names_from_path)
@@ -39,6 +49,8 @@ class Options:
     cgroups: tuple[str, ...] = ()
     duration: float | None = None
     command: tuple[str, ...] = ()
+    aggregate: bool = False                 # count in the kernel; the sink gets model.Ticks
+    path_prefixes: tuple[str, ...] = ()     # aggregate: only files under these (absolute, normalised)
 
 
 @dataclass(slots=True)
@@ -152,6 +164,10 @@ class Session:
         self._globs: list[str] = []
         self._subtrees: list[str] = []
         self._offset = time.time() - time.monotonic()
+        self.counters: Counters | None = None
+        self.file_names: BoundedDict = BoundedDict(MAX_FILE_NAMES)
+        self._collected = 0.0               # monotonic time of the last drain
+        self._lost_delivered = 0
 
     # --- setup ------------------------------------------------------------------
     def _filter_ids(self) -> tuple[list[int], int]:
@@ -209,11 +225,15 @@ class Session:
             backend="tracepoint" if self.opts.backend == "auto" else self.opts.backend,
             events=self.opts.events, failed=self.opts.failed, pids=self.opts.pids,
             comms=self.opts.comms, cgroup_filter=bool(ids),
-            cgroup_min_level=min_level,
+            cgroup_min_level=min_level, aggregate=self.opts.aggregate,
         )
         self.probe = probe.Probe(cfg, self._on_bytes)
         if ids:
             self.probe.add_cgroups(ids)
+        if self.opts.aggregate:
+            self.counters = Counters.from_probe(self.probe)
+            self.counters.start()           # counting from here: whoever hears of the start misses nothing
+            self._collected = time.monotonic()
         if self.cgmap and "cgroup/cgroup_mkdir" in self.probe.report.skipped:
             self.cgmap.disable("tracepoint", self.probe.report.skipped["cgroup/cgroup_mkdir"])
         self._seed_fds()
@@ -256,6 +276,8 @@ class Session:
                 path = (self.resolver.file(rec.pid, rec.fd, rec.file_id) if rec.fd >= 0 and rec.name1 is None
                         else self.resolver.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1))
                 self.resolver.chdir(rec.pid, path)
+        elif rec.type == REC_NAME:
+            self._learn_name(rec)
         elif rec.type == REC_CGROUP and self.cgmap:
             action = events.CG_ACTIONS[rec.op]
             path = (rec.name1 or b"").decode("utf-8", "backslashreplace")
@@ -300,6 +322,58 @@ class Session:
             names=cached_names(info.path) if info else Names(), ret=rec.ret, syscall=rec.syscall_name,
         ))
 
+    # --- counting (aggregate) -------------------------------------------------------
+    def _learn_name(self, rec: Record) -> None:
+        """What a file key names (fstrace.h: FST_REC_NAME): file_id is the key, base_id2 its directory's."""
+        key = rec.file_id
+        if rec.name1 is None:
+            path = self.resolver.file(rec.pid, rec.fd, key & ~KEY_FD)
+        elif rec.base_id2 and not rec.name1.startswith(b"/") and rec.base_id2 in self.file_names:
+            path = join(self.file_names[rec.base_id2], rec.name1)
+        else:
+            path = self.resolver.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1)
+        if path is not None:
+            self.file_names[key] = path
+
+    def _path_wanted(self, path: str) -> bool:
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.opts.path_prefixes)
+
+    def collect(self) -> Tick:
+        """Drain the counters: everything counted since the last call, named."""
+        entries = self.counters.swap()
+        now = time.monotonic()
+        self.probe.poll(0)              # the names of every key just drained are in the buffer now
+        overflow = tuple(self.counters.overflow())
+        cgroup_paths: dict[int, str | None] = {}
+        files: dict[int, str] = {}
+        kept = []
+        for e in entries:
+            if e.cgroup_id not in cgroup_paths:
+                info = self.cgmap.resolve(e.cgroup_id) if self.cgmap else None
+                cgroup_paths[e.cgroup_id] = info.path if info else None
+            cg = cgroup_paths[e.cgroup_id]
+            if self._globs and not self._cgroup_path_wanted(cg):
+                continue
+            if e.file and e.file not in files:
+                name = self.file_names.get(e.file)
+                if name is None:
+                    self.counters.forget(e.file)        # lost or forgotten: have it sent again
+                else:
+                    files[e.file] = decode_name(name)
+            if self.opts.path_prefixes and not self._path_wanted(files.get(e.file, "")):
+                continue
+            kept.append(e)
+            if not e.err:
+                self.totals.events += sum(e.counts)
+        elapsed, self._collected = now - self._collected, now
+        lost, self._lost_delivered = self.totals.lost - self._lost_delivered, self.totals.lost
+        return Tick(
+            ts=self._offset + now, elapsed=elapsed, entries=kept,
+            cgroups={cgid: path or "/unknown:%d" % cgid for cgid, path in cgroup_paths.items()},
+            files=files, overflow=overflow, lost=lost, uptime=time.clock_gettime(time.CLOCK_BOOTTIME),
+            tracked=sum(1 for info in self.cgmap.entries() if info.alive) if self.cgmap else 0,
+        )
+
     # --- the loop ---------------------------------------------------------------
     def request_stop(self, signum=None, _frame=None) -> None:
         self.stopping = True
@@ -313,7 +387,7 @@ class Session:
             return True
         if self.child is not None and self.child.poll() is not None:
             return not self.transient.populated()
-        return False
+        return self.counters is not None and self.sink.finished
 
     def _tick(self, timeout_ms: int) -> None:
         self.probe.poll(timeout_ms)
@@ -322,7 +396,8 @@ class Session:
         lost = self.probe.lost()
         if lost:
             self.totals.lost += lost
-            self.sink.lost(lost, time.time())
+            if self.counters is None:           # counting sinks get it with the next Tick
+                self.sink.lost(lost, time.time())
             if self.cgmap:
                 self._cgroup_changes(self.cgmap.resweep())
 
@@ -335,8 +410,12 @@ class Session:
                 self.spawn()
             while not self._done():
                 self._tick(POLL_MS)
+                if self.counters is not None and time.monotonic() - self._collected >= self.sink.interval:
+                    self.sink.counts(self.collect())
                 self.sink.flush()
             self._tick(0)      # what was sent before the end
+            if self.counters is not None:
+                self.sink.counts(self.collect())
             if self.child is not None:
                 try:
                     self.child.wait(timeout=2)

@@ -1,0 +1,611 @@
+"""The aggregation model of `fstrace top` and `fstrace report`: counter entries -> rows.
+
+Pure: no I/O, no clock, no terminal.  The session hands the Aggregator one
+Tick per interval -- the entries drained from the kernel's counter map (one
+per cgroup, file, process and errno, see bpf/common.bpf.c) with the names it
+resolved -- and the views ask for rows: grouped, filtered, drilled into and
+sorted here, by key names the views only map to keys and labels.
+
+Groupings:
+  cgroup   the cgroup hierarchy as a tree; every row counts its own events
+           plus those of every cgroup below it (rolled up), so a service's row
+           includes its sub-cgroups, and siblings are sorted among themselves
+  process  one row per process (tgid), with its cgroup
+  file     one row per file path
+  dir      one row per directory, counting the files directly in it (report)
+  event    one row per event type, with how many cgroups, processes and files
+"""
+from __future__ import annotations
+
+import errno as _errno
+from collections import deque
+from dataclasses import dataclass, field
+
+from .events import EVENT_CODES, EVENT_NAMES
+from .naming import names_from_path
+
+EV_COUNT = len(EVENT_NAMES)
+
+# The event classes top shows as columns: class -> the events it sums.
+CLASSES = (
+    ("open", ("open",)),
+    ("read", ("access",)),
+    ("write", ("modify",)),
+    ("close", ("close_write", "close_nowrite")),
+    ("create", ("create",)),
+    ("delete", ("delete",)),
+    ("rename", ("rename",)),
+    ("attrib", ("attrib",)),
+    ("exec", ("exec",)),
+)
+CLASS_NAMES = tuple(name for name, _ in CLASSES)
+_CLASS_CODES = {name: tuple(EVENT_CODES[e] for e in evs) for name, evs in CLASSES}
+
+GROUPINGS = ("cgroup", "process", "file", "event")
+REPORT_GROUPINGS = ("cgroup", "process", "file", "dir", "event")
+SORT_KEYS = ("total",) + CLASS_NAMES + ("failed", "name")
+DEFAULT_SORT = "total"
+HISTORY = 20                    # ticks of trend per row
+MAX_TIMELINE = 240              # report chart points; older ones are merged pairwise
+MAX_REPORT_ENTRIES = 500_000    # report entries kept apart; the rest go to OTHER_FILE
+
+NO_FILE = 0                     # entries of events with no file known
+OTHER_FILE = -1                 # report: files beyond MAX_REPORT_ENTRIES
+UNKNOWN_FILE = "(unknown file)"
+OTHER_FILES = "(other files)"
+
+# What a drill-in on a row of each grouping shows: the two tables below it.
+DRILL = {
+    "cgroup": ("process", "file"),
+    "process": ("file", "event"),
+    "file": ("process", "cgroup"),
+    "event": ("process", "file"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One counter map entry: what one process did to one file in one cgroup."""
+
+    cgroup_id: int
+    file: int               # file key; NO_FILE when none is known
+    pid: int
+    err: int                # errno of failed operations; 0 when they succeeded
+    comm: bytes
+    counts: tuple[int, ...]  # per EVENT_NAMES
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One interval's worth of counts, with the names the session resolved."""
+
+    ts: float                       # wall clock at the end of the interval
+    elapsed: float                  # seconds it covers
+    entries: list[Entry]
+    cgroups: dict[int, str]         # cgroup id -> path ("/unknown:<id>" when unknown)
+    files: dict[int, str]           # file key -> path (missing: not known yet)
+    overflow: tuple[int, ...] = (0,) * EV_COUNT   # per event: not in entries, the map was full
+    lost: int = 0                   # ring-buffer records lost (names, cgroup changes)
+    uptime: float = 0.0             # of the machine
+    tracked: int = 0                # cgroups alive
+
+
+@dataclass(frozen=True)
+class CgroupLife:
+    """A cgroup created and/or removed while counting (wall-clock times)."""
+
+    id: int
+    path: str
+    created: float | None = None
+    removed: float | None = None
+
+    @property
+    def lifetime(self) -> float | None:
+        if self.created is None or self.removed is None:
+            return None
+        return max(0.0, self.removed - self.created)
+
+
+@dataclass(slots=True)
+class Row:
+    group: str                      # the grouping the row belongs to
+    key: object                     # cgroup path, pid, file path, directory, event name
+    label: str
+    counts: list[int]               # successful operations per EVENT_NAMES
+    failed: int = 0
+    depth: int = 0                  # cgroup tree depth below the top row shown
+    cgroup: str | None = None       # a process's cgroup; a file's or event's busiest cgroup
+    comm: str | None = None         # process rows
+    extra: dict = field(default_factory=dict)   # event rows: distinct cgroups, processes, files
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def klass(self, name: str) -> int:
+        return sum(self.counts[c] for c in _CLASS_CODES[name])
+
+
+@dataclass(frozen=True)
+class Focus:
+    """A drill-in: only what belongs to one row of a grouping."""
+
+    group: str
+    key: object
+    label: str
+
+
+# --- pure helpers ------------------------------------------------------------------
+def ancestors(path: str) -> list[str]:
+    """"/a/b/c" -> ["/", "/a", "/a/b"]; "/" has none."""
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return []
+    return ["/"] + ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def within(path: str, root: str) -> bool:
+    return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def parent_dir(path: str) -> str:
+    head = path.rsplit("/", 1)[0]
+    return head or "/"
+
+
+def cgroup_label(path: str) -> str:
+    """A tree row's name: its last path component, or the container or pod it starts."""
+    if path == "/":
+        return "/"
+    here = names_from_path(path)
+    up = names_from_path(parent_dir(path))
+    if here.container and here.container != up.container:
+        return here.container
+    if here.pod and here.pod != up.pod:
+        return "pod:" + here.pod
+    return path.rsplit("/", 1)[1]
+
+
+def errno_label(err: int) -> str:
+    return _errno.errorcode.get(err, "E%d" % err)
+
+
+def add_into(acc: list[int], counts) -> None:
+    for i, n in enumerate(counts):
+        if n:
+            acc[i] += n
+
+
+def file_path(key: int, files: dict[int, str]) -> str:
+    if key == NO_FILE:
+        return UNKNOWN_FILE
+    if key == OTHER_FILE:
+        return OTHER_FILES
+    return files.get(key) or "unknown:%x" % key
+
+
+def matches(entry: Entry, focus: Focus, cgroups: dict[int, str], files: dict[int, str]) -> bool:
+    g, k = focus.group, focus.key
+    if g == "cgroup":
+        return within(cgroups.get(entry.cgroup_id, ""), k)
+    if g == "process":
+        return entry.pid == k
+    if g == "file":
+        return file_path(entry.file, files) == k
+    if g == "dir":
+        return parent_dir(file_path(entry.file, files)) == k
+    if g == "event":
+        return entry.counts[EVENT_CODES[k]] > 0
+    raise ValueError("unknown grouping %r" % g)
+
+
+def focused(entries, focus: tuple[Focus, ...], cgroups, files) -> list[Entry]:
+    """The entries under every drill-in of focus; an event drill-in keeps only that event's counts."""
+    out = list(entries)
+    for f in focus:
+        out = [e for e in out if matches(e, f, cgroups, files)]
+        if f.group == "event":
+            code = EVENT_CODES[f.key]
+            out = [Entry(e.cgroup_id, e.file, e.pid, e.err, e.comm,
+                         tuple(n if i == code else 0 for i, n in enumerate(e.counts))) for e in out]
+    return out
+
+
+def _busiest(weights: dict) -> object:
+    return max(weights.items(), key=lambda kv: (kv[1], str(kv[0])))[0] if weights else None
+
+
+def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str]) -> list[Row]:
+    """Rows of one grouping over entries (unsorted; the cgroup tree comes back flat, see tree())."""
+    rows: dict = {}
+    if by == "cgroup":
+        own: dict[str, Row] = {}
+        for e in entries:
+            path = cgroups.get(e.cgroup_id, "/unknown:%d" % e.cgroup_id)
+            row = own.get(path)
+            if row is None:
+                row = own[path] = Row("cgroup", path, cgroup_label(path), [0] * EV_COUNT)
+            _add(row, e)
+        for path, row in own.items():
+            for up in [path] + ancestors(path):
+                target = rows.get(up)
+                if target is None:
+                    target = rows[up] = Row("cgroup", up, cgroup_label(up), [0] * EV_COUNT)
+                add_into(target.counts, row.counts)
+                target.failed += row.failed
+        for path, row in rows.items():
+            mine = own.get(path)
+            row.extra["own"] = mine.counts if mine else [0] * EV_COUNT
+            row.extra["own_failed"] = mine.failed if mine else 0
+        return list(rows.values())
+    weights: dict = {}
+    for e in entries:
+        if by == "process":
+            key = e.pid
+        elif by == "file":
+            key = file_path(e.file, files)
+        elif by == "dir":
+            key = parent_dir(file_path(e.file, files)) if e.file not in (NO_FILE, OTHER_FILE) else file_path(e.file, files)
+        elif by == "event":
+            for code, n in enumerate(e.counts):
+                if n:
+                    _event_row(rows, weights, code, e, n, cgroups, files)
+            continue
+        else:
+            raise ValueError("unknown grouping %r" % by)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = Row(by, key, str(key), [0] * EV_COUNT)
+            weights[key] = {}
+        _add(row, e)
+        cg = cgroups.get(e.cgroup_id, "/unknown:%d" % e.cgroup_id)
+        w = weights[key]
+        w[cg] = w.get(cg, 0) + sum(e.counts)
+        if by == "process":
+            row.comm = e.comm.decode("utf-8", "backslashreplace")
+            row.label = "%s[%d]" % (row.comm, e.pid)
+    for key, row in rows.items():
+        w = weights.get(key) or {}
+        row.cgroup = _busiest(w)
+        if by == "event":
+            row.extra = {"cgroups": len(w), "processes": len(row.extra["processes"]),
+                         "files": len(row.extra["files"])}
+        elif by in ("file", "dir"):
+            row.extra["cgroups"] = len(w)
+    return list(rows.values())
+
+
+def _add(row: Row, e: Entry) -> None:
+    if e.err:
+        row.failed += sum(e.counts)
+    else:
+        add_into(row.counts, e.counts)
+
+
+def _event_row(rows, weights, code, e, n, cgroups, files) -> None:
+    name = EVENT_NAMES[code]
+    row = rows.get(name)
+    if row is None:
+        row = rows[name] = Row("event", name, name, [0] * EV_COUNT,
+                               extra={"processes": set(), "files": set()})
+        weights[name] = {}
+    if e.err:
+        row.failed += n
+    else:
+        row.counts[code] += n
+    cg = cgroups.get(e.cgroup_id, "/unknown:%d" % e.cgroup_id)
+    weights[name][cg] = weights[name].get(cg, 0) + n
+    row.extra["processes"].add(e.pid)
+    if e.file != NO_FILE:
+        row.extra["files"].add(e.file)
+
+
+def sort_value(row: Row, key: str):
+    if key == "total":
+        return row.total
+    if key == "failed":
+        return row.failed
+    if key == "name":
+        return row.label.lower()
+    if key in _CLASS_CODES:
+        return row.klass(key)
+    raise ValueError("unknown sort key %r (known: %s)" % (key, ", ".join(SORT_KEYS)))
+
+
+def sort_rows(rows: list[Row], key: str = DEFAULT_SORT, reverse: bool = False) -> list[Row]:
+    """Largest first (names: A to Z); reverse flips it.  Ties go by name, so the order is stable."""
+    by_name = sorted(rows, key=lambda r: (r.label.lower(), str(r.key)))
+    if key == "name":
+        return list(reversed(by_name)) if reverse else by_name
+    return sorted(by_name, key=lambda r: sort_value(r, key), reverse=not reverse)
+
+
+def tree(rows: list[Row], key: str = DEFAULT_SORT, reverse: bool = False) -> list[Row]:
+    """Cgroup rows in depth-first order, siblings sorted; depth counts from the top row."""
+    by_path = {r.key: r for r in rows}
+    children: dict[str, list[Row]] = {}
+    roots = []
+    for r in rows:
+        parent = None if r.key == "/" else parent_dir(r.key)
+        while parent is not None and parent not in by_path:
+            parent = None if parent == "/" else parent_dir(parent)
+        if parent is None:
+            roots.append(r)
+        else:
+            children.setdefault(parent, []).append(r)
+    out: list[Row] = []
+    stack = [(r, 0) for r in reversed(sort_rows(roots, key, reverse))]
+    while stack:
+        row, depth = stack.pop()
+        row.depth = depth
+        out.append(row)
+        for child in reversed(sort_rows(children.get(row.key, []), key, reverse)):
+            stack.append((child, depth + 1))
+    return out
+
+
+def text_filter(rows: list[Row], text: str) -> list[Row]:
+    """Rows whose label, key or cgroup contains text (any case); a tree keeps the ancestors of a match."""
+    if not text:
+        return rows
+    needle = text.lower()
+
+    def hit(r: Row) -> bool:
+        return any(needle in s.lower() for s in (r.label, str(r.key), r.cgroup or "") if s)
+
+    if rows and rows[0].group == "cgroup":
+        keep = set()
+        for r in rows:
+            if hit(r):
+                keep.add(r.key)
+                keep.update(ancestors(r.key))
+        return [r for r in rows if r.key in keep]
+    return [r for r in rows if hit(r)]
+
+
+def arrange(rows: list[Row], by: str, key: str = DEFAULT_SORT, reverse: bool = False, text: str = "") -> list[Row]:
+    """Sorted rows of a grouping as a view shows them: the cgroup tree or a sorted list, filtered by text."""
+    ordered = tree(rows, key, reverse) if by == "cgroup" else sort_rows(rows, key, reverse)
+    return text_filter(ordered, text)
+
+
+def trend_key(row: Row):
+    return (row.group, row.key)
+
+
+def _trend_totals(entries, cgroups, files) -> dict:
+    """Per-row totals of the four groupings, for the trend of each row."""
+    out: dict = {}
+    own_cg: dict[str, int] = {}
+    for e in entries:
+        if e.err:
+            continue
+        n = sum(e.counts)
+        if not n:
+            continue
+        cg = cgroups.get(e.cgroup_id, "/unknown:%d" % e.cgroup_id)
+        own_cg[cg] = own_cg.get(cg, 0) + n
+        for k in (("process", e.pid), ("file", file_path(e.file, files))):
+            out[k] = out.get(k, 0) + n
+        for code, c in enumerate(e.counts):
+            if c:
+                k = ("event", EVENT_NAMES[code])
+                out[k] = out.get(k, 0) + c
+    for path, n in own_cg.items():
+        for up in [path] + ancestors(path):
+            k = ("cgroup", up)
+            out[k] = out.get(k, 0) + n
+    return out
+
+
+# --- the aggregator ------------------------------------------------------------------
+class Aggregator:
+    """Ticks in; the last tick (top) and, with cumulative=True, the whole run (report) out."""
+
+    def __init__(self, cumulative: bool = False, history: int = HISTORY,
+                 max_entries: int = MAX_REPORT_ENTRIES):
+        self.cumulative = cumulative
+        self.last: Tick | None = None
+        self.ticks = 0
+        self.trends: deque[dict] = deque(maxlen=history)
+        self.first_ts: float | None = None
+        self.end_ts: float | None = None
+        self.elapsed = 0.0
+        self.overflow = [0] * EV_COUNT
+        self.lost = 0
+        # cumulative state
+        self.max_entries = max_entries
+        self.totals: dict[tuple, list[int]] = {}
+        self.comms: dict[int, bytes] = {}
+        self.cgroups: dict[int, str] = {}
+        self.files: dict[int, str] = {}
+        self.timeline: list[tuple[float, float, dict[int, int]]] = []   # (start, seconds, cgroup id -> events)
+        self.lives: dict[int, CgroupLife] = {}
+
+    def add(self, tick: Tick) -> None:
+        if self.first_ts is None:
+            self.first_ts = tick.ts - tick.elapsed
+        self.end_ts = tick.ts
+        self.elapsed += tick.elapsed
+        self.ticks += 1
+        self.last = tick
+        add_into(self.overflow, tick.overflow)
+        self.lost += tick.lost
+        self.trends.append(_trend_totals(tick.entries, tick.cgroups, tick.files))
+        if self.cumulative:
+            self._accumulate(tick)
+
+    def _accumulate(self, tick: Tick) -> None:
+        self.cgroups.update(tick.cgroups)
+        per_cgroup: dict[int, int] = {}
+        for e in tick.entries:
+            key = (e.cgroup_id, e.pid, e.file, e.err)
+            acc = self.totals.get(key)
+            if acc is None:
+                if len(self.totals) >= self.max_entries:
+                    key = (e.cgroup_id, e.pid, OTHER_FILE, e.err)
+                    acc = self.totals.get(key)
+                if acc is None:
+                    acc = self.totals[key] = [0] * EV_COUNT
+            if key[2] == e.file and e.file in tick.files:
+                self.files[e.file] = tick.files[e.file]
+            add_into(acc, e.counts)
+            self.comms[e.pid] = e.comm
+            if not e.err:
+                per_cgroup[e.cgroup_id] = per_cgroup.get(e.cgroup_id, 0) + sum(e.counts)
+        self.timeline.append((tick.ts - tick.elapsed, tick.elapsed, per_cgroup))
+        if len(self.timeline) > MAX_TIMELINE:
+            self.timeline = merge_pairs(self.timeline)
+
+    def cgroup_change(self, action: str, cgid: int, path: str, ts: float) -> None:
+        """A cgroup mkdir/rmdir seen while counting."""
+        life = self.lives.get(cgid, CgroupLife(cgid, path))
+        if action == "mkdir":
+            life = CgroupLife(cgid, path, ts, life.removed)
+        else:
+            life = CgroupLife(cgid, life.path or path, life.created, ts)
+        self.lives[cgid] = life
+        self.cgroups.setdefault(cgid, path)
+
+    # --- views of the last tick (top) ----------------------------------------------
+    def rows(self, by: str, focus: tuple[Focus, ...] = ()) -> list[Row]:
+        t = self.last
+        if t is None:
+            return []
+        return group_rows(focused(t.entries, focus, t.cgroups, t.files), by, t.cgroups, t.files)
+
+    def trend(self, row: Row) -> list[int]:
+        """The row's total in each of the last HISTORY ticks, oldest first."""
+        k = trend_key(row)
+        return [t.get(k, 0) for t in self.trends]
+
+    def tick_totals(self) -> tuple[list[int], int]:
+        """Successful operations per event, and failed ones, in the last tick."""
+        counts = [0] * EV_COUNT
+        failed = 0
+        for e in self.last.entries if self.last else ():
+            if e.err:
+                failed += sum(e.counts)
+            else:
+                add_into(counts, e.counts)
+        return counts, failed
+
+    # --- views of the whole run (report) ---------------------------------------
+    def entries(self) -> list[Entry]:
+        return [Entry(cg, f, pid, err, self.comms.get(pid, b""), tuple(c))
+                for (cg, pid, f, err), c in self.totals.items()]
+
+    def report_rows(self, by: str) -> list[Row]:
+        return group_rows(self.entries(), by, self.cgroups, self.files)
+
+    def run_totals(self) -> tuple[list[int], int]:
+        counts = [0] * EV_COUNT
+        failed = 0
+        for (_, _, _, err), c in self.totals.items():
+            if err:
+                failed += sum(c)
+            else:
+                add_into(counts, c)
+        return counts, failed
+
+    def errors(self) -> list[dict]:
+        """Failed operations by errno and event, with the process and file that failed most."""
+        out: dict[tuple[str, str], dict] = {}
+        for (cg, pid, f, err), c in self.totals.items():
+            if not err:
+                continue
+            for code, n in enumerate(c):
+                if not n:
+                    continue
+                k = (errno_label(err), EVENT_NAMES[code])
+                row = out.setdefault(k, {"errno": k[0], "event": k[1], "count": 0, "_p": {}, "_f": {}})
+                row["count"] += n
+                comm = self.comms.get(pid, b"").decode("utf-8", "backslashreplace")
+                p = "%s[%d]" % (comm, pid)
+                row["_p"][p] = row["_p"].get(p, 0) + n
+                path = file_path(f, self.files)
+                row["_f"][path] = row["_f"].get(path, 0) + n
+        rows = []
+        for row in out.values():
+            row["top_process"] = _busiest(row.pop("_p"))
+            row["top_path"] = _busiest(row.pop("_f"))
+            rows.append(row)
+        rows.sort(key=lambda r: (-r["count"], r["errno"], r["event"]))
+        return rows
+
+    def lifecycle(self) -> list[CgroupLife]:
+        """Cgroups created or removed during the run, the shortest-lived first."""
+        lives = list(self.lives.values())
+        lives.sort(key=lambda l: (l.lifetime is None, l.lifetime or 0.0, l.path))
+        return lives
+
+    def series(self, cgroup_ids) -> list[tuple[float, float, list[int]]]:
+        """Per timeline point: (start, seconds, events of each cgroup in cgroup_ids)."""
+        return [(start, secs, [counts.get(c, 0) for c in cgroup_ids]) for start, secs, counts in self.timeline]
+
+
+def merge_pairs(timeline):
+    """Halve a timeline's resolution: neighbours (start, seconds, counts) become one point."""
+    out = []
+    for i in range(0, len(timeline), 2):
+        pair = timeline[i:i + 2]
+        counts: dict[int, int] = {}
+        for _, _, c in pair:
+            for k, n in c.items():
+                counts[k] = counts.get(k, 0) + n
+        out.append((pair[0][0], sum(p[1] for p in pair), counts))
+    return out
+
+
+# --- snapshots ---------------------------------------------------------------------
+@dataclass
+class Snapshot:
+    """What top shows after one tick, and what top --json writes: pure data."""
+
+    ts: float
+    elapsed: float
+    uptime: float
+    tracked: int
+    totals: list[int]           # successful operations per event in the tick
+    failed: int
+    lost: int                   # in this tick
+    overflow: int               # in this tick
+    lost_total: int
+    overflow_total: int
+    group: str
+    sort: str
+    reverse: bool
+    focus: tuple[Focus, ...]
+    text: str
+    tables: list[tuple[str, list[Row]]]     # (grouping, arranged rows); two when drilled in
+    trends: dict                            # trend_key(row) -> totals of the last ticks
+
+
+def views_for(group: str, focus: tuple[Focus, ...]) -> tuple[str, ...]:
+    """The groupings shown: the chosen one, or the two tables below a drill-in."""
+    return DRILL[focus[-1].group] if focus else (group,)
+
+
+def snapshot(agg: Aggregator, group: str = "cgroup", sort: str = DEFAULT_SORT, reverse: bool = False,
+             focus: tuple[Focus, ...] = (), text: str = "", groupings: tuple[str, ...] | None = None,
+             trend_rows: int = 200) -> Snapshot:
+    """The last tick of agg, grouped, drilled into, filtered and sorted as asked.
+
+    Trends come with the first trend_rows rows of each table (no screen shows more).
+    """
+    if group not in GROUPINGS:
+        raise ValueError("unknown grouping %r (known: %s)" % (group, ", ".join(GROUPINGS)))
+    sort_value(Row("x", "", "", [0] * EV_COUNT), sort)     # reject an unknown sort key early
+    tables = []
+    for by in groupings or views_for(group, focus):
+        tables.append((by, arrange(agg.rows(by, focus), by, sort, reverse, text)))
+    trends = {trend_key(r): agg.trend(r) for _, rows in tables for r in rows[:trend_rows]}
+    totals, failed = agg.tick_totals()
+    t = agg.last
+    return Snapshot(
+        ts=t.ts if t else 0.0, elapsed=t.elapsed if t else 0.0, uptime=t.uptime if t else 0.0,
+        tracked=t.tracked if t else 0, totals=totals, failed=failed,
+        lost=t.lost if t else 0, overflow=sum(t.overflow) if t else 0,
+        lost_total=agg.lost, overflow_total=sum(agg.overflow), group=group, sort=sort, reverse=reverse,
+        focus=focus, text=text, tables=tables, trends=trends,
+    )
