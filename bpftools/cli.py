@@ -127,6 +127,12 @@ def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, 
     sys.exit(status)
 
 
+from .cli_counting import report, top  # noqa: E402  (it uses the helpers above)
+
+cli.add_command(top)
+cli.add_command(report)
+
+
 def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="fstrace", standalone_mode=False)

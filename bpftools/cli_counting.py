@@ -1,0 +1,262 @@
+"""`fstrace top` and `fstrace report`: the commands that count in the kernel.
+
+Thin click commands: options -> session Options + view state, then the
+session drives a sink from bpftools/views/top.py or views/report.py.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+from rich.console import Console
+
+from . import events, model
+from .errors import UsageError
+from .paths import normalize
+from .views.report import TABLES
+
+EPILOG_TOP = """\b
+Examples:
+  fstrace top                            live view, by cgroup (press ? for keys)
+  fstrace top -g file --cgroup system.slice/nginx.service
+  fstrace top -b -n 3                    three plain tables, one per second
+  fstrace top --json -n 10 | jq .total   one JSON document per tick
+"""
+
+EPILOG_REPORT = """\b
+Examples:
+  fstrace report -d 30s                  what the whole machine did in 30 s
+  fstrace report -- make -j2             everything make and its children did
+  fstrace report --json -- ./job.sh      one JSON document (schema: man fstrace)
+  fstrace report -d 1m --html r.html --csv r/   a picture for a ticket, CSVs
+"""
+
+
+def filter_options(f):
+    """The filters `trace` has, for the counting commands."""
+    for decorator in reversed((
+        click.option("-p", "--pid", "pids", multiple=True, metavar="PID[,PID…]", help="Only these processes."),
+        click.option("-c", "--comm", "comms", multiple=True, metavar="NAME", help="Only processes with this name."),
+        click.option("-e", "--event", "event_spec", metavar="LIST",
+                     help="Events to count, comma-separated: %s, 'default' or 'all' (the default)."
+                          % ",".join(events.EVENT_NAMES)),
+        click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
+                     help="Only this cgroup subtree: an id, a path or a glob (as in trace)."),
+        click.option("--path", "path_prefixes", multiple=True, metavar="PREFIX",
+                     help="Only files under this absolute path (decided in user space, on resolved paths)."),
+        click.option("--backend", type=click.Choice(["auto", "tracepoint"]), default="auto", show_default=True,
+                     help="Where to hook the kernel."),
+    )):
+        f = decorator(f)
+    return f
+
+
+def filter_words(pids, comms, event_spec, cgroups, path_prefixes) -> tuple[str, ...]:
+    """The active filters as the header shows them."""
+    words = []
+    words += ["--pid %s" % ",".join(map(str, pids))] if pids else []
+    words += ["--comm %s" % c for c in comms]
+    words += ["-e %s" % event_spec] if event_spec else []
+    words += ["--cgroup %s" % c for c in cgroups]
+    words += ["--path %s" % p for p in path_prefixes]
+    return tuple(words)
+
+
+def parse_prefixes(values) -> tuple[str, ...]:
+    out = []
+    for v in values:
+        if not v.startswith("/"):
+            raise UsageError("bad --path %r: give an absolute path, e.g. --path /srv" % v)
+        out.append(normalize(v.encode()).decode())
+    return tuple(out)
+
+
+def session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, failed: bool,
+                    duration=None, command=()):
+    from .cli import parse_duration, parse_event_option, parse_pids   # cli imports this module
+    from .session import Options
+    return Options(
+        backend=backend, events=parse_event_option(event_spec, default=events.EVENT_NAMES), failed=failed,
+        pids=parse_pids(pids), comms=tuple(comms), cgroups=tuple(cgroups),
+        duration=parse_duration(duration) if duration else None, command=tuple(command),
+        aggregate=True, path_prefixes=parse_prefixes(path_prefixes),
+    )
+
+
+@click.command(epilog=EPILOG_TOP)
+@click.option("-i", "--interval", type=float, default=1.0, show_default=True, metavar="SECONDS",
+              help="Seconds between refreshes.")
+@click.option("-g", "--group", type=click.Choice(model.GROUPINGS), default="cgroup", show_default=True,
+              help="Rows per cgroup (a tree, counts rolled up), process, file or event type.")
+@click.option("-s", "--sort", type=click.Choice(model.SORT_KEYS), default=model.DEFAULT_SORT, show_default=True,
+              help="Sort column.")
+@click.option("-r", "--reverse", is_flag=True, help="Smallest first.")
+@click.option("-b", "--batch", is_flag=True, help="Plain tables, one per tick (also when stdout is not a terminal).")
+@click.option("-n", "--iterations", type=click.IntRange(min=1), metavar="N", help="Stop after N ticks.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document per tick (implies -b).")
+@click.option("--failed", is_flag=True, help="Also count operations that failed (a fail column).")
+@filter_options
+def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids, comms, event_spec, cgroups,
+        path_prefixes, backend):
+    """A live view of file activity per cgroup, process, file or event type.
+
+    Counts are kept in the kernel and read once per tick, so they are exact
+    at any event rate.  Keys: ? shows them all; < > sort, r reverses, g
+    groups, Enter drills in, / filters, p pauses, + - change the interval,
+    q quits.
+    """
+    from .session import Session
+    from .views import top as view
+
+    if interval <= 0:
+        raise UsageError("bad --interval %g: give a positive number of seconds" % interval)
+    opts = session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, failed)
+    state = view.ViewState(group=group, sort=sort, reverse=reverse, interval=interval)
+    meta = view.Meta(filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes))
+    keys_fd = _terminal_fd()
+    if batch or as_json or keys_fd is None or not sys.stdout.isatty():
+        console = Console(width=_batch_width(), no_color="NO_COLOR" in os.environ or not sys.stdout.isatty(),
+                          highlight=False)
+        sink = view.Batch(console, state, meta, iterations, as_json, out=sys.stdout)
+    else:
+        sink = view.Interactive(Console(highlight=False), state, meta, keys_fd)
+    session = Session(opts, sink)
+    try:
+        info = session.start()
+        if isinstance(sink, view.Batch):
+            _say("counting with the %s backend on kernel %s, a table every %gs"
+                 % (info.backend, info.kernel, interval))
+        sink.start(info, time.time(), os.getpid())
+        session.run()
+    except BrokenPipeError:
+        _quiet_stdout()
+    finally:
+        if isinstance(sink, view.Interactive):
+            sink.close()
+        session.close()
+
+
+def _say(text: str) -> None:
+    """One line of news on stderr (a script can wait for it: counting has begun)."""
+    sys.stderr.write("fstrace: %s\n" % text)
+    sys.stderr.flush()
+
+
+def _terminal_fd() -> int | None:
+    """The terminal to read keys from: stdin when it is one."""
+    return sys.stdin.fileno() if sys.stdin.isatty() else None
+
+
+def _batch_width() -> int:
+    try:
+        return max(80, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return 120
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (| head): end quietly, like any filter."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+@click.command(epilog=EPILOG_REPORT)
+@click.option("-d", "--duration", metavar="TIME", help="Count for TIME (30, 30s, 2m); default: until Ctrl-C "
+                                                       "or until CMD and all it started have ended.")
+@click.option("--top", "top_n", type=click.IntRange(min=0), default=10, show_default=True, metavar="N",
+              help="Rows per table (0: all), in every format.")
+@click.option("--by", "by", metavar="LIST",
+              help="Tables to show, comma-separated: %s (default: all)." % ",".join(("all",) + TABLES))
+@click.option("-s", "--sort", type=click.Choice(model.SORT_KEYS), default=model.DEFAULT_SORT, show_default=True,
+              help="Sort column of the tables.")
+@click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout instead of tables.")
+@click.option("--csv", "csv_dir", metavar="DIR", help="Also write one CSV file per table into DIR.")
+@click.option("--svg", "svg_file", metavar="FILE", help="Also write the report as a self-contained SVG picture.")
+@click.option("--html", "html_file", metavar="FILE", help="Also write the report as a self-contained HTML page.")
+@filter_options
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS…]")
+def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pids, comms, event_spec, cgroups,
+           path_prefixes, backend, command):
+    """Count file activity over a time or a command, then summarise it.
+
+    With -- CMD, run CMD in a new cgroup, count everything it and all its
+    descendants do (daemons included) until the cgroup is empty, and exit
+    with CMD's status.  Failed operations are always counted (by errno).
+    """
+    from .session import Session
+    from .views import report as view
+
+    tables = parse_tables(by)
+    check_writable(svg_file, "file")
+    check_writable(html_file, "file")
+    check_writable(csv_dir, "directory")
+    opts = session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, failed=True,
+                           duration=duration, command=command)
+    sink = view.ReportSink()
+    session = Session(opts, sink)
+    status = 0
+    try:
+        info = session.start()
+        until = ("when %s and all it started have ended" % command[0] if command
+                 else "after %gs" % opts.duration if duration else "at Ctrl-C")
+        _say("counting with the %s backend on kernel %s; the report comes %s" % (info.backend, info.kernel, until))
+        status = session.run()
+    finally:
+        session.close()
+    meta = view.ReportMeta(backend=info.backend, kernel=info.kernel, command=tuple(command),
+                           command_cgroup=info.command_cgroup, exit_status=status if command else None,
+                           filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes))
+    rep = view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
+    try:
+        if as_json:
+            view.write_json(rep, sys.stdout)
+        else:
+            tty = sys.stdout.isatty()
+            console = Console(highlight=False, no_color="NO_COLOR" in os.environ or not tty,
+                              width=None if tty else _batch_width())
+            view.print_report(rep, console)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    for path, write in ((svg_file, view.to_svg), (html_file, view.to_html)):
+        if path:
+            _write_file(path, write(rep))
+    if csv_dir:
+        try:
+            view.write_csv(rep, csv_dir)
+        except OSError as e:
+            raise UsageError("cannot write CSV files into %s: %s" % (csv_dir, e.strerror)) from None
+    sys.exit(status)
+
+
+def parse_tables(spec: str | None) -> tuple[str, ...]:
+    if not spec:
+        return TABLES
+    out: list[str] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if item == "all":
+            out += [t for t in TABLES if t not in out]
+        elif item in TABLES:
+            out += [item] if item not in out else []
+        else:
+            raise UsageError("unknown table %r for --by; known: %s, all" % (item, ", ".join(TABLES)))
+    return tuple(out)
+
+
+def check_writable(path: str | None, what: str) -> None:
+    """Fail before counting, not after, when an output cannot be written."""
+    if path is None:
+        return
+    where = path if what == "directory" and os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(where) or not os.access(where, os.W_OK):
+        raise UsageError("cannot write %s %s: %s is not a writable directory" % (what, path, where))
+
+
+def _write_file(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(text)
+    except OSError as e:
+        raise UsageError("cannot write %s: %s" % (path, e.strerror)) from None

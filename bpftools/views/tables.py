@@ -1,0 +1,180 @@
+"""Rows as rich tables and as records: what `fstrace top` and `fstrace report` share.
+
+Pure functions of model rows; no terminal, no clock.  One column table
+(COLUMNS) names every column once for the TUI, the batch tables, the report,
+its CSV files and the man page.
+"""
+from __future__ import annotations
+
+import math
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from .. import model
+from ..events import EVENT_NAMES
+from ..naming import display_name
+from .render import terminal_safe
+from .text import shorten_middle
+
+SPARKS = "▁▂▃▄▅▆▇█"
+NAME_MIN = 24           # the name column never gets narrower than this
+NUM_WIDTH = 6
+TREND_MAX = model.HISTORY
+# Which event-class columns survive on a narrow terminal, most wanted first.
+CLASS_PRIORITY = ("open", "write", "read", "create", "delete", "rename", "close", "attrib", "exec")
+HEADINGS = {"cgroup": "CGROUP", "process": "PROCESS", "file": "FILE", "dir": "DIRECTORY", "event": "EVENT"}
+
+# column -> what it shows (the man page lists these)
+COLUMNS = (
+    ("open", "successful opens (open)"),
+    ("read", "reads (access)"),
+    ("write", "writes and truncates (modify)"),
+    ("close", "closes (close_write + close_nowrite)"),
+    ("create", "files, directories, links and nodes created (create)"),
+    ("delete", "unlinks and rmdirs (delete)"),
+    ("rename", "renames (rename), counted for the old name"),
+    ("attrib", "chmod, chown, utimes, xattr changes (attrib)"),
+    ("exec", "programs executed (exec)"),
+    ("total", "all of the above"),
+    ("fail", "operations that failed (with --failed; report: always)"),
+    ("trend", "the row's total per tick over the last %d ticks" % model.HISTORY),
+)
+
+
+def human(x: float) -> str:
+    """A rate or count in at most six characters: 7, 2.5, 830, 12.4k, 3.1M."""
+    if x == 0:
+        return "0"
+    if x < 10 and x != int(x):
+        return "%.1f" % x
+    if x < 10_000:
+        return "%d" % round(x)
+    for unit, scale in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
+        v = x / scale
+        if v < 100:
+            return "%.1f%s" % (v, unit)
+        if v < 1000:
+            return "%d%s" % (round(v), unit)
+    return "%.0e" % x
+
+
+def spark(values, width: int) -> str:
+    """A sparkline of the last width values, scaled to their maximum; blank where zero."""
+    values = list(values)[-width:]
+    top = max(values, default=0)
+    out = []
+    for v in values:
+        if v <= 0 or top <= 0:
+            out.append(" ")
+        else:
+            out.append(SPARKS[min(len(SPARKS) - 1, math.ceil(v / top * len(SPARKS)) - 1)])
+    return "".join(out).rjust(width)
+
+
+def cgroup_name(path: str | None) -> str:
+    """What a person calls a cgroup: its container, pod or unit, else its path."""
+    if path is None:
+        return "?"
+    return display_name(path)
+
+
+def name_min(width: int) -> int:
+    """The narrowest the name column gets: NAME_MIN, or 30% of a wide terminal."""
+    return max(NAME_MIN, width * 3 // 10)
+
+
+def fit_classes(width: int, fixed: int, num_w: int = NUM_WIDTH) -> tuple[str, ...]:
+    """The event classes whose columns fit next to a name column of at least name_min()."""
+    room = width - fixed - name_min(width)
+    keep = set(CLASS_PRIORITY[:max(0, room // (num_w + 1))])
+    return tuple(c for c in model.CLASS_NAMES if c in keep)
+
+
+def row_label(row: model.Row, width: int) -> str:
+    """A row's name, safe for a terminal and shortened in the middle to width."""
+    if row.group == "cgroup":
+        indent = "  " * min(row.depth, 8)
+        return indent + shorten_middle(terminal_safe(row.label), max(4, width - len(indent)))
+    return shorten_middle(terminal_safe(row.label), width)
+
+
+def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None = None,
+               sort: str = model.DEFAULT_SORT, reverse: bool = False, selected: int | None = None,
+               trends: dict | None = None, failed: bool = False, title: str | None = None,
+               limit: int | None = None) -> Table:
+    """Rows as a table fitted to width: rates (shortened) when per (seconds) is given, else exact counts."""
+    value = (lambda n: human(n / per)) if per else str
+    num_w = NUM_WIDTH if per else max([NUM_WIDTH] + [len(str(max(r.total, r.failed))) for r in rows])
+    show_trend = trends is not None
+    trend_w = min(TREND_MAX, max(8, (width - 100) // 2 + 8)) if show_trend else 0
+    extra_cols = []
+    if by == "event":
+        extra_cols = [("cgroups", 7), ("procs", 6), ("files", 6)]
+    elif by == "process" and width >= 100:
+        extra_cols = [("cgroup", min(28, (width - 70) // 2))]
+    fixed = (num_w + 1) * (1 + failed) + (trend_w + 1 if show_trend else 0) + sum(w + 1 for _, w in extra_cols)
+    classes = () if by == "event" else fit_classes(width, fixed, num_w)
+    name_w = max(name_min(width), width - fixed - len(classes) * (num_w + 1) - 1)
+
+    def heading(name: str) -> Text:
+        if name == sort or (name == "fail" and sort == "failed") or (name == HEADINGS[by] and sort == "name"):
+            arrow = "▲" if reverse != (sort == "name") else "▼"
+            return Text(name + arrow, style="bold underline")
+        return Text(name, style="bold")
+
+    t = Table(box=box.SIMPLE_HEAD, padding=0, pad_edge=False, show_edge=False,
+              title=title, title_justify="left", title_style="bold", expand=False)
+    t.add_column(heading(HEADINGS[by]), width=name_w, no_wrap=True, overflow="ellipsis")
+    for name, w in extra_cols:
+        t.add_column(heading(name), width=w, justify="right" if by == "event" else "left", no_wrap=True)
+    for c in classes:
+        t.add_column(heading(c), width=num_w, justify="right", no_wrap=True)
+    t.add_column(heading("total"), width=num_w, justify="right", no_wrap=True)
+    if failed:
+        t.add_column(heading("fail"), width=num_w, justify="right", no_wrap=True)
+    if show_trend:
+        t.add_column(Text("trend", style="bold"), width=trend_w, no_wrap=True)
+    for i, row in enumerate(rows[:limit] if limit else rows):
+        cells: list = [row_label(row, name_w)]
+        if by == "event":
+            cells += [str(row.extra["cgroups"]), str(row.extra["processes"]), str(row.extra["files"])]
+        elif extra_cols:
+            cells.append(shorten_middle(terminal_safe(cgroup_name(row.cgroup)), extra_cols[0][1]))
+        for c in classes:
+            n = row.klass(c)
+            cells.append(Text(value(n), style="" if n else "dim"))
+        cells.append(Text(value(row.total), style="bold"))
+        if failed:
+            cells.append(Text(value(row.failed), style="red" if row.failed else "dim"))
+        if show_trend:
+            cells.append(Text(spark(trends.get(model.trend_key(row), []), trend_w), style="cyan"))
+        t.add_row(*cells, style="reverse" if i == selected else None)
+    return t
+
+
+def events_dict(counts) -> dict[str, int]:
+    return {name: counts[i] for i, name in enumerate(EVENT_NAMES)}
+
+
+def row_record(row: model.Row) -> dict:
+    """A row as a JSON object / CSV line: stable keys per grouping (see docs/top-report.md)."""
+    rec: dict = {}
+    if row.group == "cgroup":
+        names = model.names_from_path(row.key)
+        rec.update(path=row.key, unit=names.unit, container=names.container, pod=names.pod)
+    elif row.group == "process":
+        rec.update(pid=row.key, comm=row.comm, cgroup=row.cgroup)
+    elif row.group in ("file", "dir"):
+        rec.update(path=row.key, cgroups=row.extra.get("cgroups", 0), busiest_cgroup=row.cgroup)
+    elif row.group == "event":
+        rec.update(event=row.key, cgroups=row.extra["cgroups"], processes=row.extra["processes"],
+                   files=row.extra["files"], busiest_cgroup=row.cgroup)
+    if row.group == "cgroup":       # its own events, and with every cgroup below it
+        own = row.extra["own"]
+        rec.update(total=sum(own), failed=row.extra["own_failed"], events=events_dict(own),
+                   subtree_total=row.total, subtree_failed=row.failed, subtree_events=events_dict(row.counts))
+    else:
+        rec.update(total=row.total, failed=row.failed, events=events_dict(row.counts))
+    return rec

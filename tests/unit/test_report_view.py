@@ -1,0 +1,147 @@
+"""fstrace report's formats: one Report, the same numbers in tables, JSON, CSV, SVG and HTML."""
+import csv
+import io
+import json
+import re
+
+from rich.console import Console
+
+from bpftools import model
+from bpftools.model import Aggregator
+from bpftools.views import report
+
+from test_model import NESTED, WEB, entry, tick
+
+META = report.ReportMeta(backend="tracepoint", kernel="6.18.44", command=("make", "-j2"),
+                         command_cgroup="/fstrace-run-1", exit_status=3)
+
+
+def sample(top=0, by=report.TABLES):
+    agg = Aggregator(cumulative=True)
+    for i in range(4):
+        agg.add(tick(ts=1000.0 + i, overflow=(0,) * 9 + (1,)))
+    agg.cgroup_change("mkdir", 12, NESTED, 999.5)
+    agg.cgroup_change("rmdir", 12, NESTED, 1001.75)
+    return report.build(agg, META, top=top, by=by)
+
+
+def test_document_has_stable_keys_and_the_run_totals():
+    doc = json.loads(json.dumps(report.document(sample())))
+    assert list(doc) == ["type", "version", "scope", "backend", "kernel", "start", "end", "duration_s", "top",
+                         "sort", "totals", "cgroups", "processes", "files", "dirs", "event_types", "errors",
+                         "cgroup_lifecycle", "timeline"]
+    assert doc["scope"] == {"command": ["make", "-j2"], "command_cgroup": "/fstrace-run-1", "exit_status": 3,
+                            "filters": []}
+    assert doc["totals"]["events"] == 4 * 402 and doc["totals"]["failed"] == 28
+    assert doc["totals"]["overflow"] == 4
+    assert doc["duration_s"] == 4.0
+    assert doc["totals"]["by_event"]["modify"] == 4 * 270
+
+
+def test_document_rows_attribute_to_cgroups_and_processes():
+    doc = report.document(sample())
+    nested = next(c for c in doc["cgroups"] if c["path"] == NESTED)
+    assert nested["events"]["modify"] == 200 and nested["total"] == 200
+    web = next(c for c in doc["cgroups"] if c["path"] == WEB)
+    assert web["total"] == 4 * 320 and web["subtree_total"] == 4 * 370 and web["failed"] == 28
+    worker = next(p for p in doc["processes"] if p["pid"] == 43)
+    assert worker == {"pid": 43, "comm": "worker", "cgroup": NESTED, "total": 200, "failed": 0,
+                      "events": {**{k: 0 for k in model.EVENT_NAMES}, "modify": 200}}
+    assert doc["errors"] == [{"errno": "ENOENT", "event": "open", "count": 28, "top_process": "nginx[42]",
+                              "top_path": "/tmp/x"}]
+    life = doc["cgroup_lifecycle"][0]
+    assert life["path"] == NESTED and life["lifetime_s"] == 2.25 and life["events"] == 200
+
+
+def test_top_cuts_every_table():
+    doc = report.document(sample(top=2))
+    assert all(len(doc[k]) <= 2 for k in ("cgroups", "processes", "files", "dirs", "event_types"))
+    assert doc["totals"]["events"] == 4 * 402          # totals are never cut
+
+
+def test_timeline_series_cover_the_busiest_cgroups():
+    doc = report.document(sample())
+    tl = doc["timeline"]
+    assert len(tl["points"]) == 4
+    assert [s["cgroup"] for s in tl["series"]] == [WEB, NESTED, "/system.slice/db.service", "/"]
+    assert tl["series"][0]["events"] == [320] * 4
+    assert tl["series"][0]["name"] == "web.service"
+
+
+def test_csv_files_load_and_agree_with_json(tmp_path):
+    rep = sample()
+    written = report.write_csv(rep, str(tmp_path))
+    assert sorted(p.rsplit("/", 1)[1] for p in written) == sorted(
+        ["cgroups.csv", "processes.csv", "files.csv", "dirs.csv", "event_types.csv", "errors.csv",
+         "cgroup_lifecycle.csv", "timeline.csv"])
+    doc = report.document(rep)
+    with open(tmp_path / "processes.csv", newline="") as f:
+        procs = list(csv.DictReader(f))
+    assert [int(p["pid"]) for p in procs] == [p["pid"] for p in doc["processes"]]
+    for row, rec in zip(procs, doc["processes"]):
+        assert int(row["total"]) == rec["total"]
+        assert {k: int(row[k]) for k in model.EVENT_NAMES} == rec["events"]
+    with open(tmp_path / "cgroups.csv", newline="") as f:
+        cgs = list(csv.DictReader(f))
+    web = next(r for r in cgs if r["path"] == WEB)
+    assert int(web["subtree_modify"]) == 4 * 250 and int(web["modify"]) == 4 * 200
+    with open(tmp_path / "timeline.csv", newline="") as f:
+        tl = list(csv.DictReader(f))
+    assert [int(r[WEB]) for r in tl] == [320] * 4
+
+
+def test_terminal_report_has_every_table_and_the_header():
+    console = Console(file=io.StringIO(), width=120)
+    report.print_report(sample(), console)
+    out = console.file.getvalue()
+    assert "command: make -j2 (cgroup /fstrace-run-1, exit status 3)" in out
+    assert "events 1608  failed 28  lost 0  overflow 4" in out
+    for title in report.TITLES.values():
+        assert title in out
+    assert "ENOENT" in out and "2.2 s" in out
+    nginx = next(line for line in out.splitlines() if line.startswith("nginx[42]"))
+    assert nginx.split()[-2:] == ["1280", "28"]          # exact counts, not 1.3k
+
+
+def test_by_picks_tables():
+    console = Console(file=io.StringIO(), width=100)
+    report.print_report(sample(by=("errno", "file")), console)
+    out = console.file.getvalue()
+    assert report.TITLES["file"] in out and report.TITLES["errno"] in out
+    assert report.TITLES["process"] not in out
+    assert out.index(report.TITLES["errno"]) < out.index(report.TITLES["file"])
+
+
+def _no_network(text: str) -> None:
+    """No URL outside comments but the SVG namespace: nothing to fetch."""
+    urls = set(re.findall(r"https?://[^\"') ]+", re.sub(r"<!--.*?-->", "", text, flags=re.S)))
+    assert urls <= {"http://www.w3.org/2000/svg"}, urls
+
+
+def test_svg_is_self_contained_with_chart_and_tables():
+    svg = report.to_svg(sample())
+    _no_network(svg)
+    assert svg.startswith("<svg ") and svg.rstrip().endswith("</svg>")
+    assert "@font-face" not in svg
+    assert "Events per second, busiest cgroups" in svg and "<polyline" in svg
+    assert "web.service" in svg and "Failed" in svg
+
+
+def test_html_is_self_contained_with_chart_and_tables():
+    page = report.to_html(sample())
+    _no_network(page)
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<svg " in page and "<polyline" in page
+    assert "nginx[42]" in page and "Processes" in page
+
+
+def test_chart_of_an_idle_run_says_so():
+    agg = Aggregator(cumulative=True)
+    agg.add(tick([]))
+    svg = report.chart_svg(report.build(agg, META))
+    assert "no file activity" in svg
+
+
+def test_flatten_spreads_event_dicts():
+    assert report.flatten({"path": "/", "events": {"open": 1}, "subtree_events": {"open": 2}}) == {
+        "path": "/", "open": 1, "subtree_open": 2}
