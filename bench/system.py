@@ -1,0 +1,133 @@
+"""The machine: what it is, and the few things the harness sets up on it.
+
+Packages and tracefs are only ever added, never removed.  Cgroups are made
+under a unique ``fstrace-bench-*`` name in the cgroup2 root and removed again;
+only processes the harness started are ever put into them.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+MOUNTINFO = "/proc/self/mountinfo"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def mounts(mountinfo: str = MOUNTINFO) -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount, in mountinfo order."""
+    found = []
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            found.append((point, fields[sep + 1]))
+    return found
+
+
+def cgroup2_root() -> Path:
+    for point, fstype in mounts():
+        if fstype == "cgroup2":
+            return Path(point)
+    raise SystemExit("no cgroup2 mount in %s: the cgroup workloads need cgroup2" % MOUNTINFO)
+
+
+def own_cgroup() -> str:
+    """This process's cgroup2 path, e.g. "/" (the "0::" line of /proc/self/cgroup)."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            return line[3:]
+    raise SystemExit("this process is in no cgroup2 cgroup")
+
+
+class BenchCgroup:
+    """A fresh cgroup2 directory fstrace-bench-<random> in the cgroup2 root."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.dir = root / ("fstrace-bench-" + secrets.token_hex(4))
+        self.dir.mkdir()
+        self.path = "/" + self.dir.name
+        self.id = self.dir.stat().st_ino
+
+    def remove(self, timeout: float = 10.0) -> None:
+        """rmdir the directory and any left-over children, deepest first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                for sub in sorted(self.dir.glob("**/"), key=lambda p: -len(p.parts)):
+                    sub.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:       # EBUSY: a task of ours is still exiting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
+def ensure_tracefs() -> list[str]:
+    """Mount tracefs and debugfs where bpftrace and BCC look for them, if missing."""
+    present = {point for point, _ in mounts()}
+    done = []
+    for fstype, point in (("tracefs", "/sys/kernel/tracing"), ("debugfs", "/sys/kernel/debug")):
+        if point not in present:
+            subprocess.run(["mount", "-t", fstype, fstype, point], check=True)
+            done.append("mounted %s at %s" % (fstype, point))
+    return done
+
+
+def ensure_packages(packages: dict[str, str]) -> list[str]:
+    """apt-get install the Debian package of every missing command ({command: package})."""
+    missing = sorted({pkg for cmd, pkg in packages.items() if not shutil.which(cmd)})
+    if not missing:
+        return []
+    if not shutil.which("apt-get"):
+        return ["not installed (no apt-get): " + " ".join(missing)]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    proc = subprocess.run(["apt-get", "install", "-y", *missing], env=env, capture_output=True, text=True)
+    if proc.returncode:
+        return ["apt-get install %s failed: %s" % (" ".join(missing), last_line(proc.stderr))]
+    return ["installed " + " ".join(missing)]
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def package_version(package: str) -> str | None:
+    proc = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    os_name = next((line.split("=", 1)[1].strip('"') for line in Path("/etc/os-release").read_text().splitlines()
+                    if line.startswith("PRETTY_NAME=")), "unknown")
+    return {
+        "os": os_name,
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "hostname": platform.node(),
+    }
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a live process, from /proc/<pid>/stat (clock-tick resolution)."""
+    try:
+        stat = Path("/proc/%d/stat" % pid).read_text()
+    except FileNotFoundError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
