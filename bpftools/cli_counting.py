@@ -6,6 +6,7 @@ session drives a sink from bpftools/views/top.py or views/report.py.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -125,6 +126,7 @@ def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids
     session = Session(opts, sink)
     try:
         info = session.start()
+        _stop_on_signals(session)
         if isinstance(sink, view.Batch):
             _say("counting with the %s backend on kernel %s, a table every %gs"
                  % (info.backend, info.kernel, interval))
@@ -136,6 +138,12 @@ def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids
         if isinstance(sink, view.Interactive):
             sink.close()
         session.close()
+
+
+def _stop_on_signals(session) -> None:
+    """From the moment counting is announced, SIGINT and SIGTERM end the run with its output."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, session.request_stop)
 
 
 def _say(text: str) -> None:
@@ -199,6 +207,7 @@ def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pid
     status = 0
     try:
         info = session.start()
+        _stop_on_signals(session)
         until = ("when %s and all it started have ended" % command[0] if command
                  else "after %gs" % opts.duration if duration else "at Ctrl-C")
         _say("counting with the %s backend on kernel %s; the report comes %s" % (info.backend, info.kernel, until))

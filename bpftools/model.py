@@ -20,6 +20,8 @@ from __future__ import annotations
 import errno as _errno
 from collections import deque
 from dataclasses import dataclass, field
+from operator import add
+from typing import NamedTuple
 
 from .events import EVENT_CODES, EVENT_NAMES
 from .naming import names_from_path
@@ -63,9 +65,8 @@ DRILL = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One counter map entry: what one process did to one file in one cgroup."""
+class Entry(NamedTuple):
+    """One counter map entry: what one process did to one file in one cgroup (a tuple: 10k per tick)."""
 
     cgroup_id: int
     file: int               # file key; NO_FILE when none is known
@@ -171,9 +172,7 @@ def errno_label(err: int) -> str:
 
 
 def add_into(acc: list[int], counts) -> None:
-    for i, n in enumerate(counts):
-        if n:
-            acc[i] += n
+    acc[:] = map(add, acc, counts)
 
 
 def file_path(key: int, files: dict[int, str]) -> str:
@@ -192,8 +191,6 @@ def matches(entry: Entry, focus: Focus, cgroups: dict[int, str], files: dict[int
         return entry.pid == k
     if g == "file":
         return file_path(entry.file, files) == k
-    if g == "dir":
-        return parent_dir(file_path(entry.file, files)) == k
     if g == "event":
         return entry.counts[EVENT_CODES[k]] > 0
     raise ValueError("unknown grouping %r" % g)
@@ -212,92 +209,124 @@ def focused(entries, focus: tuple[Focus, ...], cgroups, files) -> list[Entry]:
 
 
 def _busiest(weights: dict) -> object:
+    """The key with the most events (ties: the larger key, so the choice is stable)."""
+    if len(weights) == 1:
+        return next(iter(weights))
     return max(weights.items(), key=lambda kv: (kv[1], str(kv[0])))[0] if weights else None
 
 
+def cgroup_path(cgroups: dict[int, str], cgid: int) -> str:
+    path = cgroups.get(cgid)
+    return path if path is not None else "/unknown:%d" % cgid
+
+
 def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str]) -> list[Row]:
-    """Rows of one grouping over entries (unsorted; the cgroup tree comes back flat, see tree())."""
-    rows: dict = {}
+    """Rows of one grouping over entries (unsorted; the cgroup tree comes back flat, see tree()).
+
+    Runs once per tick over up to tens of thousands of entries: it sums into
+    plain lists and dicts first and makes Row objects once per row.
+    """
     if by == "cgroup":
-        own: dict[str, Row] = {}
-        for e in entries:
-            path = cgroups.get(e.cgroup_id, "/unknown:%d" % e.cgroup_id)
-            row = own.get(path)
-            if row is None:
-                row = own[path] = Row("cgroup", path, cgroup_label(path), [0] * EV_COUNT)
-            _add(row, e)
-        for path, row in own.items():
-            for up in [path] + ancestors(path):
-                target = rows.get(up)
-                if target is None:
-                    target = rows[up] = Row("cgroup", up, cgroup_label(up), [0] * EV_COUNT)
-                add_into(target.counts, row.counts)
-                target.failed += row.failed
-        for path, row in rows.items():
-            mine = own.get(path)
-            row.extra["own"] = mine.counts if mine else [0] * EV_COUNT
-            row.extra["own_failed"] = mine.failed if mine else 0
-        return list(rows.values())
-    weights: dict = {}
+        return _cgroup_rows(entries, cgroups)
+    if by == "event":
+        return _event_rows(entries, cgroups)
+    if by not in ("process", "file", "dir"):
+        raise ValueError("unknown grouping %r" % by)
+    acc: dict = {}          # key -> [counts, failed, {cgroup id: events}, comm]
+    names: dict[int, str] = {}
     for e in entries:
         if by == "process":
             key = e.pid
-        elif by == "file":
-            key = file_path(e.file, files)
-        elif by == "dir":
-            key = parent_dir(file_path(e.file, files)) if e.file not in (NO_FILE, OTHER_FILE) else file_path(e.file, files)
-        elif by == "event":
-            for code, n in enumerate(e.counts):
-                if n:
-                    _event_row(rows, weights, code, e, n, cgroups, files)
-            continue
         else:
-            raise ValueError("unknown grouping %r" % by)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = Row(by, key, str(key), [0] * EV_COUNT)
-            weights[key] = {}
-        _add(row, e)
-        cg = cgroups.get(e.cgroup_id, "/unknown:%d" % e.cgroup_id)
-        w = weights[key]
-        w[cg] = w.get(cg, 0) + sum(e.counts)
+            key = names.get(e.file)
+            if key is None:
+                key = names[e.file] = file_path(e.file, files)
+                if by == "dir" and e.file not in (NO_FILE, OTHER_FILE):
+                    key = names[e.file] = parent_dir(key)
+        a = acc.get(key)
+        if a is None:
+            a = acc[key] = [[0] * EV_COUNT, 0, {}, e.comm]
+        n = sum(e.counts)
+        if e.err:
+            a[1] += n
+        else:
+            a[0] = list(map(add, a[0], e.counts))
+        w = a[2]
+        w[e.cgroup_id] = w.get(e.cgroup_id, 0) + n
+        a[3] = e.comm
+    rows = []
+    for key, (counts, failed, w, comm) in acc.items():
+        row = Row(by, key, str(key), counts, failed, cgroup=cgroup_path(cgroups, _busiest(w)))
         if by == "process":
-            row.comm = e.comm.decode("utf-8", "backslashreplace")
-            row.label = "%s[%d]" % (row.comm, e.pid)
-    for key, row in rows.items():
-        w = weights.get(key) or {}
-        row.cgroup = _busiest(w)
-        if by == "event":
-            row.extra = {"cgroups": len(w), "processes": len(row.extra["processes"]),
-                         "files": len(row.extra["files"])}
-        elif by in ("file", "dir"):
+            row.comm = comm.decode("utf-8", "backslashreplace")
+            row.label = "%s[%d]" % (row.comm, key)
+        else:
             row.extra["cgroups"] = len(w)
+        rows.append(row)
+    return rows
+
+
+def _cgroup_rows(entries, cgroups) -> list[Row]:
+    own: dict[int, list] = {}        # cgroup id -> [counts, failed]
+    for e in entries:
+        a = own.get(e.cgroup_id)
+        if a is None:
+            a = own[e.cgroup_id] = [[0] * EV_COUNT, 0]
+        if e.err:
+            a[1] += sum(e.counts)
+        else:
+            a[0] = list(map(add, a[0], e.counts))
+    by_path = {}
+    for cgid, a in own.items():
+        path = cgroup_path(cgroups, cgid)
+        if path in by_path:           # two ids, one path: a cgroup removed and made again
+            by_path[path] = [list(map(add, by_path[path][0], a[0])), by_path[path][1] + a[1]]
+        else:
+            by_path[path] = a
+    rows: dict[str, Row] = {}
+    for path, (counts, failed) in by_path.items():
+        for up in [path] + ancestors(path):
+            target = rows.get(up)
+            if target is None:
+                target = rows[up] = Row("cgroup", up, cgroup_label(up), [0] * EV_COUNT)
+            add_into(target.counts, counts)
+            target.failed += failed
+    for path, row in rows.items():
+        mine = by_path.get(path)
+        row.extra["own"] = list(mine[0]) if mine else [0] * EV_COUNT
+        row.extra["own_failed"] = mine[1] if mine else 0
     return list(rows.values())
 
 
-def _add(row: Row, e: Entry) -> None:
-    if e.err:
-        row.failed += sum(e.counts)
-    else:
-        add_into(row.counts, e.counts)
-
-
-def _event_row(rows, weights, code, e, n, cgroups, files) -> None:
-    name = EVENT_NAMES[code]
-    row = rows.get(name)
-    if row is None:
-        row = rows[name] = Row("event", name, name, [0] * EV_COUNT,
-                               extra={"processes": set(), "files": set()})
-        weights[name] = {}
-    if e.err:
-        row.failed += n
-    else:
-        row.counts[code] += n
-    cg = cgroups.get(e.cgroup_id, "/unknown:%d" % e.cgroup_id)
-    weights[name][cg] = weights[name].get(cg, 0) + n
-    row.extra["processes"].add(e.pid)
-    if e.file != NO_FILE:
-        row.extra["files"].add(e.file)
+def _event_rows(entries, cgroups) -> list[Row]:
+    ok = [0] * EV_COUNT
+    failed = [0] * EV_COUNT
+    weights: list[dict] = [{} for _ in range(EV_COUNT)]
+    pids: list[set] = [set() for _ in range(EV_COUNT)]
+    keys: list[set] = [set() for _ in range(EV_COUNT)]
+    for e in entries:
+        for code, n in enumerate(e.counts):
+            if n:
+                if e.err:
+                    failed[code] += n
+                else:
+                    ok[code] += n
+                w = weights[code]
+                w[e.cgroup_id] = w.get(e.cgroup_id, 0) + n
+                pids[code].add(e.pid)
+                if e.file != NO_FILE:
+                    keys[code].add(e.file)
+    rows = []
+    for code, name in enumerate(EVENT_NAMES):
+        if not weights[code]:
+            continue
+        counts = [0] * EV_COUNT
+        counts[code] = ok[code]
+        rows.append(Row("event", name, name, counts, failed[code],
+                        cgroup=cgroup_path(cgroups, _busiest(weights[code])),
+                        extra={"cgroups": len(weights[code]), "processes": len(pids[code]),
+                               "files": len(keys[code])}))
+    return rows
 
 
 def sort_value(row: Row, key: str):
@@ -373,29 +402,33 @@ def trend_key(row: Row):
     return (row.group, row.key)
 
 
-def _trend_totals(entries, cgroups, files) -> dict:
-    """Per-row totals of the four groupings, for the trend of each row."""
-    out: dict = {}
-    own_cg: dict[str, int] = {}
+def summarize(entries, cgroups: dict[int, str], files: dict[int, str]) -> tuple[list[int], int, dict]:
+    """One pass over a tick: successes per event, failures, and each row's total (for its trend)."""
+    ok = [e.counts for e in entries if not e.err]
+    counts = [sum(col) for col in zip(*ok)] if ok else [0] * EV_COUNT
+    failed = sum(sum(e.counts) for e in entries if e.err)
+    by_pid: dict[int, int] = {}
+    by_file: dict[int, int] = {}
+    by_cgroup: dict[int, int] = {}
     for e in entries:
         if e.err:
             continue
         n = sum(e.counts)
-        if not n:
-            continue
-        cg = cgroups.get(e.cgroup_id, "/unknown:%d" % e.cgroup_id)
-        own_cg[cg] = own_cg.get(cg, 0) + n
-        for k in (("process", e.pid), ("file", file_path(e.file, files))):
-            out[k] = out.get(k, 0) + n
-        for code, c in enumerate(e.counts):
-            if c:
-                k = ("event", EVENT_NAMES[code])
-                out[k] = out.get(k, 0) + c
-    for path, n in own_cg.items():
-        for up in [path] + ancestors(path):
+        by_pid[e.pid] = by_pid.get(e.pid, 0) + n
+        by_file[e.file] = by_file.get(e.file, 0) + n
+        by_cgroup[e.cgroup_id] = by_cgroup.get(e.cgroup_id, 0) + n
+    out: dict = {("process", pid): n for pid, n in by_pid.items()}
+    for key, n in by_file.items():
+        k = ("file", file_path(key, files))
+        out[k] = out.get(k, 0) + n
+    for cgid, n in by_cgroup.items():
+        for up in [cgroup_path(cgroups, cgid)] + ancestors(cgroup_path(cgroups, cgid)):
             k = ("cgroup", up)
             out[k] = out.get(k, 0) + n
-    return out
+    for code, n in enumerate(counts):
+        if n:
+            out[("event", EVENT_NAMES[code])] = n
+    return counts, failed, out
 
 
 # --- the aggregator ------------------------------------------------------------------
@@ -413,6 +446,8 @@ class Aggregator:
         self.elapsed = 0.0
         self.overflow = [0] * EV_COUNT
         self.lost = 0
+        self.tick_counts = [0] * EV_COUNT       # the last tick: successes per event
+        self.tick_failed = 0
         # cumulative state
         self.max_entries = max_entries
         self.totals: dict[tuple, list[int]] = {}
@@ -431,7 +466,8 @@ class Aggregator:
         self.last = tick
         add_into(self.overflow, tick.overflow)
         self.lost += tick.lost
-        self.trends.append(_trend_totals(tick.entries, tick.cgroups, tick.files))
+        self.tick_counts, self.tick_failed, trends = summarize(tick.entries, tick.cgroups, tick.files)
+        self.trends.append(trends)
         if self.cumulative:
             self._accumulate(tick)
 
@@ -478,17 +514,6 @@ class Aggregator:
         """The row's total in each of the last HISTORY ticks, oldest first."""
         k = trend_key(row)
         return [t.get(k, 0) for t in self.trends]
-
-    def tick_totals(self) -> tuple[list[int], int]:
-        """Successful operations per event, and failed ones, in the last tick."""
-        counts = [0] * EV_COUNT
-        failed = 0
-        for e in self.last.entries if self.last else ():
-            if e.err:
-                failed += sum(e.counts)
-            else:
-                add_into(counts, e.counts)
-        return counts, failed
 
     # --- views of the whole run (report) ---------------------------------------
     def entries(self) -> list[Entry]:
@@ -595,16 +620,16 @@ def snapshot(agg: Aggregator, group: str = "cgroup", sort: str = DEFAULT_SORT, r
     """
     if group not in GROUPINGS:
         raise ValueError("unknown grouping %r (known: %s)" % (group, ", ".join(GROUPINGS)))
-    sort_value(Row("x", "", "", [0] * EV_COUNT), sort)     # reject an unknown sort key early
+    if sort not in SORT_KEYS:
+        raise ValueError("unknown sort key %r (known: %s)" % (sort, ", ".join(SORT_KEYS)))
     tables = []
     for by in groupings or views_for(group, focus):
         tables.append((by, arrange(agg.rows(by, focus), by, sort, reverse, text)))
     trends = {trend_key(r): agg.trend(r) for _, rows in tables for r in rows[:trend_rows]}
-    totals, failed = agg.tick_totals()
     t = agg.last
     return Snapshot(
         ts=t.ts if t else 0.0, elapsed=t.elapsed if t else 0.0, uptime=t.uptime if t else 0.0,
-        tracked=t.tracked if t else 0, totals=totals, failed=failed,
+        tracked=t.tracked if t else 0, totals=list(agg.tick_counts), failed=agg.tick_failed,
         lost=t.lost if t else 0, overflow=sum(t.overflow) if t else 0,
         lost_total=agg.lost, overflow_total=sum(agg.overflow), group=group, sort=sort, reverse=reverse,
         focus=focus, text=text, tables=tables, trends=trends,

@@ -31,7 +31,7 @@ from .paths import BoundedDict, PathResolver, join
 from .views.render import decode_name
 
 POLL_MS = 50
-MAX_FILE_NAMES = 262144     # file key -> path; above the kernel's FST_AGG_NAMES, so it rarely asks twice
+MAX_FILE_NAMES = 262144     # file key -> (path, as text); above the kernel's FST_AGG_NAMES: it rarely asks twice
 
 # A cgroup's names depend on its path only; busy cgroups are asked for them per event.
 cached_names = functools.lru_cache(maxsize=4096)(names_from_path)
@@ -329,11 +329,11 @@ class Session:
         if rec.name1 is None:
             path = self.resolver.file(rec.pid, rec.fd, key & ~KEY_FD)
         elif rec.base_id2 and not rec.name1.startswith(b"/") and rec.base_id2 in self.file_names:
-            path = join(self.file_names[rec.base_id2], rec.name1)
+            path = join(self.file_names[rec.base_id2][0], rec.name1)
         else:
             path = self.resolver.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1)
         if path is not None:
-            self.file_names[key] = path
+            self.file_names[key] = (path, decode_name(path))
 
     def _path_wanted(self, path: str) -> bool:
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.opts.path_prefixes)
@@ -347,24 +347,22 @@ class Session:
         cgroup_paths: dict[int, str | None] = {}
         files: dict[int, str] = {}
         kept = []
+        names, globs, prefixes = self.file_names, self._globs, self.opts.path_prefixes
         for e in entries:
             if e.cgroup_id not in cgroup_paths:
                 info = self.cgmap.resolve(e.cgroup_id) if self.cgmap else None
                 cgroup_paths[e.cgroup_id] = info.path if info else None
-            cg = cgroup_paths[e.cgroup_id]
-            if self._globs and not self._cgroup_path_wanted(cg):
+            if globs and not self._cgroup_path_wanted(cgroup_paths[e.cgroup_id]):
                 continue
             if e.file and e.file not in files:
-                name = self.file_names.get(e.file)
+                name = names.get(e.file)
                 if name is None:
                     self.counters.forget(e.file)        # lost or forgotten: have it sent again
                 else:
-                    files[e.file] = decode_name(name)
-            if self.opts.path_prefixes and not self._path_wanted(files.get(e.file, "")):
+                    files[e.file] = name[1]
+            if prefixes and not self._path_wanted(files.get(e.file, "")):
                 continue
             kept.append(e)
-            if not e.err:
-                self.totals.events += sum(e.counts)
         elapsed, self._collected = now - self._collected, now
         lost, self._lost_delivered = self.totals.lost - self._lost_delivered, self.totals.lost
         return Tick(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import os
 import re
@@ -97,7 +98,7 @@ def build(agg: Aggregator, meta: ReportMeta, top: int = 10, by: tuple[str, ...] 
                   "events": own.get(life.id, 0)} for life in agg.lifecycle()]
     busiest = sorted(own, key=lambda c: (-own[c], agg.cgroups.get(c, "")))[:CHART_SERIES]
     series_points = agg.series(busiest)
-    series = [(agg.cgroups.get(c, "/unknown:%d" % c), cgroup_name(agg.cgroups.get(c)),
+    series = [(model.cgroup_path(agg.cgroups, c), cgroup_name(model.cgroup_path(agg.cgroups, c)),
                [p[2][i] for p in series_points]) for i, c in enumerate(busiest)]
     totals, failed = agg.run_totals()
     end = agg.end_ts if agg.end_ts is not None else time.time()
@@ -330,7 +331,7 @@ def chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
 
 
 def _recorded(rep: Report) -> Console:
-    console = Console(record=True, width=REPORT_WIDTH, file=open(os.devnull, "w"), force_terminal=True,
+    console = Console(record=True, width=REPORT_WIDTH, file=io.StringIO(), force_terminal=True,
                       color_system="truecolor")
     print_report(rep, console)
     return console
@@ -344,7 +345,6 @@ def to_svg(rep: Report) -> str:
     """The report as one self-contained SVG: the chart above rich's picture of the tables."""
     console = _recorded(rep)
     tables = _FONT_FACE.sub("", console.export_svg(title="fstrace report"))
-    console.file.close()
     w, h = (float(v) for v in _VIEWBOX.search(tables).groups())
     chart = chart_svg(rep) if "timeline" in rep.by else ""
     chart_h = 270 if chart else 0
@@ -382,7 +382,6 @@ def to_html(rep: Report) -> str:
     console = _recorded(rep)
     chart = chart_svg(rep) if "timeline" in rep.by else ""
     page = console.export_html(inline_styles=True, code_format=HTML_PAGE)
-    console.file.close()
     return page.replace("<!--chart-->", chart, 1)
 
 

@@ -26,8 +26,9 @@ from rich.text import Text
 from .. import model
 from ..model import Aggregator, Focus, Snapshot
 from .render import terminal_safe
-from .tables import human, row_record, rows_table
+from .tables import COLUMNS, human, row_record, rows_table
 
+_dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 PAGE = 10
 GROUP_KEYS = {"1": "cgroup", "2": "process", "3": "file", "4": "event"}
@@ -226,12 +227,17 @@ def header(snap: Snapshot, meta: Meta, state: ViewState, interactive: bool = Tru
     return Group(line1, line2, line3, line4)
 
 
-def help_panel() -> Panel:
+def help_panel(lines: int) -> Panel:
+    """The keys, and the columns too when lines leave room for them."""
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold", no_wrap=True)
     t.add_column()
     for keys, what in KEYS:
         t.add_row(keys, what)
+    if lines >= len(KEYS) + len(COLUMNS) + 6:      # borders, a blank row, wrapped lines
+        t.add_row("", "")
+        for column, what in COLUMNS:
+            t.add_row(Text(column, style="dim"), what)
     return Panel(t, title="fstrace top: keys", subtitle="any key closes this", expand=False)
 
 
@@ -259,7 +265,7 @@ def render_screen(snap: Snapshot, meta: Meta, state: ViewState, width: int, heig
     """The whole screen for one snapshot at width x height."""
     parts = [header(snap, meta, state)]
     if state.help:
-        parts.append(help_panel())
+        parts.append(help_panel(height - HEADER_LINES))
         return Group(*parts)
     room = height - HEADER_LINES - TABLE_CHROME * len(snap.tables) - (1 if len(snap.tables) > 1 else 0)
     shares = split_room(room, [len(rows) for _, rows in snap.tables])
@@ -377,7 +383,7 @@ class Batch:
     """Plain tables (or one JSON document) per tick on a stream, for -n ticks."""
 
     def __init__(self, console: Console, state: ViewState, meta: Meta, iterations: int | None,
-                 as_json: bool, out=None):
+                 as_json: bool, out):
         self.console = console
         self.state = state
         self.meta = meta
@@ -410,8 +416,7 @@ class Batch:
         if self.as_json:
             snap = model.snapshot(self.agg, s.group, s.sort, s.reverse, text=s.text,
                                   groupings=model.GROUPINGS, trend_rows=0)
-            self.out.write(json.dumps(snapshot_record(snap, self.meta), ensure_ascii=False,
-                                      separators=(",", ":")) + "\n")
+            self.out.write(_dumps(snapshot_record(snap, self.meta)) + "\n")
             return
         snap = model.snapshot(self.agg, s.group, s.sort, s.reverse, text=s.text)
         self.console.print(header(snap, self.meta, s, interactive=False))
@@ -420,8 +425,7 @@ class Batch:
                                       reverse=snap.reverse, failed=bool(snap.failed)))
 
     def flush(self) -> None:
-        if self.out is not None:
-            self.out.flush()
+        self.out.flush()
         self.console.file.flush()
 
 

@@ -3,8 +3,10 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 import zlib
 from collections import Counter
@@ -139,6 +141,35 @@ def test_a_terminal_report_in_a_pipe_is_plain_text(workdir):
     assert "\x1b" not in out
     assert "fstrace report  command: sh -c" in out and "%s/f" % workdir in out
     assert "Files" in out and "Event types" in out and "Processes" not in out
+
+
+def test_report_until_sigint_counts_what_happened_meanwhile(workdir):
+    rep = subprocess.Popen([FSTRACE, "report", "--json", "--path", str(workdir)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    try:
+        assert rep.stderr.readline().startswith(b"fstrace: counting with the tracepoint backend")
+        subprocess.run(["sh", "-c", "echo x > %s/f; rm %s/f" % (workdir, workdir)], check=True, timeout=30)
+        rep.send_signal(signal.SIGINT)
+        out, err = rep.communicate(timeout=60)
+    finally:
+        if rep.poll() is None:
+            rep.kill()
+            rep.wait()
+    assert rep.returncode == 0, err.decode()
+    doc = json.loads(out)
+    assert doc["scope"]["command"] is None and doc["scope"]["filters"] == ["--path %s" % workdir]
+    (f,) = doc["files"]
+    assert f["path"] == "%s/f" % workdir and nonzero(f["events"]) == {"create": 1, "modify": 1, "delete": 1}
+
+
+def test_report_for_a_duration_ends_by_itself(workdir):
+    start = time.monotonic()
+    proc = subprocess.run([FSTRACE, "report", "-d", "1", "--json", "--path", str(workdir)], capture_output=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    doc = json.loads(proc.stdout)
+    assert 0.9 <= doc["duration_s"] <= 2.0 and doc["totals"]["events"] == 0
+    assert time.monotonic() - start < 60
 
 
 # --- the pictures, in a real browser -------------------------------------------------------

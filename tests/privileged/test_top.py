@@ -128,6 +128,9 @@ class Tmux:
             self._tmux("send-keys", "-t", "t", k)
             time.sleep(0.15)
 
+    def resize(self, width: int, height: int) -> None:
+        self._tmux("resize-window", "-t", "t", "-x", str(width), "-y", str(height))
+
     def flag(self, name: str) -> str:
         return self._tmux("display-message", "-p", "-t", "t", "#{%s}" % name).strip()
 
@@ -206,6 +209,10 @@ def test_tui_shows_the_workload_and_answers_its_keys(width, height, web_service,
         assert files and all(f.startswith(str(workdir)[:10]) for f in files)
         tui.keys("Escape")
         tui.wait_for(lambda s: "processes of" not in s and "CGROUP" in s, timeout=3)
+
+        tui.resize(width + 20, height)      # a wider terminal: the table grows at the next redraw
+        tui.wait_for(lambda s: max(len(line.rstrip()) for line in s.splitlines()) > width, timeout=3)
+        tui.resize(width, height)
 
         tui.keys("?")
         tui.wait_for(lambda s: "fstrace top: keys" in s, timeout=3)

@@ -143,11 +143,9 @@ def test_drill_into_an_event_keeps_only_its_counts():
     assert sorted(sum(e.counts) for e in sub) == [10, 60]
 
 
-def test_drill_into_a_file_and_a_directory():
+def test_drill_into_a_file():
     sub = model.focused(ENTRIES, (Focus("file", "/srv/www/app.log", "app.log"),), CGROUPS, FILES)
     assert {e.pid for e in sub} == {42, 43}
-    sub = model.focused(ENTRIES, (Focus("dir", "/srv/www", "/srv/www"),), CGROUPS, FILES)
-    assert len(sub) == 3
 
 
 def test_cgroup_labels_name_containers_and_pods():

@@ -131,11 +131,15 @@ def test_drill_in_screen_shows_processes_and_files_of_the_cgroup():
     assert "group cgroup › web.service" in out
 
 
-def test_help_screen_lists_every_key():
+def test_help_screen_lists_every_key_and_the_columns_when_they_fit():
     snap = model.snapshot(agg_with(tick()), "cgroup")
     out = render(snap, ViewState(help=True), 120, 40)
     for keys, _ in top.KEYS:
         assert keys in out
+    assert "the row's total per tick" in out
+    small = render(snap, ViewState(help=True), 80, 24)
+    assert all(keys in small for keys, _ in top.KEYS) and "the row's total per tick" not in small
+    assert len(small.splitlines()) <= 24
 
 
 def test_event_grouping_columns():
