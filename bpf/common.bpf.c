@@ -239,14 +239,12 @@ static __always_inline u64 fst_file_key(struct fst_event *e, u64 *parent)
 		u64 *k = agg_fids.lookup(&e->file_id);
 		return k ? *k : (e->file_id | FST_KEY_FD);
 	}
-	u64 seed = 0;
-	if (e->data[0] == '/') {
-		seed = 0;
-	} else if (e->dirfd == FST_AT_FDCWD) {
+	u64 seed = 0;                   /* an absolute name: the name alone */
+	if (e->data[0] != '/' && e->dirfd == FST_AT_FDCWD) {
 		u32 tgid = e->pid;
 		u64 *token = agg_cwd.lookup(&tgid);
 		seed = fst_mix(fst_mix(1, tgid), token ? *token : 0);
-	} else {
+	} else if (e->data[0] != '/') {
 		u64 *dir = e->base_id ? agg_fids.lookup(&e->base_id) : 0;
 		if (dir) {
 			*parent = *dir;

@@ -44,7 +44,6 @@ CLASS_NAMES = tuple(name for name, _ in CLASSES)
 _CLASS_CODES = {name: tuple(EVENT_CODES[e] for e in evs) for name, evs in CLASSES}
 
 GROUPINGS = ("cgroup", "process", "file", "event")
-REPORT_GROUPINGS = ("cgroup", "process", "file", "dir", "event")
 SORT_KEYS = ("total",) + CLASS_NAMES + ("failed", "name")
 DEFAULT_SORT = "total"
 HISTORY = 20                    # ticks of trend per row
@@ -519,9 +518,6 @@ class Aggregator:
     def entries(self) -> list[Entry]:
         return [Entry(cg, f, pid, err, self.comms.get(pid, b""), tuple(c))
                 for (cg, pid, f, err), c in self.totals.items()]
-
-    def report_rows(self, by: str) -> list[Row]:
-        return group_rows(self.entries(), by, self.cgroups, self.files)
 
     def run_totals(self) -> tuple[list[int], int]:
         counts = [0] * EV_COUNT

@@ -326,8 +326,8 @@ class Session:
     def _learn_name(self, rec: Record) -> None:
         """What a file key names (fstrace.h: FST_REC_NAME): file_id is the key, base_id2 its directory's."""
         key = rec.file_id
-        if rec.name1 is None:
-            path = self.resolver.file(rec.pid, rec.fd, key & ~KEY_FD)
+        if rec.name1 is None:           # known by its open file only: by its file id if the key holds it
+            path = self.resolver.file(rec.pid, rec.fd, key & ~KEY_FD if key & KEY_FD else 0)
         elif rec.base_id2 and not rec.name1.startswith(b"/") and rec.base_id2 in self.file_names:
             path = join(self.file_names[rec.base_id2][0], rec.name1)
         else:

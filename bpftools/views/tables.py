@@ -1,8 +1,8 @@
 """Rows as rich tables and as records: what `fstrace top` and `fstrace report` share.
 
-Pure functions of model rows; no terminal, no clock.  One column table
-(COLUMNS) names every column once for the TUI, the batch tables, the report,
-its CSV files and the man page.
+Pure functions of model rows; no terminal, no clock.  COLUMNS says once
+what each column counts: top's help screen shows it, docs/top-report.md
+repeats it.
 """
 from __future__ import annotations
 
