@@ -179,7 +179,7 @@ def parse_fstrace_json(stdout: Path, run: Run) -> Capture:
                 if not any(c in line for c in comms):
                     continue
                 rec = json.loads(line)
-                if rec["comm"] not in run.comms:
+                if rec["pid"] not in run.pids:
                     continue
                 cap.records += 1
                 cap.by_syscall[rec["syscall"]] += 1
@@ -213,7 +213,7 @@ def parse_fstrace_counts(stdout: Path, run: Run) -> Capture:
         counts = doc.get("totals", doc)          # report keeps them under "totals", top at the top
         cap.lost += counts["lost"] + counts["overflow"]
         for proc in doc["processes"]:
-            if proc["comm"] not in run.comms:
+            if proc["pid"] not in run.pids:
                 continue
             events = proc["total"] - proc["events"]["exec"]
             cap.total += events
@@ -235,7 +235,8 @@ def cgroup_ids(run: Run) -> dict[int, int]:
 
 
 def parse_bpftrace_count(stdout: Path, run: Run) -> Capture:
-    """@[cgroup, comm, probe] = count(): counts of the workload's comms; attribution by id only.
+    """@[cgroup, comm, probe] = count(): counts of the workload's comms (the map has no pids, so
+    another process of the same name would be counted too); attribution by id only.
 
     A count in a BPF map is lost only when the map is full, and bpftrace does not say so.
     """
@@ -261,7 +262,7 @@ def parse_bpftrace_print(stdout: Path, run: Run) -> Capture:
         for line in f:
             m = BPFTRACE_EVENT.match(line)
             if m:
-                if m.group(3) not in run.comms:
+                if int(m.group(1)) not in run.pids:
                     continue
                 cap.records += 1
                 cap.by_syscall[m.group(4)] += 1
@@ -284,7 +285,7 @@ def parse_fatrace(stdout: Path, run: Run) -> Capture:
     with open(stdout, errors="replace") as f:
         for line in f:
             m = FATRACE_LINE.match(line)
-            if m and m.group(1) in run.comms:
+            if m and int(m.group(2)) in run.pids:
                 cap.records += 1
     return cap
 

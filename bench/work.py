@@ -62,7 +62,8 @@ class Run:
     """One run of a workload: how long it took and what it did."""
 
     seconds: float                              # wall time, launch to exit
-    comms: frozenset[str]                       # process names its events carry
+    pids: frozenset[int]                        # its processes
+    comms: frozenset[str]                       # their names
     calls: Counter                              # syscall -> calls made
     failed: Counter                             # syscall -> calls that failed
     cgroups: dict[int, CgroupRef] = field(default_factory=dict)   # pid -> its cgroup, when it matters
@@ -90,13 +91,15 @@ def straced(argv: list[str], out: Path) -> tuple[Counter, Counter]:
     return strace_counts(out)
 
 
-def timed(argv: list[str]) -> tuple[float, str]:
+def timed(argv: list[str]) -> tuple[float, str, int]:
+    """Run argv: (wall seconds, its stdout, its pid)."""
     start = time.monotonic()
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        stdout, stderr = proc.communicate()
     seconds = time.monotonic() - start
     if proc.returncode:
-        raise WorkloadFailed("%s exited %d: %s" % (argv[0], proc.returncode, proc.stderr.strip()))
-    return seconds, proc.stdout
+        raise WorkloadFailed("%s exited %d: %s" % (argv[0], proc.returncode, stderr.strip()))
+    return seconds, stdout, proc.pid
 
 
 class Workload:
@@ -158,10 +161,10 @@ class FileOps(Workload):
             shutil.rmtree(work)
 
     def run(self) -> Run:
-        (seconds, stdout), cgroup = self._launch(timed)
-        report = json.loads(stdout)
-        return Run(seconds, frozenset({self.binary.name}), Counter(report["syscalls"]), Counter(report["failed"]),
-                   {report["pid"]: CgroupRef(cgroup.path, cgroup.id)} if cgroup else {})
+        (seconds, stdout, _), cgroup = self._launch(timed)
+        report = json.loads(stdout)           # its pid: the launcher's child when in a cgroup
+        return Run(seconds, frozenset({report["pid"]}), frozenset({self.binary.name}), Counter(report["syscalls"]),
+                   Counter(report["failed"]), {report["pid"]: CgroupRef(cgroup.path, cgroup.id)} if cgroup else {})
 
     def verify(self) -> dict:
         own = self.run()
@@ -196,15 +199,15 @@ class ShortCgroups(Workload):
             shutil.rmtree(work)
 
     def run(self) -> Run:
-        seconds, stdout = self._launch(timed)
+        seconds, stdout, _ = self._launch(timed)
         report = json.loads(stdout)
         home = own_cgroup()
         cgroups = {report["pid"]: CgroupRef(home, (self.cgroup_root / home.lstrip("/")).stat().st_ino)}
         for cg in report["cgroups"]:
             path = "/" + str(Path(cg["dir"]).relative_to(self.cgroup_root))
             cgroups[cg["pid"]] = CgroupRef(path, cg["id"])
-        return Run(seconds, frozenset({self.binary.name}), Counter(report["syscalls"]), Counter(report["failed"]),
-                   cgroups)
+        return Run(seconds, frozenset(cgroups), frozenset({self.binary.name}), Counter(report["syscalls"]),
+                   Counter(report["failed"]), cgroups)
 
     def verify(self) -> dict:
         own = self.run()
@@ -241,10 +244,11 @@ class Tarball(Workload):
     def run(self) -> Run:
         work = self.workdir()
         try:
-            seconds = sum(timed(argv)[0] for argv in self._commands(work))
+            runs = [timed(argv) for argv in self._commands(work)]
         finally:
             shutil.rmtree(work)
-        return Run(seconds, frozenset({"tar", "rm"}), self.calls, self.errors)
+        return Run(sum(r[0] for r in runs), frozenset(r[2] for r in runs), frozenset({"tar", "rm"}),
+                   self.calls, self.errors)
 
     def verify(self) -> dict:
         """The counts of a run are strace's: take them here, and check they repeat."""
@@ -281,9 +285,10 @@ class Rate(Workload):
     def run(self) -> Run:
         work = self.workdir()
         try:
-            seconds, stdout = timed([str(self.binary), str(work), str(max(self.rate // 2, 1)), str(self.seconds)])
+            seconds, stdout, _ = timed([str(self.binary), str(work), str(max(self.rate // 2, 1)), str(self.seconds)])
         finally:
             shutil.rmtree(work)
         report = json.loads(stdout)
         self.reached = 2 * report["rate"]
-        return Run(seconds, frozenset({self.binary.name}), Counter(report["syscalls"]), Counter(report["failed"]))
+        return Run(seconds, frozenset({report["pid"]}), frozenset({self.binary.name}), Counter(report["syscalls"]),
+                   Counter(report["failed"]))
