@@ -132,6 +132,7 @@ def generated(doc: dict) -> str:
         "* Machine: %s, kernel %s, %d × %s, %s GiB RAM" % (m["os"], m["kernel"], m["cpus"], m["cpu"],
                                                            m["memory_gib"]),
         "* Tools: " + ", ".join("%s %s" % kv for kv in doc["versions"].items()),
+        "* Load average (1 min) at start and end: %.1f, %.1f" % tuple(doc["load_average"]),
     ]
     lines += ["* Setup: " + note for note in doc["setup"]]
     lines.append("")

@@ -81,7 +81,7 @@ def make_workloads(names, profile: Profile, scratch: Path, binaries: dict[str, P
         "plain": lambda: work.FileOps(scratch, binaries, profile.fileops_rounds),
         "cgroup": lambda: work.FileOps(scratch, binaries, profile.fileops_rounds, cgroup_root=root),
         "shortcg": lambda: work.ShortCgroups(scratch, binaries["shortcg"], profile.short_cgroups, root),
-        "tar": lambda: work.Tarball(scratch),
+        "tar": lambda: work.Tarball(scratch, binaries["tar"], binaries["rm"]),
     }
     return [makers[name]() for name in names]
 
@@ -103,20 +103,25 @@ def traced_run(contender: Contender, workload: Workload, scratch: Path) -> dict:
                   "cpu_total_s": stopped.cpu_s, "peak_rss_kib": stopped.peak_rss_kib,
                   "exit_status": stopped.status, "killed": stopped.killed}
         if contender.parse:
-            cap = contender.parse(session.stdout, run)
-            expected = contender.expected(run, workload.compared)
-            result.update(records=cap.records, lost=cap.lost, judged=cap.judged, right_cgroup=cap.right_cgroup)
-            if expected is not None and cap.by_syscall is not None:
-                captured = {name: cap.by_syscall[name] for name in expected}
-                result.update(expected=dict(expected), captured=captured,
-                              expected_total=sum(expected.values()), captured_total=sum(captured.values()))
-            elif cap.total is not None:
-                result["captured_total"] = cap.total
-                if expected is not None and workload.compared is None:      # a sum cannot be narrowed down
-                    result.update(expected=dict(expected), expected_total=sum(expected.values()))
+            result.update(tally(contender, workload, run, contender.parse(session.stdout, run)))
         return result
     finally:
         shutil.rmtree(outdir)
+
+
+def tally(contender: Contender, workload: Workload, run: work.Run, cap: tools.Capture) -> dict:
+    """What the tracer reported of run, next to what it should have reported."""
+    found = {"records": cap.records, "lost": cap.lost, "judged": cap.judged, "right_cgroup": cap.right_cgroup}
+    expected = contender.expected(run, workload.compared)
+    if cap.by_syscall is not None:
+        captured = {name: cap.by_syscall[name] for name in expected}
+        found.update(expected=dict(expected), captured=captured,
+                     expected_total=sum(expected.values()), captured_total=sum(captured.values()))
+    elif cap.total is not None:
+        found["captured_total"] = cap.total
+        if workload.compared is None:           # a sum cannot be narrowed down to the compared syscalls
+            found.update(expected=dict(expected), expected_total=sum(expected.values()))
+    return found
 
 
 def measure(contender: Contender, workload: Workload, rounds: int, scratch: Path) -> list[dict]:
@@ -219,11 +224,14 @@ def main(argv=None) -> int:
     names = tuple(args.workloads.split(",")) if args.workloads else profile.workloads
     partial = bool(args.only or args.workloads or args.rounds or args.no_ceiling)
     started, date = time.monotonic(), time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    load_at_start = system.load_average()
 
     setup = system.ensure_packages(PACKAGES) + system.ensure_tracefs()
-    binaries = work.build()
+    built = work.build()
     scratch = Path(tempfile.mkdtemp(prefix="fstrace-bench-"))
     try:
+        binaries = work.private_names({**built, "tar": Path(shutil.which("tar")), "rm": Path(shutil.which("rm"))},
+                                      scratch)
         marker = scratch / "fstb-ready-marker"
         marker.touch()
         workloads = make_workloads(names, profile, scratch, binaries)
@@ -278,7 +286,8 @@ def main(argv=None) -> int:
         "make bench" if not partial else "bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     doc = {"date": date, "command": command, "profile": kind, "rounds": rounds,
            "duration_s": time.monotonic() - started, "results_file": str(results_file.relative_to(BENCH.parent)),
-           "machine": system.machine(), "versions": versions(), "setup": setup, "workloads": doc_workloads,
+           "machine": system.machine(), "load_average": [load_at_start, system.load_average()],
+           "versions": versions(), "setup": setup, "workloads": doc_workloads,
            "results": results, "ceilings": ceilings, "generator_max_rate": generator_max,
            "ceiling_step_s": profile.ceiling_step_s}
     report.write_json(doc, results_file)

@@ -123,6 +123,11 @@ def machine() -> dict:
     }
 
 
+def load_average() -> float:
+    """The 1-minute load average: how busy the machine is with everything, us included."""
+    return os.getloadavg()[0]
+
+
 def cpu_seconds(pid: int) -> float | None:
     """utime + stime of a live process, from /proc/<pid>/stat (clock-tick resolution)."""
     try:

@@ -8,6 +8,7 @@ against ``strace -f -c``.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -49,6 +50,18 @@ def build() -> dict[str, Path]:
             subprocess.run(["cc", *CFLAGS, "-o", str(binary), str(source)], check=True)
         binaries[source.stem] = binary
     return binaries
+
+
+def private_names(programs: dict[str, Path], directory: Path) -> dict[str, Path]:
+    """Symlinks in directory to programs, named <key>-<random>.  A process's name (comm) is the
+    name it was executed by, so this run's workload processes have names no other process on
+    the machine has, even another copy of the same program."""
+    token = secrets.token_hex(3)
+    links = {}
+    for key, program in programs.items():
+        links[key] = directory / ("%s-%s" % (key, token))[:15]
+        links[key].symlink_to(program)
+    return links
 
 
 @dataclass(frozen=True)
@@ -221,8 +234,9 @@ class Tarball(Workload):
     name = "tar"
     compared = PATH_SYSCALLS
 
-    def __init__(self, scratch: Path, source: Path = Path("/usr/include")):
+    def __init__(self, scratch: Path, tar: Path, rm: Path, source: Path = Path("/usr/include")):
         super().__init__(scratch)
+        self.tar, self.rm = tar, rm
         self.source = source
         self.archive = BUILD / ("%s.tar" % str(source).strip("/").replace("/", "-"))
         if not self.archive.exists():
@@ -239,7 +253,8 @@ class Tarball(Workload):
                 % (self.archive.name, self.source, self.entries))
 
     def _commands(self, work: Path) -> list[list[str]]:
-        return [["tar", "-xf", str(self.archive), "-C", str(work)], ["rm", "-rf", str(work / self.source.name)]]
+        return [[str(self.tar), "-xf", str(self.archive), "-C", str(work)],
+                [str(self.rm), "-rf", str(work / self.source.name)]]
 
     def run(self) -> Run:
         work = self.workdir()
@@ -247,7 +262,7 @@ class Tarball(Workload):
             runs = [timed(argv) for argv in self._commands(work)]
         finally:
             shutil.rmtree(work)
-        return Run(sum(r[0] for r in runs), frozenset(r[2] for r in runs), frozenset({"tar", "rm"}),
+        return Run(sum(r[0] for r in runs), frozenset(r[2] for r in runs), frozenset({self.tar.name, self.rm.name}),
                    self.calls, self.errors)
 
     def verify(self) -> dict:
