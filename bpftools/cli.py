@@ -131,6 +131,8 @@ from .cli_counting import report, top  # noqa: E402  (it uses the helpers above)
 
 cli.add_command(top)
 cli.add_command(report)
+from .cli_export import export_command  # noqa: E402
+cli.add_command(export_command)
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,112 @@
+"""`fstrace export`: serve the in-kernel counters as Prometheus / OpenMetrics metrics.
+
+A thin click command: options -> session Options + export.Limits; the
+session's main loop feeds an ExportState once per interval, and
+prometheus_client's HTTP server answers scrapes from its own threads with
+what the state last published (bpftools/export.py).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+
+import click
+
+from . import __version__, export
+from .cli_counting import filter_options, session_options
+from .errors import UsageError
+
+DEFAULT_PORT = 19435
+DEFAULT_LISTEN = "127.0.0.1:%d" % DEFAULT_PORT
+
+EPILOG = """\b
+Examples:
+  fstrace export                          http://127.0.0.1:19435/metrics
+  fstrace export --listen :19435 --cgroup-depth 3
+  fstrace export --exclude 'user.slice' --max-series 2000
+  curl -s localhost:19435/metrics | grep ^fstrace_events_total
+"""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """--listen HOST:PORT, [IPV6]:PORT or :PORT (every IPv4 address) -> (host, port)."""
+    m = re.fullmatch(r"(?:\[([^\]]+)\]|([^:\[\]]*)):(\d{1,5})", text)
+    if not m or not 0 < int(m.group(3)) < 65536:
+        raise UsageError("bad --listen %r: give HOST:PORT, [IPV6]:PORT or :PORT, e.g. --listen %s"
+                         % (text, DEFAULT_LISTEN))
+    host = m.group(1) if m.group(1) is not None else m.group(2)
+    return host or "0.0.0.0", int(m.group(3))
+
+
+def serve(state: export.ExportState, host: str, port: int):
+    """Start answering scrapes (from a thread): the server and its thread."""
+    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)     # the exporter's own CPU and memory
+    registry.register(export.Collector(state))
+    try:
+        return start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        raise UsageError("cannot listen on %s: %s" % (url_host(host, port), e.strerror or e)) from None
+
+
+def url_host(host: str, port: int) -> str:
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+@click.command("export", epilog=EPILOG)
+@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
+              help="Where to serve /metrics: HOST:PORT, [IPV6]:PORT, or :PORT for every IPv4 address.")
+@click.option("-i", "--interval", type=float, default=1.0, show_default=True, metavar="SECONDS",
+              help="Seconds between reads of the kernel's counters (what a scrape can be behind by).")
+@click.option("--cgroup-depth", "depth", type=click.IntRange(min=1), metavar="N",
+              help="Label each cgroup with its path cut to N levels (default: the whole path).")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Only cgroups matching GLOB, or below one that does (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Not cgroups matching GLOB, nor those below one that does (repeatable).")
+@click.option("--max-series", type=click.IntRange(min=2 * len(export.EVENT_NAMES)),
+              default=export.DEFAULT_MAX_SERIES, show_default=True, metavar="N",
+              help="At most N fstrace_events_total series; the rest is counted in cgroup=\"%s\"."
+                   % export.OVERFLOW)
+@click.option("--ttl", default="5m", show_default=True, metavar="TIME",
+              help="How long the series of a removed cgroup (--per-process: of an idle process) stay.")
+@click.option("--per-process", is_flag=True, help="Also label events with comm and pid (many more series).")
+@filter_options
+def export_command(listen, interval, depth, include, exclude, max_series, ttl, per_process, pids, comms, event_spec,
+                   cgroups, path_prefixes, backend):
+    """Serve file activity per cgroup as Prometheus metrics on /metrics.
+
+    Counts are kept in the kernel and read once per interval; scrapes are
+    answered from a thread with the last counts, in the Prometheus text
+    format or OpenMetrics, as the scraper asks.  Every event type is counted
+    unless -e says otherwise.  SIGTERM or SIGINT end it.
+    """
+    from .cli import parse_duration
+    from .session import Session
+
+    if interval <= 0:
+        raise UsageError("bad --interval %g: give a positive number of seconds" % interval)
+    host, port = parse_listen(listen)
+    limits = export.Limits(depth=depth, include=tuple(include), exclude=tuple(exclude), max_series=max_series,
+                           ttl=parse_duration(ttl), per_process=per_process)
+    opts = session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, failed=False)
+    state = export.ExportState(limits)
+    server, thread = serve(state, host, port)
+    session = Session(opts, export.ExportSink(state, interval))
+    try:
+        info = session.start()
+        state.start({"version": __version__, "backend": info.backend, "kernel": info.kernel,
+                     "python": platform.python_version()})
+        sys.stderr.write("fstrace: serving http://%s/metrics (pid %d), counting with the %s backend on kernel %s\n"
+                         % (url_host(host, port), os.getpid(), info.backend, info.kernel))
+        sys.stderr.flush()
+        session.run()
+    finally:
+        session.close()
+        server.shutdown()
+        server.server_close()
+        thread.join()

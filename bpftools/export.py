@@ -1,0 +1,293 @@
+"""`fstrace export`: Prometheus metrics from the in-kernel counters, with bounded cardinality.
+
+The session (bpftools/session.py, Options.aggregate) hands an ``ExportSink``
+one model.Tick per interval and every cgroup mkdir/rmdir; ``ExportState``
+folds them into cumulative counters.  After each tick it publishes an
+immutable ``Published`` copy, and the ``Collector`` -- called by
+prometheus_client's HTTP server thread on every scrape -- reads only that
+copy: a scrape never waits for a tick, and a tick never waits for a scrape.
+
+Cardinality is bounded whatever the machine does:
+
+* ``depth``: a cgroup is labelled with its path cut to its first N levels
+  (``/kubepods.slice/kubepods-besteffort.slice`` at depth 2); unit, container
+  and pod are derived from that label, so they add no series of their own.
+* ``include``/``exclude``: globs matched against a cgroup's path and each of
+  its ancestors (a glob selects subtrees, as ``trace --cgroup`` does); events
+  of cgroups not selected are not exported.
+* ``max_series``: at most this many ``fstrace_events_total`` series exist.
+  Room is kept for one overflow series per event type (cgroup
+  ``__overflow__``); a label set that finds no room is counted there, and
+  ``fstrace_folded_cgroups_total`` counts each cgroup label that had to be
+  folded (once while it is remembered: its cgroup exists, or was removed
+  less than ``ttl`` ago, and it is among the last FOLDED_MEMORY folded).
+* ``ttl``: the series of a cgroup label disappear ``ttl`` seconds after the
+  cgroup at that path is removed; with ``per_process``, a series also
+  disappears after ``ttl`` seconds without an event (processes end unseen).
+
+A series only ever grows while it exists; a series that has expired and
+comes back starts from zero, which Prometheus reads as a counter reset.
+ExportState is pure: no I/O, no clock (callers pass ``now``), no threads.
+"""
+from __future__ import annotations
+
+import fnmatch
+import functools
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+from .events import CG_ACTIONS, EVENT_NAMES
+from .model import Tick
+from .naming import names_from_path
+
+DEFAULT_MAX_SERIES = 10000
+DEFAULT_TTL = 300.0             # seconds: several scrape intervals, so the last increments are scraped
+FOLDED_MEMORY = 65536           # folded cgroup labels remembered, so each is counted once
+OVERFLOW = "__overflow__"       # the cgroup label of what found no room
+UNKNOWN = "__unknown__"         # the cgroup label of every id the cgroup map could not name
+CGROUP_LABELS = ("cgroup", "unit", "container", "pod")
+PROCESS_LABELS = ("comm", "pid")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a user chose to keep the number of series bounded."""
+
+    depth: int | None = None            # None: the whole path
+    include: tuple[str, ...] = ()       # empty: every cgroup
+    exclude: tuple[str, ...] = ()
+    max_series: int = DEFAULT_MAX_SERIES
+    ttl: float = DEFAULT_TTL
+    per_process: bool = False
+
+    @property
+    def room(self) -> int:
+        """Series for label sets of their own; the rest of max_series is kept for the overflow series."""
+        return self.max_series - len(EVENT_NAMES)
+
+
+def truncate(path: str, depth: int | None) -> str:
+    """A cgroup path cut to its first depth levels ("/a/b/c", 2 -> "/a/b")."""
+    if depth is None:
+        return path
+    parts = [p for p in path.split("/") if p][:depth]
+    return "/" + "/".join(parts)
+
+
+def subtrees(path: str) -> list[str]:
+    """The path and each of its ancestors, the root first ("/a/b" -> ["/", "/a", "/a/b"])."""
+    parts = [p for p in path.split("/") if p]
+    return ["/"] + ["/" + "/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+
+
+def glob_selects(glob: str, path: str) -> bool:
+    """Does a glob ("system.slice/*.service", leading / optional) match the path or an ancestor of it?"""
+    pattern = "/" + glob.strip("/")
+    return any(fnmatch.fnmatchcase(p, pattern) for p in subtrees(path))
+
+
+def selected(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    if include and not any(glob_selects(g, path) for g in include):
+        return False
+    return not any(glob_selects(g, path) for g in exclude)
+
+
+def cgroup_labels(path: str, depth: int | None) -> tuple[str, str, str, str]:
+    """cgroup, unit, container, pod of a (resolved) cgroup path; "" where a name does not apply."""
+    if path.startswith("/unknown:"):        # how model.Tick names an id nobody could resolve
+        return (UNKNOWN, "", "", "")
+    label = truncate(path, depth)
+    names = names_from_path(label)
+    return (label, names.unit or "", names.container or "", names.pod or "")
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a scrape sees: a copy, never changed after it is made."""
+
+    info: dict[str, str]                    # fstrace_build_info labels
+    events: dict[tuple[str, ...], int]      # label values -> count, overflow series included
+    folded_cgroups: int
+    lost: int
+    uncounted: tuple[int, ...]              # per EVENT_NAMES: the kernel's counter map was full
+    tracked: int
+    cgroup_changes: dict[str, int]          # mkdir/rmdir -> count
+
+
+class ExportState:
+    """Cumulative counters fed by ticks and cgroup changes, within Limits."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.info: dict[str, str] = {}
+        self.labels = CGROUP_LABELS + (PROCESS_LABELS if limits.per_process else ()) + ("event",)
+        self.series: dict[tuple[str, ...], int] = {}
+        self.by_cgroup: dict[str, set[tuple[str, ...]]] = {}   # cgroup label -> its series
+        self.last: dict[tuple[str, ...], float] = {}           # per_process: series -> time of its last event
+        self.overflow = [0] * len(EVENT_NAMES)
+        self.folded: OrderedDict[str, None] = OrderedDict()
+        self.folded_cgroups = 0
+        self.removed: dict[str, float] = {}     # cgroup label -> when the cgroup at that path went
+        self.lost = 0
+        self.uncounted = [0] * len(EVENT_NAMES)
+        self.tracked = 0
+        self.cgroup_changes = dict.fromkeys(CG_ACTIONS, 0)
+        self._labels_of = functools.lru_cache(maxsize=16384)(self._cgroup_labels)
+        self.published: Published | None = None     # None until start(): scrapes show no fstrace metrics
+
+    def start(self, info: dict[str, str]) -> None:
+        """Counting has begun (the probes are attached): publish, with these build and backend labels."""
+        self.info = dict(info)
+        self.published = self._publish()
+
+    def _cgroup_labels(self, path: str) -> tuple[str, ...] | None:
+        if not selected(path, self.limits.include, self.limits.exclude):
+            return None
+        return cgroup_labels(path, self.limits.depth)
+
+    # --- input ----------------------------------------------------------------------
+    def add(self, tick: Tick, now: float) -> None:
+        """Count one tick's entries, expire what is due and publish."""
+        per_process = self.limits.per_process
+        sums: dict[tuple[str, ...], list[int]] = {}
+        for e in tick.entries:
+            group = self._labels_of(tick.cgroups[e.cgroup_id])
+            if group is None:
+                continue
+            if per_process:
+                group = group + (e.comm.decode("utf-8", "backslashreplace"), str(e.pid))
+            acc = sums.get(group)
+            if acc is None:
+                sums[group] = list(e.counts)
+            else:
+                for code, n in enumerate(e.counts):
+                    acc[code] += n
+        for group, counts in sums.items():
+            for code, n in enumerate(counts):
+                if n:
+                    self._count(group + (EVENT_NAMES[code],), code, n, now)
+        self.lost += tick.lost
+        for code, n in enumerate(tick.overflow):
+            self.uncounted[code] += n
+        self.tracked = tick.tracked
+        self.expire(now)
+        self.published = self._publish()
+
+    def _count(self, key: tuple[str, ...], code: int, n: int, now: float) -> None:
+        if key in self.series:
+            self.series[key] += n
+        elif len(self.series) < self.limits.room:
+            self.series[key] = n
+            self.by_cgroup.setdefault(key[0], set()).add(key)
+        else:
+            self.overflow[code] += n
+            self._fold(key[0])
+            return
+        if self.limits.per_process:
+            self.last[key] = now
+
+    def _fold(self, cgroup: str) -> None:
+        if cgroup in self.folded:
+            self.folded.move_to_end(cgroup)
+            return
+        self.folded[cgroup] = None
+        self.folded_cgroups += 1
+        if len(self.folded) > FOLDED_MEMORY:
+            self.folded.popitem(last=False)
+
+    def cgroup_change(self, action: str, path: str, now: float) -> None:
+        """A cgroup made or removed.  Removing the cgroup a label names starts its series' TTL."""
+        self.cgroup_changes[action] += 1
+        if action == "mkdir":
+            self.removed.pop(path, None)        # the same path again: its series go on
+        elif path in self.by_cgroup or path in self.folded:
+            self.removed[path] = now
+
+    def expire(self, now: float) -> None:
+        """Forget the series (and folded labels) of cgroups removed ttl ago; per_process: idle ones."""
+        ttl = self.limits.ttl
+        for label in [label for label, gone in self.removed.items() if now - gone >= ttl]:
+            del self.removed[label]
+            self.folded.pop(label, None)
+            for key in self.by_cgroup.pop(label, ()):
+                del self.series[key]
+                self.last.pop(key, None)
+        for key in [key for key, seen in self.last.items() if now - seen >= ttl]:
+            del self.series[key]
+            del self.last[key]
+            keys = self.by_cgroup[key[0]]
+            keys.discard(key)
+            if not keys:
+                del self.by_cgroup[key[0]]
+
+    def _publish(self) -> Published:
+        events = dict(self.series)
+        blank = ("",) * (len(self.labels) - 2)
+        for code, n in enumerate(self.overflow):
+            if n:
+                events[(OVERFLOW,) + blank + (EVENT_NAMES[code],)] = n
+        return Published(info=self.info, events=events, folded_cgroups=self.folded_cgroups, lost=self.lost,
+                         uncounted=tuple(self.uncounted), tracked=self.tracked,
+                         cgroup_changes=dict(self.cgroup_changes))
+
+
+class ExportSink:
+    """The session's sink for export: ticks and cgroup changes into an ExportState."""
+
+    finished = False
+
+    def __init__(self, state: ExportState, interval: float, clock=time.monotonic):
+        self.state = state
+        self.interval = interval
+        self.clock = clock
+
+    def cgroup(self, change) -> None:
+        self.state.cgroup_change(change.action, change.path, self.clock())
+
+    def counts(self, tick: Tick) -> None:
+        self.state.add(tick, self.clock())
+
+    def flush(self) -> None:
+        """Scrapes read the published state; nothing to write."""
+
+
+class Collector:
+    """A prometheus_client collector over the state a session publishes; runs in the server's threads."""
+
+    def __init__(self, state: ExportState):
+        self.state = state
+
+    def collect(self):
+        p = self.state.published
+        if p is None:
+            return
+        info = InfoMetricFamily("fstrace_build", "fstrace version, the backend in use, kernel and Python.")
+        info.add_metric([], p.info)
+        yield info
+        events = CounterMetricFamily(
+            "fstrace_events", "Successful file operations per cgroup and event type, counted in the kernel "
+            "(cgroup=\"%s\": label sets beyond --max-series)." % OVERFLOW, labels=self.state.labels)
+        for labels, n in p.events.items():
+            events.add_metric(labels, n)
+        yield events
+        yield CounterMetricFamily(
+            "fstrace_folded_cgroups", "Cgroup labels that found no room below --max-series: their events "
+            "are in the %s series." % OVERFLOW, value=p.folded_cgroups)
+        yield CounterMetricFamily(
+            "fstrace_lost_events", "Ring-buffer records lost (file names, cgroup changes); counts are exact "
+            "regardless.", value=p.lost)
+        uncounted = CounterMetricFamily(
+            "fstrace_uncounted_events", "File operations not counted: the kernel's counter map was full.",
+            labels=("event",))
+        for code, n in enumerate(p.uncounted):
+            uncounted.add_metric((EVENT_NAMES[code],), n)
+        yield uncounted
+        yield GaugeMetricFamily("fstrace_cgroups_tracked", "Cgroups alive in the cgroup map.", value=p.tracked)
+        changes = CounterMetricFamily("fstrace_cgroup_events", "Cgroups created (mkdir) and removed (rmdir).",
+                                      labels=("action",))
+        for action, n in p.cgroup_changes.items():
+            changes.add_metric((action,), n)
+        yield changes

@@ -1,0 +1,293 @@
+"""fstrace export: labels, selection, the series limit, TTLs and the exposition, without BPF."""
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from bpftools import export
+from bpftools.cli_export import DEFAULT_LISTEN, parse_listen, serve
+from bpftools.errors import UsageError
+from bpftools.events import EVENT_CODES, EVENT_NAMES
+from bpftools.model import Entry, Tick
+
+FSTRACE = str(Path(sys.executable).with_name("fstrace"))
+N_EVENTS = len(EVENT_NAMES)
+SVC = "/system.slice/nginx.service"
+POD = ("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234_abcd.slice/"
+       "cri-containerd-" + "ab" * 32 + ".scope")
+
+
+def counts(**by_event) -> tuple[int, ...]:
+    out = [0] * N_EVENTS
+    for name, n in by_event.items():
+        out[EVENT_CODES[name]] = n
+    return tuple(out)
+
+
+def tick(cgroups: dict[int, str], *entries, lost=0, overflow=None, tracked=0) -> Tick:
+    """entries: (cgroup id, pid, comm, {event: n})"""
+    return Tick(ts=0.0, elapsed=1.0, cgroups=cgroups, files={},
+                entries=[Entry(cg, 0, pid, 0, comm, counts(**ev)) for cg, pid, comm, ev in entries],
+                lost=lost, overflow=overflow or (0,) * N_EVENTS, tracked=tracked)
+
+
+def series(state: export.ExportState) -> dict:
+    """Published series as {(cgroup, event): n} (cgroup labels only)."""
+    return {(k[0], k[-1]): n for k, n in state.published.events.items()}
+
+
+def started(**limits) -> export.ExportState:
+    s = export.ExportState(export.Limits(**limits))
+    s.start({"version": "0"})
+    return s
+
+
+@pytest.mark.parametrize("path,depth,label", [
+    ("/a/b/c", None, "/a/b/c"),
+    ("/a/b/c", 1, "/a"),
+    ("/a/b/c", 2, "/a/b"),
+    ("/a/b/c", 5, "/a/b/c"),
+    ("/", 2, "/"),
+])
+def test_truncate(path, depth, label):
+    assert export.truncate(path, depth) == label
+
+
+@pytest.mark.parametrize("glob,path,hit", [
+    ("system.slice", SVC, True),                 # a subtree
+    ("/system.slice/", SVC, True),               # slashes do not matter
+    ("system.slice/*.service", SVC + "/sub", True),
+    ("*.service", SVC, True),                    # * crosses /
+    ("user.slice", SVC, False),
+    ("system", SVC, False),                      # whole components only
+    ("/", SVC, True),
+])
+def test_glob_selects_path_and_descendants(glob, path, hit):
+    assert export.glob_selects(glob, path) is hit
+
+
+def test_selected_include_then_exclude():
+    assert export.selected(SVC, (), ())
+    assert export.selected(SVC, ("system.slice",), ())
+    assert not export.selected("/user.slice", ("system.slice",), ())
+    assert not export.selected(SVC, ("system.slice",), ("*/nginx.service",))
+
+
+def test_labels_come_from_the_truncated_path():
+    assert export.cgroup_labels(SVC, None) == (SVC, "nginx.service", "", "")
+    assert export.cgroup_labels(SVC, 1) == ("/system.slice", "", "", "")
+    label, unit, container, pod = export.cgroup_labels(POD, None)
+    assert (label, unit, container, pod) == (POD, "cri-containerd-" + "ab" * 32 + ".scope",
+                                             "containerd:abababababab", "1234-abcd")
+    assert export.cgroup_labels(POD, 3)[2:] == ("", "1234-abcd")
+    assert export.cgroup_labels("/unknown:77", None) == (export.UNKNOWN, "", "", "")
+
+
+def test_nothing_is_published_before_start():
+    s = export.ExportState(export.Limits())
+    assert s.published is None
+    assert list(export.Collector(s).collect()) == []
+
+
+def test_counts_accumulate_and_published_copies_do_not_change():
+    s = started()
+    s.add(tick({5: SVC, 6: "/a"}, (5, 10, b"x", {"create": 2, "modify": 3}), (5, 11, b"y", {"create": 1}),
+               (6, 12, b"z", {"delete": 1}), lost=2, tracked=7), now=0)
+    first = s.published
+    assert series(s) == {(SVC, "create"): 3, (SVC, "modify"): 3, ("/a", "delete"): 1}
+    s.add(tick({5: SVC}, (5, 10, b"x", {"create": 4}), lost=1, overflow=counts(open=9), tracked=6), now=1)
+    assert series(s) == {(SVC, "create"): 7, (SVC, "modify"): 3, ("/a", "delete"): 1}
+    assert first.events[(SVC, "nginx.service", "", "", "create")] == 3
+    assert (s.published.lost, s.published.tracked) == (3, 6)
+    assert s.published.uncounted[EVENT_CODES["open"]] == 9
+
+
+def test_depth_merges_cgroups_into_one_series():
+    s = started(depth=1)
+    s.add(tick({5: SVC, 6: "/system.slice/cron.service"}, (5, 1, b"a", {"open": 2}), (6, 2, b"b", {"open": 3})),
+          now=0)
+    assert series(s) == {("/system.slice", "open"): 5}
+
+
+def test_include_and_exclude_drop_other_cgroups():
+    s = started(include=("system.slice",), exclude=("system.slice/cron.service",))
+    s.add(tick({5: SVC, 6: "/system.slice/cron.service", 7: "/user.slice"},
+               (5, 1, b"a", {"open": 1}), (6, 2, b"b", {"open": 1}), (7, 3, b"c", {"open": 1})), now=0)
+    assert series(s) == {(SVC, "open"): 1}
+
+
+def test_series_limit_folds_into_overflow_and_counts_each_cgroup_once():
+    s = started(max_series=2 * N_EVENTS)                # room for N_EVENTS series of their own
+    cgroups = {i: "/c%03d" % i for i in range(100)}
+    s.add(tick(cgroups, *[(i, i, b"w", {"create": 1, "delete": 1}) for i in range(100)]), now=0)
+    own = {k: n for k, n in series(s).items() if k[0] != export.OVERFLOW}
+    assert len(own) == N_EVENTS                         # five cgroups, two events each
+    assert len(s.published.events) <= s.limits.max_series
+    overflow = {k[1]: n for k, n in series(s).items() if k[0] == export.OVERFLOW}
+    assert overflow == {"create": 95, "delete": 95}
+    assert s.published.folded_cgroups == 95
+    s.add(tick(cgroups, *[(i, i, b"w", {"create": 1}) for i in range(100)]), now=1)
+    assert s.published.folded_cgroups == 95             # the same cgroups again: not counted twice
+    assert {k[1]: n for k, n in series(s).items() if k[0] == export.OVERFLOW} == {"create": 190, "delete": 95}
+    assert series(s)[("/c000", "create")] == 2          # a series keeps counting once it exists
+
+
+def test_a_new_event_of_a_cgroup_with_series_can_be_folded():
+    s = started(max_series=2 * N_EVENTS)
+    s.add(tick({1: "/a"}, (1, 1, b"w", {e: 1 for e in EVENT_NAMES})), now=0)
+    s.add(tick({1: "/a", 2: "/b"}, (1, 1, b"w", {"open": 1}), (2, 2, b"w", {"open": 1})), now=1)
+    assert series(s)[("/a", "open")] == 2
+    assert series(s)[(export.OVERFLOW, "open")] == 1
+    assert s.published.folded_cgroups == 1
+
+
+def test_removed_cgroups_expire_after_the_ttl_and_free_room():
+    s = started(ttl=10, max_series=2 * N_EVENTS)
+    s.add(tick({1: "/gone", 2: "/stays"}, (1, 1, b"w", {"create": 5}), (2, 2, b"w", {"create": 1})), now=0)
+    s.cgroup_change("rmdir", "/gone", now=1)
+    s.add(tick({}), now=10.5)
+    assert ("/gone", "create") in series(s)             # 9.5 s after its removal: still there
+    s.add(tick({}), now=11)
+    assert ("/gone", "create") not in series(s)
+    assert series(s)[("/stays", "create")] == 1
+    assert s.published.cgroup_changes == {"mkdir": 0, "rmdir": 1}
+    s.add(tick({3: "/gone"}, (3, 3, b"w", {"create": 1})), now=12)
+    assert series(s)[("/gone", "create")] == 1          # back as a new series, from zero
+
+
+def test_a_cgroup_made_again_keeps_its_series():
+    s = started(ttl=10)
+    s.add(tick({1: "/svc"}, (1, 1, b"w", {"open": 1})), now=0)
+    s.cgroup_change("rmdir", "/svc", now=1)
+    s.cgroup_change("mkdir", "/svc", now=2)
+    s.add(tick({2: "/svc"}, (2, 1, b"w", {"open": 1})), now=30)
+    assert series(s)[("/svc", "open")] == 2
+
+
+def test_removing_a_cgroup_below_a_truncated_label_expires_nothing():
+    s = started(depth=1, ttl=1)
+    s.add(tick({1: "/a/b"}, (1, 1, b"w", {"open": 1})), now=0)
+    s.cgroup_change("rmdir", "/a/b", now=0)
+    s.add(tick({}), now=5)
+    assert series(s) == {("/a", "open"): 1}
+    assert s.removed == {}
+
+
+def test_folded_cgroups_are_forgotten_with_their_cgroup():
+    s = started(ttl=1, max_series=2 * N_EVENTS)
+    s.add(tick({i: "/c%d" % i for i in range(20)}, *[(i, i, b"w", {"open": 1}) for i in range(20)]), now=0)
+    assert s.published.folded_cgroups == 10 and "/c15" in s.folded
+    s.cgroup_change("rmdir", "/c15", now=0)
+    s.add(tick({}), now=2)
+    assert "/c15" not in s.folded and s.removed == {}
+
+
+def test_per_process_labels_and_idle_expiry():
+    s = started(per_process=True, ttl=10)
+    assert s.labels == export.CGROUP_LABELS + ("comm", "pid", "event")
+    s.add(tick({1: SVC}, (1, 42, b"nginx", {"open": 1}), (1, 43, b"nginx", {"open": 2})), now=0)
+    assert s.published.events[(SVC, "nginx.service", "", "", "nginx", "42", "open")] == 1
+    s.add(tick({1: SVC}, (1, 43, b"nginx", {"open": 1})), now=9)
+    s.add(tick({}), now=10)
+    assert [k[5] for k in s.published.events] == ["43"]     # pid 42 idle for 10 s: gone
+    assert s.by_cgroup == {SVC: {(SVC, "nginx.service", "", "", "nginx", "43", "open")}}
+    s.add(tick({}), now=19)
+    assert s.published.events == {} and s.by_cgroup == {}
+
+
+def test_overflow_series_have_every_label():
+    s = started(per_process=True, max_series=2 * N_EVENTS)
+    s.add(tick({i: "/c%d" % i for i in range(30)}, *[(i, i, b"w", {"open": 1}) for i in range(30)]), now=0)
+    key = (export.OVERFLOW, "", "", "", "", "", "open")
+    assert s.published.events[key] == 20
+
+
+@pytest.mark.parametrize("text,parsed", [
+    ("127.0.0.1:19435", ("127.0.0.1", 19435)),
+    (":9", ("0.0.0.0", 9)),
+    ("[::1]:80", ("::1", 80)),
+    ("localhost:65535", ("localhost", 65535)),
+])
+def test_parse_listen(text, parsed):
+    assert parse_listen(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["19435", "127.0.0.1", "1.2.3.4:0", "1.2.3.4:65536", "::1:80", "[]:80", "h:p"])
+def test_parse_listen_refuses(text):
+    with pytest.raises(UsageError, match="bad --listen"):
+        parse_listen(text)
+
+
+def test_default_listen_is_loopback():
+    assert parse_listen(DEFAULT_LISTEN)[0] == "127.0.0.1"
+
+
+@pytest.fixture
+def served():
+    """A real HTTP server on a free loopback port over a state with a few series."""
+    s = export.ExportState(export.Limits(max_series=2 * N_EVENTS))
+    s.start({"version": "0.1.0", "backend": "tracepoint", "kernel": "6.18", "python": "3"})
+    s.cgroup_change("mkdir", "/x", now=0)              # published with the next tick
+    s.add(tick({i: "/c%d" % i for i in range(12)}, *[(i, i, b"w", {"open": 1}) for i in range(12)], tracked=4),
+          now=0)
+    server, thread = serve(s, "127.0.0.1", 0)
+    try:
+        yield "http://127.0.0.1:%d/metrics" % server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def fetch(url: str, accept: str | None = None) -> tuple[str, str]:
+    req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.headers["Content-Type"], r.read().decode()
+
+
+def test_text_format_by_default(served):
+    ctype, body = fetch(served)
+    assert ctype.startswith("text/plain; version=0.0.4")
+    fams = {f.name: f for f in parse_text(body)}
+    events = {(s.labels["cgroup"], s.labels["event"]): s.value for s in fams["fstrace_events"].samples}
+    assert events[(export.OVERFLOW, "open")] == 2 and len(events) == 11
+    assert fams["fstrace_folded_cgroups"].samples[0].value == 2
+    assert fams["fstrace_cgroups_tracked"].samples[0].value == 4
+    assert {s.labels["action"]: s.value for s in fams["fstrace_cgroup_events"].samples} == {"mkdir": 1, "rmdir": 0}
+    assert fams["fstrace_build_info"].samples[0].labels["backend"] == "tracepoint"
+    assert "process_cpu_seconds" in fams
+
+
+def test_openmetrics_when_asked(served):
+    ctype, body = fetch(served, "application/openmetrics-text; version=1.0.0")
+    assert ctype.startswith("application/openmetrics-text; version=1.0.0")
+    assert body.endswith("# EOF\n")
+    fams = {f.name: f for f in parse_openmetrics(body)}
+    assert fams["fstrace_events"].type == "counter"
+    assert fams["fstrace_build"].type == "info"
+
+
+def test_bad_listen_and_busy_port_are_one_line_errors():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for listen, message in (("127.0.0.1:%d" % port, "fstrace: error: cannot listen on 127.0.0.1:%d: Address "
+                                                          "already in use" % port),
+                                ("localhost", "fstrace: error: bad --listen 'localhost': give HOST:PORT"),
+                                ("no.such.host.invalid:1", "fstrace: error: cannot listen on no.such.host.invalid:1:")):
+            proc = subprocess.run([FSTRACE, "export", "--listen", listen], capture_output=True, text=True,
+                                  timeout=60)
+            assert proc.returncode == 2
+            assert proc.stderr.startswith(message), proc.stderr
+            assert proc.stderr.count("\n") == 1
+
+
+def test_help_ends_with_examples():
+    out = subprocess.run([FSTRACE, "export", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "Examples:" in out and "fstrace export --listen :19435 --cgroup-depth 3" in out
