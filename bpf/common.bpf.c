@@ -185,7 +185,8 @@ static __always_inline void fst_send(struct fst_event *e)
  *   no name, file_id    the key the file's open got (agg_fids), else
  *                       FST_KEY_FD | file_id
  * A key's name is sent once (FST_REC_NAME) and remembered in agg_named; user
- * space deletes a key from agg_named to have its name sent again.
+ * space deletes a key from agg_named to have its name sent again.  An event
+ * whose entry exists already this tick costs one lookup and one atomic add.
  */
 #ifndef FST_AGG_MAX
 #define FST_AGG_MAX 65536
@@ -277,19 +278,24 @@ static __always_inline void fst_count(struct fst_event *e)
 	if (file && e->file_id && e->len1 && e->ret >= 0)
 		agg_fids.update(&e->file_id, &file);
 	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
-	if (!v) {
-		struct fst_agg_val fresh = {};
-		bpf_map_update_elem(counts, &k, &fresh, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(counts, &k);
+	if (v) {                        /* the common case: seen already this tick */
+		__sync_fetch_and_add(&v->n[op], 1);
+		if (op == FST_EV_EXEC)
+			__builtin_memcpy(v->comm, e->comm, FST_COMM_LEN);
+		return;
 	}
+	struct fst_agg_val fresh = {};
+	__builtin_memcpy(fresh.comm, e->comm, FST_COMM_LEN);
+	bpf_map_update_elem(counts, &k, &fresh, BPF_NOEXIST);
+	v = bpf_map_lookup_elem(counts, &k);
 	if (v) {
 		__sync_fetch_and_add(&v->n[op], 1);
-		__builtin_memcpy(v->comm, e->comm, FST_COMM_LEN);
 	} else {
 		u64 *n = agg_overflow.lookup(&op);
 		if (n)
 			*n += 1;
 	}
+	/* a key new this tick: is its name known? (forgotten ones are sent again at the next tick) */
 	if (file && !agg_named.lookup(&file)) {
 		u8 one = 1;
 		agg_named.update(&file, &one);

@@ -86,7 +86,7 @@ struct fst_agg_key {
 
 struct fst_agg_val {
 	__u64 n[FST_EV_COUNT];       /* operations, per FST_EV_* */
-	char  comm[FST_COMM_LEN];    /* the process's name at its latest event */
+	char  comm[FST_COMM_LEN];    /* the process's name at the entry's first event or latest exec */
 };
 
 #define FST_HDR_SIZE  ((unsigned long)&((struct fst_event *)0)->data)

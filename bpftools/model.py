@@ -42,6 +42,7 @@ CLASSES = (
 )
 CLASS_NAMES = tuple(name for name, _ in CLASSES)
 _CLASS_CODES = {name: tuple(EVENT_CODES[e] for e in evs) for name, evs in CLASSES}
+EXEC = EVENT_CODES["exec"]
 
 GROUPINGS = ("cgroup", "process", "file", "event")
 SORT_KEYS = ("total",) + CLASS_NAMES + ("failed", "name")
@@ -252,7 +253,8 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
             a[0] = list(map(add, a[0], e.counts))
         w = a[2]
         w[e.cgroup_id] = w.get(e.cgroup_id, 0) + n
-        a[3] = e.comm
+        if e.counts[EXEC]:          # the name after an exec is the process's name now
+            a[3] = e.comm
     rows = []
     for key, (counts, failed, w, comm) in acc.items():
         row = Row(by, key, str(key), counts, failed, cgroup=cgroup_path(cgroups, _busiest(w)))
@@ -485,7 +487,8 @@ class Aggregator:
             if key[2] == e.file and e.file in tick.files:
                 self.files[e.file] = tick.files[e.file]
             add_into(acc, e.counts)
-            self.comms[e.pid] = e.comm
+            if e.counts[EXEC] or e.pid not in self.comms:
+                self.comms[e.pid] = e.comm
             if not e.err:
                 per_cgroup[e.cgroup_id] = per_cgroup.get(e.cgroup_id, 0) + sum(e.counts)
         self.timeline.append((tick.ts - tick.elapsed, tick.elapsed, per_cgroup))

@@ -248,3 +248,13 @@ def test_timeline_keeps_per_cgroup_counts_and_halves_its_resolution_when_long():
     series = agg.series([10, 11])
     assert series[0] == (0.0, 2.0, [2, 4])
     assert sum(s[2][0] for s in series) == model.MAX_TIMELINE + 1
+
+
+def test_a_process_is_named_after_its_latest_exec():
+    entries = [entry(10, 7, 100, comm=b"sh", open=1), entry(10, 7, 101, comm=b"make", exec=1),
+               entry(10, 7, 102, comm=b"sh", close_write=1)]
+    assert by_key(model.group_rows(entries, "process", CGROUPS, FILES))[7].label == "make[7]"
+    agg = Aggregator(cumulative=True)
+    agg.add(tick(entries))
+    agg.add(tick([entry(10, 7, 100, comm=b"sh", open=1)]))
+    assert agg.comms[7] == b"make"
