@@ -358,16 +358,16 @@ def contenders(marker: Path) -> list[Contender]:
                 parse=parse_fstrace_counts, follows=FSTRACE_ALL_SYSCALLS),
         Contender("fatrace", ("fatrace",), Ready((re.escape(marker.name),), opener(marker), "an open of a marker file"),
                   parse_fatrace),
-        Contender("bpftrace, count per cgroup/comm/syscall", ("bpftrace", "-e", bpftrace_script(
+        Contender("bpftrace count() per cgroup/comm/probe", ("bpftrace", "-e", bpftrace_script(
                   "@[cgroup, comm, probe] = count();", traced)), bpftrace_ready, parse_bpftrace_count,
                   frozenset(traced), env=bpftrace_env),
-        Contender("bpftrace, print per event", ("bpftrace", "-e", bpftrace_script(
+        Contender("bpftrace printf() per event", ("bpftrace", "-e", bpftrace_script(
                   'printf("%d %llu %s %s\\n", pid, cgroup, comm, probe);', traced)), bpftrace_ready,
                   parse_bpftrace_print, frozenset(traced), env=bpftrace_env),
     ]
     for tool, args in (("opensnoop", ()), ("filetop", ("-C",)), ("filelife", ()), ("statsnoop", ()),
                        ("syscount", ("-P",))):
-        found.append(Contender("%s-bpfcc %s" % (tool, " ".join(args)), ("%s-bpfcc" % tool, *args), banner,
-                               env=unbuffered))
+        argv = ("%s-bpfcc" % tool, *args)
+        found.append(Contender(" ".join(argv), argv, banner, env=unbuffered))
     return [c if not c.argv or shutil.which(c.argv[0]) else Contender(c.name, (), missing="not installed")
             for c in found]
