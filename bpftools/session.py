@@ -18,6 +18,7 @@ import functools
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field, replace
 
@@ -115,11 +116,21 @@ class TransientCgroup:
             return "populated 1" in f.read()
 
     def remove(self) -> None:
-        try:
-            os.rmdir(self.dir)
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                raise
+        """rmdir the cgroup and the cgroups the command made below it, deepest first.
+
+        One that still holds a process (a daemon that outlived a Ctrl-C) is
+        left in place, with one line on stderr.
+        """
+        for path, _dirs, _files in os.walk(self.dir, topdown=False):
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    raise
+                sys.stderr.write("fstrace: cgroup %s still holds processes; left in place\n" % path)
+                return
 
 
 def split_cgroup_specs(specs, mount: str | None):

@@ -143,6 +143,16 @@ def test_a_terminal_report_in_a_pipe_is_plain_text(workdir):
     assert "Files" in out and "Event types" in out and "Processes" not in out
 
 
+def test_cgroups_the_command_leaves_behind_are_removed_with_its_own(cg2_mount):
+    script = 'mkdir "%s$(grep "^0::" /proc/self/cgroup | cut -d: -f3)/left-behind"' % cg2_mount
+    proc = subprocess.run([FSTRACE, "report", "--json", "--", "sh", "-c", script], capture_output=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr.decode()
+    doc = json.loads(proc.stdout)
+    left = doc["scope"]["command_cgroup"] + "/left-behind"
+    assert [c["path"] for c in doc["cgroup_lifecycle"]] == [left]
+    assert not os.path.exists(cg2_mount + doc["scope"]["command_cgroup"])
+
+
 def test_report_until_sigint_counts_what_happened_meanwhile(workdir):
     rep = subprocess.Popen([FSTRACE, "report", "--json", "--path", str(workdir)], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
