@@ -33,11 +33,13 @@ def test_man_page_names_every_event():
         assert re.search(r"^\.BR? (%s\n|.*\b%s\b)" % (name, name), section, re.M), name
 
 
-def test_man_page_documents_every_trace_option():
-    for param in cli.trace.params:
-        if isinstance(param, click.Option) and not param.hidden:
-            for opt in param.opts:
-                assert opt.replace("-", "\\-") in MAN, opt
+def test_man_page_documents_every_command_and_option():
+    for name, command in cli.cli.commands.items():
+        section = MAN.split(".SS fstrace %s\n" % name)[1].split("\n.S")[0]
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden and param.name != "help":
+                for opt in param.opts:
+                    assert opt.replace("-", "\\-") in section, (name, opt)
 
 
 def test_every_traced_syscall_is_in_the_man_page():
