@@ -50,7 +50,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 run: install
-	$(VENV)/bin/fstrace trace
+	$(VENV)/bin/fstrace top
 
 test: install
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
