@@ -1,0 +1,68 @@
+"""bpftools/btf.py on a hand-built BTF blob and on this machine's kernel BTF."""
+import os
+import struct
+
+import pytest
+
+from bpftools import btf
+
+KIND_INT, KIND_PTR = 1, 2
+
+
+def blob(types: bytes, strings: bytes) -> bytes:
+    header = struct.pack("=HBBIIIII", btf.BTF_MAGIC, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return header + types + strings
+
+
+def typ(name_off, kind, vlen, size_or_type, kind_flag=0):
+    return struct.pack("=III", name_off, kind_flag << 31 | kind << 24 | vlen, size_or_type)
+
+
+# strings: "" int mount mnt_parent mnt flags f a b fsnotify
+STRINGS = b"\0int\0mount\0mnt_parent\0mnt\0flags\0f\0a\0b\0fsnotify\0"
+OFF = {s: STRINGS.index(b"\0" + s + b"\0") + 1 for s in
+       (b"int", b"mount", b"mnt_parent", b"mnt", b"flags", b"f", b"a", b"b", b"fsnotify")}
+TYPES = b"".join([
+    typ(OFF[b"int"], KIND_INT, 0, 4) + struct.pack("=I", 32),                  # 1: int
+    typ(0, KIND_PTR, 0, 1),                                                    # 2: int *
+    typ(OFF[b"mount"], btf.KIND_STRUCT, 3, 40, kind_flag=1)                    # 3: struct mount
+    + struct.pack("=III", OFF[b"mnt_parent"], 2, 16 * 8)
+    + struct.pack("=III", OFF[b"mnt"], 1, 32 * 8)
+    + struct.pack("=III", OFF[b"flags"], 1, 3 << 24 | 36 * 8 + 1),             # a 3-bit bitfield
+    typ(0, btf.KIND_FUNC_PROTO, 2, 1)                                          # 4: int (int a, int *b)
+    + struct.pack("=II", OFF[b"a"], 1) + struct.pack("=II", OFF[b"b"], 2),
+    typ(OFF[b"fsnotify"], btf.KIND_FUNC, 0, 4),                                # 5: fsnotify
+])
+
+
+def test_member_offsets_in_bytes_without_bitfields():
+    b = btf.Btf(blob(TYPES, STRINGS))
+    assert b.member_offsets("mount") == {"mnt_parent": 16, "mnt": 32}
+
+
+def test_function_id_and_parameter_names():
+    b = btf.Btf(blob(TYPES, STRINGS))
+    assert b.func_params("fsnotify") == (5, ["a", "b"])
+
+
+def test_a_missing_type_is_a_btf_error():
+    b = btf.Btf(blob(TYPES, STRINGS))
+    with pytest.raises(btf.BtfError, match="no struct named 'f'"):
+        b.member_offsets("f")        # "f" exists as a string, not as a struct
+
+
+def test_garbage_is_refused():
+    with pytest.raises(btf.BtfError, match="not BTF"):
+        btf.Btf(b"\0" * 64)
+    with pytest.raises(btf.BtfError, match="unknown BTF kind"):
+        btf.Btf(blob(typ(0, 31, 0, 0), b"\0"))
+
+
+@pytest.mark.skipif(not os.path.exists(btf.VMLINUX), reason="this kernel has no BTF")
+def test_this_kernels_fsnotify_and_struct_mount():
+    b = btf.Btf.load()
+    _, params = b.func_params("fsnotify")
+    assert params == ["mask", "data", "data_type", "dir", "file_name", "inode", "cookie"]
+    offsets = b.member_offsets("mount")
+    assert {"mnt_parent", "mnt_mountpoint", "mnt"} <= set(offsets)
+    assert offsets["mnt_parent"] < offsets["mnt_mountpoint"] < offsets["mnt"]
