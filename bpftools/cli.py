@@ -14,6 +14,7 @@ import click
 
 from . import __version__, events
 from .errors import FstraceError, UsageError
+from .probe import BACKENDS
 
 DURATION_UNITS = {"": 1, "s": 1, "ms": 0.001, "m": 60, "h": 3600}
 
@@ -76,11 +77,15 @@ def cli():
               help="Only this cgroup subtree: an id, a path (system.slice/nginx.service) or a glob "
                    "('system.slice/*.service', followed as new matches appear).")
 @click.option("--failed", is_flag=True, help="Also show operations that failed (with their errno).")
-@click.option("--backend", type=click.Choice(["auto", "tracepoint"]), default="auto", show_default=True,
-              help="Where to hook the kernel.")
+@click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
+              help="Where to hook the kernel: fsnotify() as fentry or kprobe, or the syscall tracepoints; "
+                   "auto takes the first that works here and says why not the others.")
+@click.option("--mount", "mounts", multiple=True, metavar="PATH",
+              help="fentry/kprobe: trace only the filesystem PATH is on (repeatable; default: every real "
+                   "filesystem, new mounts included).")
 @click.option("--dump-bpf", is_flag=True, hidden=True, help="Print the BPF program and its flags, then exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS…]")
-def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, dump_bpf, command):
+def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, mounts, dump_bpf, command):
     """Print file events as they happen, one per line.
 
     With -- CMD, run CMD in a new cgroup, trace only it and everything it
@@ -93,14 +98,18 @@ def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, 
         backend=backend, events=parse_event_option(event_spec), failed=failed, pids=parse_pids(pids),
         comms=tuple(comms), cgroups=tuple(cgroups),
         duration=parse_duration(duration) if duration else None, command=tuple(command),
+        mounts=tuple(mounts),
     )
     if dump_bpf:
-        from . import probe
-        text = probe.bpf_text(["common.bpf.c", "tracepoint.bpf.c", "cgroup.bpf.c"])
+        from . import btf, probe
+        shown = BACKENDS[0] if backend == "auto" else backend
         cfg = probe.ProbeConfig(events=opts.events, failed=failed, pids=opts.pids, comms=opts.comms,
                                 cgroup_filter=bool(cgroups or command))
-        click.echo("// cflags: " + " ".join(probe.cflags(cfg, os.getpid(), "bpf")))
-        click.echo(text)
+        flags = probe.cflags(cfg, os.getpid(), "bpf")
+        if shown in probe.FSNOTIFY_BACKENDS:
+            flags += probe.fsnotify_cflags(shown, btf.Btf.load())
+        click.echo("// backend %s; cflags: %s" % (shown, " ".join(flags)))
+        click.echo(probe.bpf_text(probe.program_parts(shown)))
         return
     out = sys.stdout.buffer
     if as_json:

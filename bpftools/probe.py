@@ -11,14 +11,24 @@ import ctypes
 import mmap
 import os
 import re
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 
-from . import events
-from .errors import BpfLoadError, MissingDependency, MissingKernelFeature, NotPrivileged
+from . import arming, btf, events, features
+from .errors import BpfLoadError, FstraceError, MissingDependency, MissingKernelFeature, NotPrivileged
 from .ringbuf import RingBuffer
 
-BACKENDS = ("tracepoint",)
+BACKENDS = ("fentry", "kprobe", "tracepoint")       # the order --backend auto tries them in
+FSNOTIFY_BACKENDS = ("fentry", "kprobe")
+HOOK = "fsnotify"
+HOOK_PARAMS = ["mask", "data", "data_type", "dir", "file_name", "inode", "cookie"]    # Linux 5.9+
+# struct mount members the path walk reads, and the -D flag carrying each offset
+MOUNT_MEMBERS = {"mnt_parent": "FST_MNT_PARENT", "mnt_mountpoint": "FST_MNT_MOUNTPOINT",
+                 "mnt_ns": "FST_MNT_NS", "mnt": "FST_MNT_VFSMOUNT"}
+MOUNT_PREFIX_MAX = 1024                             # struct fst_mount.prefix in bpf/fsnotify.bpf.c
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
@@ -30,6 +40,8 @@ BACKEND_TRACEPOINTS = {
         "raw_syscalls/sys_exit": None,
         "sched/sched_process_fork": None,
     },
+    "fentry": {},
+    "kprobe": {},
 }
 CGROUP_TRACEPOINTS = ("cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir")
 
@@ -126,7 +138,11 @@ def import_bcc():
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Everything that shapes the BPF program; each becomes a -D flag."""
+    """Everything that shapes the BPF program; each becomes a -D flag.
+
+    backend is one of BACKENDS or "auto"; mounts restricts the fsnotify
+    backends to the filesystems of these paths.
+    """
 
     backend: str = "tracepoint"
     events: tuple[str, ...] = events.DEFAULT_EVENTS
@@ -137,24 +153,37 @@ class ProbeConfig:
     cgroup_min_level: int = 0
     ring_pages: int = 2048
     wake_every: int = 64
+    mounts: tuple[str, ...] = ()
     aggregate: bool = False          # count in the kernel (top, report) instead of sending events
     agg_entries: int = 65536         # entries of each counter map
 
 
 @dataclass
 class LoadReport:
-    """What was attached, and what was left out and why."""
+    """What was attached, and what was left out and why.
+
+    reasons says, for every other backend, why it is not the one running;
+    armed maps each armed mount point to "fid" or "fd" (fsnotify backends).
+    """
 
     backend: str
     tracepoints: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     missing_syscalls: list[str] = field(default_factory=list)
     headers: KernelHeaders | None = None
+    reasons: dict[str, str] = field(default_factory=dict)
+    armed: dict[str, str] = field(default_factory=dict)
 
 
 def bpf_text(parts) -> str:
     src = resources.files("bpftools.bpf")
     return "\n".join(src.joinpath(p).read_text() for p in parts)
+
+
+def program_parts(backend: str, cgroup_tracepoints: bool = True) -> list[str]:
+    """The C files one backend's program is made of, in order."""
+    source = "fsnotify.bpf.c" if backend in FSNOTIFY_BACKENDS else backend + ".bpf.c"
+    return ["common.bpf.c", source] + (["cgroup.bpf.c"] if cgroup_tracepoints else [])
 
 
 def cflags(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> list[str]:
@@ -178,42 +207,152 @@ def cflags(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> list[str]:
     return flags
 
 
+def fsnotify_cflags(backend: str, kernel_btf: btf.Btf) -> list[str]:
+    """The -D flags of an fsnotify backend: attach type and struct mount offsets from BTF."""
+    try:
+        offsets = kernel_btf.member_offsets("mount")
+        flags = ["-D%s=%d" % (macro, offsets[member]) for member, macro in MOUNT_MEMBERS.items()]
+    except (btf.BtfError, KeyError) as e:
+        raise MissingKernelFeature("struct mount", "not described by the kernel's BTF (%s)" % e) from None
+    return flags + (["-DFST_FENTRY"] if backend == "fentry" else [])
+
+
+def check_fsnotify_backend(backend: str, headers: KernelHeaders, forced: bool) -> btf.Btf:
+    """Why backend cannot hook fsnotify() here (MissingKernelFeature), else the kernel's BTF."""
+    if not headers.matches and not forced:
+        raise MissingKernelFeature(backend + " backend", "%s, so kernel struct offsets would be wrong "
+                                            "(--backend %s uses them anyway)" % (headers.describe(), backend))
+    try:
+        kernel_btf = btf.Btf.load()
+        func_id, params = kernel_btf.func_params(HOOK)
+    except btf.BtfError as e:
+        raise MissingKernelFeature(backend + " backend", "needs the kernel's BTF: %s" % e) from None
+    if params != HOOK_PARAMS:
+        raise MissingKernelFeature(backend + " backend", "this kernel has %s(%s); fstrace hooks the Linux 5.9+ %s(%s)"
+                                   % (HOOK, ", ".join(params), HOOK, ", ".join(HOOK_PARAMS)))
+    why = features.fentry_error(func_id) if backend == "fentry" else features.kprobe_error(HOOK)
+    if why:
+        raise MissingKernelFeature(backend + " backend", why)
+    return kernel_btf
+
+
+@contextmanager
+def _stderr_captured():
+    """BCC and clang write diagnostics (header warnings, verifier logs) to fd 2: keep them."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as buf:
+        saved = os.dup(2)
+        os.dup2(buf.fileno(), 2)
+        lines: list[str] = []
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            lines.extend(buf.read().decode("utf-8", "replace").splitlines())
+            if os.environ.get("FSTRACE_DEBUG") == "1":
+                sys.stderr.write("\n".join(lines) + "\n")
+
+
 class Probe:
-    """A loaded, attached fstrace BPF program and its ring buffer."""
+    """A loaded, attached fstrace BPF program and its ring buffer.
+
+    With backend "auto" the backends are tried in BACKENDS order; the report
+    says which one runs and why each other one does not.  A backend asked for
+    by name that cannot run raises the kernel's reason.
+    """
 
     def __init__(self, cfg: ProbeConfig, on_record):
         check_privileges()
-        if cfg.backend not in BACKENDS:
-            raise BpfLoadError("unknown backend %r (known: %s)" % (cfg.backend, ", ".join(BACKENDS)))
+        if cfg.backend != "auto" and cfg.backend not in BACKENDS:
+            raise BpfLoadError("unknown backend %r (known: auto, %s)" % (cfg.backend, ", ".join(BACKENDS)))
         self.cfg = cfg
         self._on_record = on_record
         self._bcc = import_bcc()
-        tdir = tracefs()
-        self.report = LoadReport(cfg.backend, headers=kernel_headers(),
-                                 missing_syscalls=missing_syscalls(tdir))
-        parts = ["common.bpf.c", cfg.backend + ".bpf.c"]
-        for tp, loss in BACKEND_TRACEPOINTS[cfg.backend].items():
-            if not tracepoint_exists(tdir, tp):
-                if loss is None:
-                    raise MissingKernelFeature(tp, "tracepoint not available on this kernel")
-                self.report.skipped[tp] = loss
-        if all(tracepoint_exists(tdir, tp) for tp in CGROUP_TRACEPOINTS):
-            parts.append("cgroup.bpf.c")
+        self._tdir = tracefs()
+        self.armer: arming.Armer | None = None
+        headers = kernel_headers()
+        forced = cfg.backend != "auto"
+        reasons: dict[str, str] = {}
+        for backend in (cfg.backend,) if forced else BACKENDS:
+            try:
+                self._load(backend, headers, forced)
+                break
+            except FstraceError as e:
+                if forced:
+                    raise
+                reasons[backend] = e.hint if isinstance(e, MissingKernelFeature) else str(e)
         else:
-            for tp in CGROUP_TRACEPOINTS:
-                self.report.skipped[tp] = "cgroup names come from fanotify and /proc only"
-        self.text = bpf_text(parts)
-        bpf_dir = str(resources.files("bpftools.bpf"))
-        self.cflags = cflags(cfg, os.getpid(), bpf_dir)
-        try:
-            self.bpf = self._bcc.BPF(text=self.text, cflags=self.cflags)
-        except Exception as e:  # BCC raises bare Exception for compile, load and attach
-            raise BpfLoadError("loading the %s BPF program failed: %s" % (cfg.backend, _bcc_reason(e))) from e
-        self.report.tracepoints = [tp for tp in list(BACKEND_TRACEPOINTS[cfg.backend]) + list(CGROUP_TRACEPOINTS)
-                                   if tp not in self.report.skipped]
+            raise BpfLoadError("no backend can run here: " + "; ".join("%s: %s" % kv for kv in reasons.items()))
+        chosen = self.report.backend
+        for other in BACKENDS:
+            if other != chosen and other not in reasons:
+                reasons[other] = ("not requested (--backend %s)" % chosen if forced
+                                  else "not needed: %s runs" % chosen)
+        self.report.reasons = {b: reasons[b] for b in BACKENDS if b != chosen}
         self._fill_filters()
         self.ring = RingBuffer(self.bpf["events"].map_fd, cfg.ring_pages * mmap.PAGESIZE)
         self._lost_seen = 0
+
+    def _load(self, backend: str, headers: KernelHeaders, forced: bool) -> None:
+        """Compile, load and attach one backend (and arm fsnotify for it), or raise why not."""
+        cfg, tdir = self.cfg, self._tdir
+        report = LoadReport(backend, headers=headers)
+        bpf_dir = str(resources.files("bpftools.bpf"))
+        flags = cflags(cfg, os.getpid(), bpf_dir)
+        if backend in FSNOTIFY_BACKENDS:
+            flags += fsnotify_cflags(backend, check_fsnotify_backend(backend, headers, forced))
+        elif cfg.mounts:
+            raise MissingKernelFeature(backend + " backend", "--mount needs an fsnotify backend (fentry or kprobe)")
+        else:
+            report.missing_syscalls = missing_syscalls(tdir)
+        for tp, loss in BACKEND_TRACEPOINTS[backend].items():
+            if not tracepoint_exists(tdir, tp):
+                if loss is None:
+                    raise MissingKernelFeature(tp, "tracepoint not available on this kernel")
+                report.skipped[tp] = loss
+        with_cgroups = all(tracepoint_exists(tdir, tp) for tp in CGROUP_TRACEPOINTS)
+        if not with_cgroups:
+            for tp in CGROUP_TRACEPOINTS:
+                report.skipped[tp] = "cgroup names come from fanotify and /proc only"
+        text = bpf_text(program_parts(backend, with_cgroups))
+        try:
+            with _stderr_captured() as diagnostics:
+                bpf = self._bcc.BPF(text=text, cflags=flags)
+        except Exception as e:  # BCC raises bare Exception for compile, load and attach
+            raise BpfLoadError("loading the %s BPF program failed: %s"
+                               % (backend, _bcc_reason(e, diagnostics))) from e
+        report.tracepoints = [tp for tp in list(BACKEND_TRACEPOINTS[backend]) + list(CGROUP_TRACEPOINTS)
+                              if tp not in report.skipped]
+        self.bpf, self.report, self.text, self.cflags = bpf, report, text, flags
+        if backend in FSNOTIFY_BACKENDS:
+            armer = arming.Armer(cfg.events, self._set_mount, tuple(os.fsencode(m) for m in cfg.mounts))
+            try:
+                armer.start()
+            except FstraceError:
+                armer.close()
+                bpf.cleanup()
+                raise
+            self.armer = armer
+            for point, why in armer.skipped.items():
+                report.skipped["fsnotify mark on " + point] = why
+
+    def _set_mount(self, sb: arming.Superblock | None, dev: int) -> None:
+        """Tell the BPF program where superblock dev is mounted and whether it is traced."""
+        table = self.bpf["mounts"]
+        key = table.Key(dev)
+        point = b"" if sb is None or sb.point == b"/" else sb.point
+        if sb is None or len(point) >= MOUNT_PREFIX_MAX:
+            table.pop(key, None)      # events there are dropped (too long a mount point: never named)
+            return
+        leaf = table.Leaf()
+        leaf.traced = int(sb.traced)
+        leaf.len = len(point)
+        leaf.prefix = point
+        table[key] = leaf
+        if sb.armed:
+            self.report.armed[os.fsdecode(sb.point)] = sb.armed
 
     def _fill_filters(self) -> None:
         ct = ctypes
@@ -236,7 +375,12 @@ class Probe:
             table[ctypes.c_uint64(cgid)] = ctypes.c_uint8(1)
 
     def seed_fd(self, tgid: int, fd: int, file_id: int, writable: bool, cloexec: bool) -> bool:
-        """Tell the kernel about an fd opened before tracing began (never overwriting a newer entry)."""
+        """Tell the kernel about an fd opened before tracing began (never overwriting a newer entry).
+
+        Only the tracepoint backend keeps an fd table; the others name files in the kernel.
+        """
+        if self.report.backend != "tracepoint":
+            return False
         table = self.bpf["fds"]
         key = table.Key(tgid, fd)
         val = table.Leaf(file_id, 0, 0, (1 if writable else 0) | (2 if cloexec else 0))
@@ -247,6 +391,8 @@ class Probe:
         """Wait up to timeout_ms for a wakeup, then deliver every record that is ready."""
         self.ring.wait(timeout_ms)
         self.ring.consume(self._on_record)
+        if self.armer:
+            self.armer.poll()
 
     def _percpu_sum(self, name: str) -> int:
         try:
@@ -264,8 +410,18 @@ class Probe:
     def close(self) -> None:
         self.ring.close()
         self.bpf.cleanup()
+        if self.armer:
+            self.armer.close()
 
 
-def _bcc_reason(e: Exception) -> str:
+def _bcc_reason(e: Exception, diagnostics: list[str]) -> str:
+    """The most telling line: clang's first error, the verifier's last word, or BCC's message."""
+    errors = [line for line in diagnostics if "error:" in line]
+    if errors:
+        return errors[0].strip()
     text = str(e).strip().splitlines()
-    return text[-1] if text else type(e).__name__
+    reason = text[-1] if text else type(e).__name__
+    # the verifier's complaint is the last line before its statistics
+    log = [line.strip() for line in diagnostics
+           if line.strip() and not line.startswith(("processed ", "verification time", "stack depth"))]
+    return "%s: %s" % (reason, log[-1]) if log else reason

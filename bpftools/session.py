@@ -50,6 +50,7 @@ class Options:
     cgroups: tuple[str, ...] = ()
     duration: float | None = None
     command: tuple[str, ...] = ()
+    mounts: tuple[str, ...] = ()            # fsnotify backends: only the filesystems of these paths
     aggregate: bool = False                 # count in the kernel; the sink gets model.Ticks
     path_prefixes: tuple[str, ...] = ()     # aggregate: only files under these (absolute, normalised)
 
@@ -87,6 +88,8 @@ class StartInfo:
     cgroup_sources: dict[str, str]
     events: tuple[str, ...]
     command_cgroup: str | None = None
+    backend_reasons: dict[str, str] = field(default_factory=dict)   # why not each other backend
+    armed: dict[str, str] = field(default_factory=dict)             # mount point -> fsnotify mark kind
 
 
 @dataclass
@@ -233,7 +236,7 @@ class Session:
             min_level = level_of(self.transient.path) if not self.opts.cgroups else min(min_level, 1)
             self._subtrees.append(self.transient.path)
         cfg = probe.ProbeConfig(
-            backend="tracepoint" if self.opts.backend == "auto" else self.opts.backend,
+            backend=self.opts.backend, mounts=self.opts.mounts,
             events=self.opts.events, failed=self.opts.failed, pids=self.opts.pids,
             comms=self.opts.comms, cgroup_filter=bool(ids),
             cgroup_min_level=min_level, aggregate=self.opts.aggregate,
@@ -247,8 +250,9 @@ class Session:
             self._collected = time.monotonic()
         if self.cgmap and "cgroup/cgroup_mkdir" in self.probe.report.skipped:
             self.cgmap.disable("tracepoint", self.probe.report.skipped["cgroup/cgroup_mkdir"])
-        self._seed_fds()
         rep = self.probe.report
+        if rep.backend == "tracepoint":     # the others name files in the kernel
+            self._seed_fds()
         return StartInfo(
             backend=rep.backend, kernel=os.uname().release, headers=rep.headers.describe(),
             headers_match=rep.headers.matches, tracepoints=rep.tracepoints, skipped=rep.skipped,
@@ -256,6 +260,7 @@ class Session:
             cgroup_sources=self.cgmap.sources if self.cgmap else {"all": "off: no cgroup2 mount"},
             events=self.opts.events,
             command_cgroup=self.transient.path if self.transient else None,
+            backend_reasons=dict(rep.reasons), armed=dict(rep.armed),
         )
 
     def _seed_fds(self) -> None:

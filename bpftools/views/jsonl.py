@@ -60,7 +60,8 @@ class JsonSink:
             "pid": pid, "headers": info.headers, "headers_match": info.headers_match,
             "events": list(info.events), "tracepoints": info.tracepoints, "skipped": info.skipped,
             "missing_syscalls": info.missing_syscalls, "cgroup_sources": info.cgroup_sources,
-            "command_cgroup": info.command_cgroup,
+            "command_cgroup": info.command_cgroup, "backend_reasons": info.backend_reasons,
+            "armed": info.armed,
         })
 
     def event(self, ev) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from ..probe import BACKENDS
 from .render import decode_name, errno_name, terminal_safe
 
 # basic ANSI colours read on light and dark backgrounds alike
@@ -59,6 +60,10 @@ class TextSink:
                  % (info.backend, info.kernel, info.headers, ",".join(info.events))]
         if not info.headers_match:
             lines.append("fstrace: warning: %s; only the tracepoint backend is trustworthy" % info.headers)
+        for backend in BACKENDS[:BACKENDS.index(info.backend)]:     # the ones tried first
+            lines.append("fstrace: not using %s: %s" % (backend, info.backend_reasons.get(backend, "?")))
+        if info.armed:
+            lines.append("fstrace: fsnotify armed on %d filesystems" % len(info.armed))
         for tp, why in info.skipped.items():
             lines.append("fstrace: skipped %s: %s" % (tp, why))
         if info.missing_syscalls:
