@@ -1,6 +1,7 @@
 """Fixtures for tests that need root, real BPF, real cgroups and real files."""
 import os
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -60,3 +61,45 @@ def workdir():
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def scratch_fs():
+    """A fresh tmpfs: a filesystem on which nothing but fstrace itself watches, unmounted afterwards."""
+    path = Path("/tmp") / ("fstrace-test-" + uuid.uuid4().hex[:10])
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "fstrace-test", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+        path.rmdir()
+
+
+@pytest.fixture(scope="session")
+def pool(cg2_mount, scratch_fs):
+    """One fstrace process per backend under test (tracer.py), all started together.
+
+    A helper opens scratch_fs/preopened/file before any of them starts:
+    pool.preopened is (its Popen, its cgroup dir, its cgroup id).
+    """
+    from tracer import Pool, specs_under_test
+
+    p = Pool(cg2_mount, specs_under_test())
+    base = scratch_fs / "preopened"
+    base.mkdir()
+    cgroup, cgid = p.child_cgroup("preopened")
+    helper = subprocess.Popen([sys.executable, str(Path(__file__).parent / "workloads/preopened.py"),
+                               str(base / "file")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              preexec_fn=lambda: Path(cgroup, "cgroup.procs").write_text("0"))
+    try:
+        assert helper.stdout.readline() == b"open\n"
+        p.preopened = (helper, cgroup, cgid)
+        p.start()
+        yield p
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+            helper.wait()
+        p.close()
+        remove_cgroup_tree(p.dir)

@@ -1,0 +1,150 @@
+"""One workload, every backend: the same normalised events, but for the documented differences.
+
+Runs here with whatever `--backend auto` picks (tracepoint on a kernel
+without kprobes), and in the kernel matrix (tests/kernels) with fentry and
+kprobe on Debian's 6.1 and 6.12 kernels.  Each workload runs once while every
+backend under test traces it (tracer.py); docs/backends.md lists the
+differences that workloads/shapes.py encodes.
+"""
+import ctypes
+import ctypes.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bpftools.probe import BACKENDS, FSNOTIFY_BACKENDS
+from conftest import FSTRACE
+from tracer import enter_cgroup, family, specs_under_test
+
+WORKLOADS = Path(__file__).parent / "workloads"
+SPECS = specs_under_test()
+IN_ALL_EVENTS = 0xFFF
+
+
+def shape(events, base=""):
+    """[event, dir, path, path2] with base cut off the paths."""
+    def cut(p):
+        return p[len(base):] if p is not None and base and p.startswith(base) else p
+    return [[e["event"], e["dir"], cut(e["path"]), cut(e["path2"])] for e in events]
+
+
+def expected_for(entries, backend):
+    fam = family(backend)
+    return [[ev, d[fam] if isinstance(d, dict) else d, p, p2]
+            for ev, d, p, p2, only in entries if only in (None, fam)]
+
+
+@pytest.fixture(scope="module")
+def runs(pool, scratch_fs, tmp_path_factory):
+    """Every shared scenario, run once while all tracers watch."""
+    expect = tmp_path_factory.mktemp("expected")
+    out = {}
+
+    def run(name, argv, expected=None, **popen):
+        base = scratch_fs / name
+        base.mkdir()
+        out[name] = pool.run(name, str(base), [str(a) for a in argv], expected and str(expected), **popen)
+        return base
+
+    py = sys.executable
+    run("hostile", [py, WORKLOADS / "hostile.py", scratch_fs / "hostile", expect / "hostile.json", 0],
+        expect / "hostile.json")
+    run("shapes", [py, WORKLOADS / "shapes.py", scratch_fs / "shapes", expect / "shapes.json"],
+        expect / "shapes.json")
+
+    # the same with an inotify watch on the parent directory (fsnotify then also reports to it)
+    watched = scratch_fs / "watched"
+    watched.mkdir()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    ifd = libc.inotify_init1(os.O_CLOEXEC)
+    assert ifd >= 0 and libc.inotify_add_watch(ifd, bytes(watched), IN_ALL_EVENTS) >= 0
+    try:
+        cgroup, cgid = pool.child_cgroup("watched")
+        subprocess.run([py, str(WORKLOADS / "shapes.py"), str(watched), str(expect / "watched.json")],
+                       preexec_fn=enter_cgroup(cgroup), check=True, timeout=600)
+        out["watched"] = pool.finish("watched", str(watched), cgroup, cgid, str(expect / "watched.json"))
+    finally:
+        os.close(ifd)
+
+    # a program in the scratch filesystem, executed
+    exe = scratch_fs / "exec"
+    exe.mkdir()
+    shutil.copy(shutil.which("true"), exe / "true prog")
+    out["exec"] = pool.run("exec", str(exe), [exe / "true prog"])
+
+    # the file opened before fstrace started (conftest.py: pool)
+    helper, cgroup, cgid = pool.preopened
+    helper.communicate(b"go\n", timeout=120)
+    assert helper.returncode == 0
+    out["preopened"] = pool.finish("preopened", str(scratch_fs / "preopened"), cgroup, cgid)
+    return out
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_start_record_names_the_backend_and_why_not_the_others(pool, scratch_fs, spec):
+    start = pool.tracers[spec.id].start
+    if spec.expect:
+        assert start["backend"] == spec.expect
+    assert set(start["backend_reasons"]) == set(BACKENDS) - {start["backend"]}
+    if start["backend"] in FSNOTIFY_BACKENDS:
+        assert start["headers_match"]
+        assert start["armed"][str(scratch_fs)] == "fid"
+        assert start["tracepoints"] == ["cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir"]
+    else:
+        assert start["armed"] == {}
+
+
+def test_a_backend_auto_passed_over_fails_alone_with_the_kernels_reason(pool):
+    """Forced, a backend that cannot run here exits at once and says why.
+
+    With mismatched headers auto passes over the fsnotify backends for that;
+    forced, they go on to meet the kernel's own answer.
+    """
+    auto = next(t for t in pool.tracers.values() if t.spec.arg == "auto").start
+    for backend in BACKENDS[:BACKENDS.index(auto["backend"])]:
+        proc = subprocess.run([FSTRACE, "trace", "--backend", backend, "-d", "1"], capture_output=True, timeout=900)
+        err = proc.stderr.decode()
+        assert proc.returncode in (69, 70), err
+        assert err.startswith(("fstrace: error: %s backend: " % backend,
+                               "fstrace: error: loading the %s BPF program failed: " % backend)), err
+        if auto["headers_match"]:
+            assert auto["backend_reasons"][backend] in err
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_hostile_names_deep_paths_same_events(runs, pool, spec):
+    run = runs["hostile"]
+    assert shape(run.events(pool.tracers[spec.id])) == [e for e in run.expected]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_files_and_directories_with_the_documented_differences(runs, pool, spec):
+    tracer = pool.tracers[spec.id]
+    run = runs["shapes"]
+    assert shape(run.events(tracer)) == expected_for(run.expected, tracer.backend)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_a_watched_parent_directory_changes_nothing(runs, pool, spec):
+    tracer = pool.tracers[spec.id]
+    plain, watched = runs["shapes"], runs["watched"]
+    assert shape(watched.events(tracer), watched.base) == shape(plain.events(tracer), plain.base)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_exec_names_the_program(runs, pool, spec):
+    run = runs["exec"]
+    execs = [e for e in shape(run.events(pool.tracers[spec.id])) if e[0] == "exec"]
+    assert execs == [["exec", False, run.base + "/true prog", None]]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_a_file_opened_before_tracing_is_followed(runs, pool, spec):
+    run = runs["preopened"]
+    path = run.base + "/file"
+    assert shape(run.events(pool.tracers[spec.id])) == [["modify", False, path, None],
+                                                        ["close_write", False, path, None]]
