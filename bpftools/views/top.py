@@ -242,7 +242,7 @@ def help_panel(lines: int) -> Panel:
 
 
 HEADER_LINES = 4
-TABLE_CHROME = 3        # blank line, column heads, rule
+TABLE_CHROME = 2        # column heads, rule (and a title line in a drill-in)
 
 
 def _window(rows, selected: int, room: int) -> tuple[list, int | None]:
@@ -267,7 +267,8 @@ def render_screen(snap: Snapshot, meta: Meta, state: ViewState, width: int, heig
     if state.help:
         parts.append(help_panel(height - HEADER_LINES))
         return Group(*parts)
-    room = height - HEADER_LINES - TABLE_CHROME * len(snap.tables) - (1 if len(snap.tables) > 1 else 0)
+    titles = len(snap.tables) if snap.focus else 0
+    room = height - HEADER_LINES - TABLE_CHROME * len(snap.tables) - titles
     shares = split_room(room, [len(rows) for _, rows in snap.tables])
     for i, ((by, rows), lines) in enumerate(zip(snap.tables, shares)):
         shown, sel = _window(rows, state.selected if i == 0 else -1, max(1, lines))
@@ -275,11 +276,10 @@ def render_screen(snap: Snapshot, meta: Meta, state: ViewState, width: int, heig
         if snap.focus:
             title = "%s of %s" % ({"process": "processes", "file": "files", "event": "events",
                                    "cgroup": "cgroups"}[by], terminal_safe(snap.focus[-1].label))
-        table = rows_table(shown, by, width, per=snap.elapsed or 1.0, sort=snap.sort, reverse=snap.reverse,
-                           selected=sel, trends=snap.trends, failed=bool(snap.failed), title=title)
-        if not rows:
-            table.caption = "no file activity in the last %gs" % snap.elapsed if not snap.text else "no row matches"
-        parts.append(table)
+        empty = "no file activity in the last %gs" % snap.elapsed if not snap.text else "no row matches"
+        parts.append(rows_table(shown, by, width, per=snap.elapsed or 1.0, sort=snap.sort, reverse=snap.reverse,
+                                selected=sel, trends=snap.trends, failed=bool(snap.failed), title=title,
+                                empty=empty))
     return Group(*parts)
 
 
