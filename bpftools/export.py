@@ -37,8 +37,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
-
 from .events import CG_ACTIONS, EVENT_NAMES
 from .model import Tick
 from .naming import names_from_path
@@ -239,16 +237,15 @@ class ExportSink:
 
     finished = False
 
-    def __init__(self, state: ExportState, interval: float, clock=time.monotonic):
+    def __init__(self, state: ExportState, interval: float):
         self.state = state
         self.interval = interval
-        self.clock = clock
 
     def cgroup(self, change) -> None:
-        self.state.cgroup_change(change.action, change.path, self.clock())
+        self.state.cgroup_change(change.action, change.path, time.monotonic())
 
     def counts(self, tick: Tick) -> None:
-        self.state.add(tick, self.clock())
+        self.state.add(tick, time.monotonic())
 
     def flush(self) -> None:
         """Scrapes read the published state; nothing to write."""
@@ -261,6 +258,9 @@ class Collector:
         self.state = state
 
     def collect(self):
+        # here, not at the top: every fstrace command imports this module, and prometheus_client takes a while
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
         p = self.state.published
         if p is None:
             return
