@@ -291,3 +291,20 @@ def test_bad_listen_and_busy_port_are_one_line_errors():
 def test_help_ends_with_examples():
     out = subprocess.run([FSTRACE, "export", "--help"], capture_output=True, text=True, timeout=60).stdout
     assert "Examples:" in out and "fstrace export --listen :19435 --cgroup-depth 3" in out
+
+
+def test_docs_name_every_option_and_metric():
+    import click
+
+    from bpftools.cli_export import export_command
+
+    text = (Path(__file__).resolve().parents[2] / "docs/export.md").read_text()
+    for param in export_command.params:
+        if isinstance(param, click.Option):
+            for opt in param.opts:
+                assert "**%s**" % opt in text, opt
+    s = started()
+    s.add(tick({1: SVC}, (1, 1, b"w", {"open": 1})), now=0)
+    for family in export.Collector(s).collect():
+        name = family.name + ("_info" if family.type == "info" else "_total" if family.type == "counter" else "")
+        assert "`%s`" % name in text, name
