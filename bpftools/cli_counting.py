@@ -16,6 +16,7 @@ from rich.console import Console
 from . import events, model
 from .errors import UsageError
 from .paths import normalize
+from .probe import BACKENDS
 from .views.report import TABLES
 
 EPILOG_TOP = """\b
@@ -47,8 +48,10 @@ def filter_options(f):
                      help="Only this cgroup subtree: an id, a path or a glob (as in trace)."),
         click.option("--path", "path_prefixes", multiple=True, metavar="PREFIX",
                      help="Only files under this absolute path (decided in user space, on resolved paths)."),
-        click.option("--backend", type=click.Choice(["auto", "tracepoint"]), default="auto", show_default=True,
-                     help="Where to hook the kernel."),
+        click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
+                     help="Where to hook the kernel (as in trace)."),
+        click.option("--mount", "mounts", multiple=True, metavar="PATH",
+                     help="fentry/kprobe: count only on the filesystem PATH is on (as in trace)."),
     )):
         f = decorator(f)
     return f
@@ -74,7 +77,7 @@ def parse_prefixes(values) -> tuple[str, ...]:
     return tuple(out)
 
 
-def session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, failed: bool,
+def session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, mounts, failed: bool,
                     duration=None, command=()):
     from .cli import parse_duration, parse_event_option, parse_pids   # cli imports this module
     from .session import Options
@@ -82,7 +85,7 @@ def session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, fa
         backend=backend, events=parse_event_option(event_spec, default=events.EVENT_NAMES), failed=failed,
         pids=parse_pids(pids), comms=tuple(comms), cgroups=tuple(cgroups),
         duration=parse_duration(duration) if duration else None, command=tuple(command),
-        aggregate=True, path_prefixes=parse_prefixes(path_prefixes),
+        mounts=tuple(mounts), aggregate=True, path_prefixes=parse_prefixes(path_prefixes),
     )
 
 
@@ -100,7 +103,7 @@ def session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, fa
 @click.option("--failed", is_flag=True, help="Also count operations that failed (a fail column).")
 @filter_options
 def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids, comms, event_spec, cgroups,
-        path_prefixes, backend):
+        path_prefixes, backend, mounts):
     """A live view of file activity per cgroup, process, file or event type.
 
     Counts are kept in the kernel and read once per tick, so they are exact
@@ -113,7 +116,7 @@ def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids
 
     if interval <= 0:
         raise UsageError("bad --interval %g: give a positive number of seconds" % interval)
-    opts = session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, failed)
+    opts = session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, mounts, failed)
     state = view.ViewState(group=group, sort=sort, reverse=reverse, interval=interval)
     meta = view.Meta(filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes))
     keys_fd = _terminal_fd()
@@ -186,7 +189,7 @@ def _quiet_stdout() -> None:
 @filter_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS…]")
 def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pids, comms, event_spec, cgroups,
-           path_prefixes, backend, command):
+           path_prefixes, backend, mounts, command):
     """Count file activity over a time or a command, then summarise it.
 
     With -- CMD, run CMD in a new cgroup, count everything it and all its
@@ -200,7 +203,7 @@ def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pid
     check_writable(svg_file, "file")
     check_writable(html_file, "file")
     check_writable(csv_dir, "directory")
-    opts = session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, failed=True,
+    opts = session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, mounts, failed=True,
                            duration=duration, command=command)
     sink = view.ReportSink()
     session = Session(opts, sink)
