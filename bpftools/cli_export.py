@@ -76,8 +76,7 @@ def url_host(host: str, port: int) -> str:
               help="How long the series of a removed cgroup (--per-process: of an idle process) stay.")
 @click.option("--per-process", is_flag=True, help="Also label events with comm and pid (many more series).")
 @filter_options
-def export_command(listen, interval, depth, include, exclude, max_series, ttl, per_process, pids, comms, event_spec,
-                   cgroups, path_prefixes, backend):
+def export_command(listen, interval, depth, include, exclude, max_series, ttl, per_process, **filters):
     """Serve file activity per cgroup as Prometheus metrics on /metrics.
 
     Counts are kept in the kernel and read once per interval; scrapes are
@@ -93,7 +92,7 @@ def export_command(listen, interval, depth, include, exclude, max_series, ttl, p
     host, port = parse_listen(listen)
     limits = export.Limits(depth=depth, include=tuple(include), exclude=tuple(exclude), max_series=max_series,
                            ttl=parse_duration(ttl), per_process=per_process)
-    opts = session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, failed=False)
+    opts = session_options(failed=False, **filters)     # the filters top and report have, whichever they are
     state = export.ExportState(limits)
     server, thread = serve(state, host, port)
     session = Session(opts, export.ExportSink(state, interval))

@@ -272,20 +272,32 @@ def test_openmetrics_when_asked(served):
     assert fams["fstrace_build"].type == "info"
 
 
-def test_bad_listen_and_busy_port_are_one_line_errors():
+def one_line_error(args: list[str], message: str) -> None:
+    proc = subprocess.run([FSTRACE, "export", *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(message), proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--listen", "localhost"], "fstrace: error: bad --listen 'localhost': give HOST:PORT"),
+    (["--listen", "no.such.host.invalid:1"], "fstrace: error: cannot listen on no.such.host.invalid:1:"),
+    (["--ttl", "soon"], "fstrace: error: bad duration 'soon'"),
+    (["--max-series", "5"], "fstrace: error: Invalid value for '--max-series': 5 is not in the range x>=20."),
+    (["--cgroup-depth", "0"], "fstrace: error: Invalid value for '--cgroup-depth'"),
+    (["-i", "0"], "fstrace: error: bad --interval 0: give a positive number of seconds"),
+])
+def test_bad_input_is_one_line(args, message):
+    one_line_error(args, message)
+
+
+def test_a_port_in_use_is_one_line():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        for listen, message in (("127.0.0.1:%d" % port, "fstrace: error: cannot listen on 127.0.0.1:%d: Address "
-                                                          "already in use" % port),
-                                ("localhost", "fstrace: error: bad --listen 'localhost': give HOST:PORT"),
-                                ("no.such.host.invalid:1", "fstrace: error: cannot listen on no.such.host.invalid:1:")):
-            proc = subprocess.run([FSTRACE, "export", "--listen", listen], capture_output=True, text=True,
-                                  timeout=60)
-            assert proc.returncode == 2
-            assert proc.stderr.startswith(message), proc.stderr
-            assert proc.stderr.count("\n") == 1
+        one_line_error(["--listen", "127.0.0.1:%d" % port],
+                       "fstrace: error: cannot listen on 127.0.0.1:%d: Address already in use" % port)
 
 
 def test_help_ends_with_examples():
