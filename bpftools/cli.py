@@ -138,6 +138,9 @@ def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, 
 
 from .cli_counting import report, top  # noqa: E402  (it uses the helpers above)
 
+from .cli_cgroups import cgroups_command  # noqa: E402
+
+cli.add_command(cgroups_command)
 cli.add_command(top)
 cli.add_command(report)
 from .cli_export import export_command  # noqa: E402

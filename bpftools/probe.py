@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -42,7 +43,10 @@ BACKEND_TRACEPOINTS = {
     },
     "fentry": {},
     "kprobe": {},
+    "cgroups": {},
 }
+# Not a file backend: only the cgroup tracepoints (fstrace cgroups --watch).
+CGROUPS_ONLY = "cgroups"
 CGROUP_TRACEPOINTS = ("cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir")
 
 
@@ -182,8 +186,11 @@ def bpf_text(parts) -> str:
 
 def program_parts(backend: str, cgroup_tracepoints: bool = True) -> list[str]:
     """The C files one backend's program is made of, in order."""
-    source = "fsnotify.bpf.c" if backend in FSNOTIFY_BACKENDS else backend + ".bpf.c"
-    return ["common.bpf.c", source] + (["cgroup.bpf.c"] if cgroup_tracepoints else [])
+    if backend == CGROUPS_ONLY:
+        sources = []
+    else:
+        sources = ["fsnotify.bpf.c" if backend in FSNOTIFY_BACKENDS else backend + ".bpf.c"]
+    return ["common.bpf.c"] + sources + (["cgroup.bpf.c"] if cgroup_tracepoints else [])
 
 
 def cflags(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> list[str]:
@@ -265,7 +272,7 @@ class Probe:
 
     def __init__(self, cfg: ProbeConfig, on_record):
         check_privileges()
-        if cfg.backend != "auto" and cfg.backend not in BACKENDS:
+        if cfg.backend not in ("auto", CGROUPS_ONLY) + BACKENDS:
             raise BpfLoadError("unknown backend %r (known: auto, %s)" % (cfg.backend, ", ".join(BACKENDS)))
         self.cfg = cfg
         self._on_record = on_record
@@ -303,9 +310,9 @@ class Probe:
         flags = cflags(cfg, os.getpid(), bpf_dir)
         if backend in FSNOTIFY_BACKENDS:
             flags += fsnotify_cflags(backend, check_fsnotify_backend(backend, headers, forced))
-        elif cfg.mounts:
+        elif cfg.mounts and backend != CGROUPS_ONLY:
             raise MissingKernelFeature(backend + " backend", "--mount needs an fsnotify backend (fentry or kprobe)")
-        else:
+        elif backend == "tracepoint":
             report.missing_syscalls = missing_syscalls(tdir)
         for tp, loss in BACKEND_TRACEPOINTS[backend].items():
             if not tracepoint_exists(tdir, tp):
@@ -409,6 +416,12 @@ class Probe:
 
     def close(self) -> None:
         self.ring.close()
+        # Each tracepoint detach waits for an RCU grace period (~60 ms here):
+        # wait for them side by side rather than one after another.
+        tracepoints = list(self.bpf.tracepoint_fds)
+        if tracepoints:
+            with ThreadPoolExecutor(len(tracepoints)) as pool:
+                list(pool.map(self.bpf.detach_tracepoint, tracepoints))
         self.bpf.cleanup()
         if self.armer:
             self.armer.close()
