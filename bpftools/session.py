@@ -296,7 +296,7 @@ class Session:
             self._learn_name(rec)
         elif rec.type == REC_CGROUP and self.cgmap:
             action = events.CG_ACTIONS[rec.op]
-            path = (rec.name1 or b"").decode("utf-8", "backslashreplace")
+            path = os.fsdecode(rec.name1 or b"")      # as the sweep and fanotify spell it
             self._cgroup_changes(self.cgmap.feed(action, rec.cgroup_id, path, rec.ts_ns / 1e9))
 
     def _cgroup_changes(self, changes) -> None:

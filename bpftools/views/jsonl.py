@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .render import decode_name, errno_name
+from .render import decode_fs, decode_name, errno_name
 
 # key -> what it holds; the order of keys in every event record.
 EVENT_FIELDS = (
@@ -39,7 +39,7 @@ def event_record(ev) -> dict:
         "type": "event", "ts": round(ev.ts, 6), "event": ev.event, "dir": ev.dir,
         "path": decode_name(ev.path), "path2": decode_name(ev.path2), "pid": ev.pid, "tid": ev.tid,
         "ppid": ev.ppid, "uid": ev.uid, "comm": decode_name(ev.comm), "cgroup_id": ev.cgroup_id,
-        "cgroup": ev.cgroup, "unit": ev.names.unit, "container": ev.names.container, "pod": ev.names.pod,
+        "cgroup": decode_fs(ev.cgroup), "unit": ev.names.unit, "container": ev.names.container, "pod": ev.names.pod,
         "ret": ev.ret, "error": errno_name(ev.ret), "syscall": ev.syscall,
     }
 
@@ -70,7 +70,7 @@ class JsonSink:
         cg = self._cgroups.get(ev.cgroup_id)
         if cg is None or cg[0] != ev.cgroup:
             n = ev.names
-            cg = self._cgroups[ev.cgroup_id] = (ev.cgroup, d(ev.cgroup), d(n.unit), d(n.container), d(n.pod))
+            cg = self._cgroups[ev.cgroup_id] = (ev.cgroup, d(decode_fs(ev.cgroup)), d(n.unit), d(n.container), d(n.pod))
         line = _EVENT_LINE % (
             round(ev.ts, 6), ev.event, "true" if ev.dir else "false", d(decode_name(ev.path)),
             d(decode_name(ev.path2)), ev.pid, ev.tid, d(ev.ppid), ev.uid, d(decode_name(ev.comm)), ev.cgroup_id,
@@ -79,7 +79,7 @@ class JsonSink:
 
     def cgroup(self, change) -> None:
         self._write({"type": "cgroup", "action": change.action, "ts": round(change.ts, 6),
-                     "id": change.id, "path": change.path})
+                     "id": change.id, "path": decode_fs(change.path)})
 
     def lost(self, count: int, ts: float) -> None:
         self._write({"type": "lost", "ts": round(ts, 6), "count": count})

@@ -14,6 +14,13 @@ def decode_name(raw: bytes | None) -> str | None:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def decode_fs(text: str | None) -> str | None:
+    """A path decoded with os.fsdecode (surrogates for bytes that are not UTF-8) as decode_name renders it."""
+    if text is None:
+        return None
+    return decode_name(text.encode("utf-8", "surrogateescape"))
+
+
 def terminal_safe(text: str) -> str:
     """No control character (C0, DEL, C1) reaches a terminal raw."""
     return text.translate(_CONTROL)

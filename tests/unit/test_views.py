@@ -88,3 +88,12 @@ def test_split_cgroup_specs():
     assert paths == ["/system.slice/nginx.service", "/a/b", "/"]
     assert ids == [42]
     assert globs == ["system.slice/*.service"]
+
+
+def test_json_renders_a_cgroup_name_that_is_not_utf8_like_a_path():
+    import io
+    import os
+    cgroup = os.fsdecode(b"/bad-\xff.service")
+    out = io.BytesIO()
+    jsonl.JsonSink(out).event(ev(cgroup=cgroup))
+    assert json.loads(out.getvalue())["cgroup"] == "/bad-\\xff.service"
