@@ -85,8 +85,11 @@ def runs(pool, scratch_fs, tmp_path_factory):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
-def test_start_record_names_the_backend_and_why_not_the_others(pool, scratch_fs, spec):
+def test_start_record_names_the_backend_and_why_not_the_others(pool, scratch_fs, spec, record_property):
     start = pool.tracers[spec.id].start
+    record_property("backend", start["backend"])
+    for backend, why in start["backend_reasons"].items():
+        record_property("not " + backend, why)
     if spec.expect:
         assert start["backend"] == spec.expect
     assert set(start["backend_reasons"]) == set(BACKENDS) - {start["backend"]}
