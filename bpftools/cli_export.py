@@ -95,17 +95,19 @@ def export_command(listen, interval, depth, include, exclude, max_series, ttl, p
     opts = session_options(failed=False, **filters)     # the filters top and report have, whichever they are
     state = export.ExportState(limits)
     server, thread = serve(state, host, port)
-    session = Session(opts, export.ExportSink(state, interval))
     try:
-        info = session.start()
-        state.start({"version": __version__, "backend": info.backend, "kernel": info.kernel,
-                     "python": platform.python_version()})
-        sys.stderr.write("fstrace: serving http://%s/metrics (pid %d), counting with the %s backend on kernel %s\n"
-                         % (url_host(host, port), os.getpid(), info.backend, info.kernel))
-        sys.stderr.flush()
-        session.run()
+        session = Session(opts, export.ExportSink(state, interval))
+        try:
+            info = session.start()
+            state.start({"version": __version__, "backend": info.backend, "kernel": info.kernel,
+                         "python": platform.python_version()})
+            sys.stderr.write("fstrace: serving http://%s/metrics (pid %d), counting with the %s backend on kernel "
+                             "%s\n" % (url_host(host, port), os.getpid(), info.backend, info.kernel))
+            sys.stderr.flush()
+            session.run()
+        finally:
+            session.close()
     finally:
-        session.close()
         server.shutdown()
         server.server_close()
         thread.join()
