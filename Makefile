@@ -8,7 +8,7 @@ KREL  := $(shell uname -r)
 APT_PACKAGES := python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip tmux strace man-db
 PYTEST_ARGS ?=
 
-.PHONY: install deps headers venv run test test-unit test-privileged bench bench-quick clean
+.PHONY: install deps headers venv run test test-unit bench bench-quick clean
 
 install: deps headers venv
 
@@ -52,8 +52,11 @@ venv: $(VENV)/.installed
 run: install
 	$(VENV)/bin/fstrace top
 
+# The host's own kernel first (unit tests, then root/BPF tests), then the
+# fsnotify backends in Debian's kernels under qemu (tests/kernels).
 test: install
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
+	$(MAKE) --no-print-directory test-kernels
 
 test-unit: venv
 	$(VENV)/bin/python -m pytest -q tests/unit
@@ -63,6 +66,8 @@ bench: install
 
 bench-quick: install
 	$(VENV)/bin/python bench/run.py --quick
+
+include tests/kernels/Makefile.inc
 
 clean:
 	rm -rf $(VENV) build *.egg-info bench/build
