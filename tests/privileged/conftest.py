@@ -1,6 +1,7 @@
 """Fixtures for tests that need root, real BPF, real cgroups and real files."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,22 @@ def _needs_root():
 @pytest.fixture(scope="session")
 def cg2_mount() -> str:
     return cgroup2_mount()
+
+
+def run_alongside(args, workload, timeout: float = 300):
+    """Start `fstrace ARGS`, wait for its first line (start record), run workload(), then
+    stop fstrace with SIGINT: (first line, stdout after it, stderr)."""
+    tracer = subprocess.Popen([FSTRACE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = tracer.stdout.readline()
+        workload()
+        tracer.send_signal(signal.SIGINT)
+        out, err = tracer.communicate(timeout=timeout)
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+            tracer.wait()
+    return first, out, err
 
 
 def remove_cgroup_tree(path: str, timeout: float = 5.0) -> None:

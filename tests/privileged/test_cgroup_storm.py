@@ -1,14 +1,13 @@
 """Every event of hundreds of millisecond-lived cgroups names the exact cgroup it came from."""
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import FSTRACE
+from conftest import run_alongside
 
 WORKLOADS = Path(__file__).parent / "workloads"
 COUNT = 300
@@ -22,18 +21,11 @@ def test_storm_of_short_lived_cgroups_resolves_100_percent(pattern, wanted, test
                                                            tmp_path):
     rel_root = "/" + os.path.relpath(test_cgroup, cg2_mount)
     spec = pattern.format(root=rel_root)
-    tracer = subprocess.Popen([FSTRACE, "trace", "--json", "--cgroup", spec, "-e", "create,delete"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert json.loads(tracer.stdout.readline())["type"] == "start"
-        subprocess.run([sys.executable, str(WORKLOADS / "cgstorm.py"), test_cgroup, str(COUNT), str(workdir),
-                        str(tmp_path / "expected.json")], check=True, timeout=300)
-        tracer.send_signal(signal.SIGINT)
-        out, err = tracer.communicate(timeout=60)
-    finally:
-        if tracer.poll() is None:
-            tracer.kill()
-            tracer.wait()
+    first, out, err = run_alongside(
+        ["trace", "--json", "--cgroup", spec, "-e", "create,delete"],
+        lambda: subprocess.run([sys.executable, str(WORKLOADS / "cgstorm.py"), test_cgroup, str(COUNT),
+                                str(workdir), str(tmp_path / "expected.json")], check=True, timeout=300))
+    assert json.loads(first)["type"] == "start"
     expected = {path: name for path, name in json.loads((tmp_path / "expected.json").read_text()).items()
                 if wanted(int(name[6:9]))}
     assert len(expected) >= COUNT // 2

@@ -1,12 +1,11 @@
 """fstrace cgroups: the map as a table, as JSON, and as a live stream of a storm."""
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import FSTRACE
+from conftest import FSTRACE, run_alongside
 
 WORKLOADS = Path(__file__).parent / "workloads"
 
@@ -30,19 +29,12 @@ def test_snapshot_lists_cgroups_with_units(test_cgroup, cg2_mount):
 
 def test_watch_reports_every_mkdir_and_rmdir_of_a_storm_in_order(test_cgroup, cg2_mount, workdir, tmp_path):
     rel = "/" + os.path.relpath(test_cgroup, cg2_mount)
-    watch = subprocess.Popen([FSTRACE, "cgroups", "--watch", "--json"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
-    try:
-        start = json.loads(watch.stdout.readline())
-        assert start["type"] == "start" and start["sources"]["tracepoint"] == "live"
-        subprocess.run([sys.executable, str(WORKLOADS / "cgstorm.py"), test_cgroup, "200", str(workdir),
-                        str(tmp_path / "expected.json")], check=True, timeout=300)
-        watch.send_signal(signal.SIGINT)
-        out, err = watch.communicate(timeout=60)
-    finally:
-        if watch.poll() is None:
-            watch.kill()
-            watch.wait()
+    first, out, err = run_alongside(
+        ["cgroups", "--watch", "--json"],
+        lambda: subprocess.run([sys.executable, str(WORKLOADS / "cgstorm.py"), test_cgroup, "200", str(workdir),
+                                str(tmp_path / "expected.json")], check=True, timeout=300))
+    start = json.loads(first)
+    assert start["type"] == "start" and start["sources"]["tracepoint"] == "live"
     recs = [json.loads(line) for line in out.splitlines()]
     assert recs[-1]["type"] == "summary", err.decode()
     storm = [(r["action"], r["path"]) for r in recs if r["type"] == "cgroup" and r["path"].startswith(rel + "/")]
