@@ -40,7 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("FSTRACE_KERNELS_DIR", REPO / "build" / "kernels"))
 VIRTME_NG = "virtme-ng==1.42"
-BACKPORTS_LIST = Path("/etc/apt/sources.list.d/fstrace-kernels-backports.sources")
+APT = Path("/etc/apt")
+BACKPORTS_LIST = "sources.list.d/fstrace-kernels-backports.sources"
 HOST_PACKAGES = ["qemu-system-x86", "busybox-static"]
 GUEST_TESTS = ["tests/privileged/test_backends.py", "tests/privileged/fsnotify_checks.py",
                "tests/privileged/test_arming_marks.py"]
@@ -81,10 +82,10 @@ def os_release() -> dict[str, str]:
     return fields
 
 
-def apt_sources() -> list[dict[str, list[str]]]:
+def apt_sources(apt: Path = APT) -> list[dict[str, list[str]]]:
     """Every deb source as {"uris": [...], "suites": [...], "signed_by": [...]}, both file formats."""
     sources = []
-    one_line = [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*.list"))
+    one_line = [apt / "sources.list"] + sorted((apt / "sources.list.d").glob("*.list"))
     for path in one_line:
         if not path.exists():
             continue
@@ -94,7 +95,7 @@ def apt_sources() -> list[dict[str, list[str]]]:
                 opts = dict(o.split("=", 1) for o in (m["opts"] or "").split() if "=" in o)
                 sources.append({"uris": [m["uri"]], "suites": [m["suite"]],
                                 "signed_by": [opts["signed-by"]] if "signed-by" in opts else []})
-    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+    for path in sorted((apt / "sources.list.d").glob("*.sources")):
         for stanza in re.split(r"\n\s*\n", path.read_text()):
             fields = {}
             for line in stanza.splitlines():
@@ -108,9 +109,9 @@ def apt_sources() -> list[dict[str, list[str]]]:
     return sources
 
 
-def ensure_backports(codename: str) -> bool:
+def ensure_backports(codename: str, apt: Path = APT) -> bool:
     """Add <codename>-backports from the mirror serving <codename>; True if apt needs an update."""
-    sources = apt_sources()
+    sources = apt_sources(apt)
     if any(codename + "-backports" in s["suites"] for s in sources):
         return False
     main = next((s for s in sources if codename in s["suites"] and s["uris"]), None)
@@ -119,8 +120,8 @@ def ensure_backports(codename: str) -> bool:
     stanza = ["Types: deb", "URIs: " + main["uris"][0], "Suites: %s-backports" % codename, "Components: main"]
     if main["signed_by"]:
         stanza.append("Signed-By: " + main["signed_by"][0])
-    BACKPORTS_LIST.write_text("\n".join(stanza) + "\n")
-    say("added %s-backports from %s (%s)" % (codename, main["uris"][0], BACKPORTS_LIST))
+    (apt / BACKPORTS_LIST).write_text("\n".join(stanza) + "\n")
+    say("added %s-backports from %s (%s)" % (codename, main["uris"][0], apt / BACKPORTS_LIST))
     return True
 
 
