@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 import zlib
 from collections import Counter
@@ -19,6 +18,7 @@ from conftest import FSTRACE
 
 WORKLOADS = Path(__file__).parent / "workloads"
 STATUS = 5
+RUN_TIMEOUT = 900      # a run includes compiling the BPF program: minutes in the kernel matrix's TCG guests
 
 
 def nonzero(events: dict) -> dict:
@@ -37,7 +37,7 @@ def family(tmp_path_factory, cg2_mount):
             [FSTRACE, "report", "--json", "--top", "0", "--path", str(base), "--csv", str(out / "csv"),
              "--svg", str(out / "r.svg"), "--html", str(out / "r.html"),
              "--", sys.executable, str(WORKLOADS / "family.py"), str(base), cg2_mount, str(expected_file),
-             str(STATUS)], capture_output=True, timeout=300)
+             str(STATUS)], capture_output=True, timeout=RUN_TIMEOUT)
         expected = json.loads(expected_file.read_text())
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -136,7 +136,7 @@ def test_csv_files_agree_with_the_json(family):
 def test_a_terminal_report_in_a_pipe_is_plain_text(workdir):
     proc = subprocess.run([FSTRACE, "report", "--path", str(workdir), "--by", "file,event",
                            "--", "sh", "-c", "echo x > %s/f; rm %s/f" % (workdir, workdir)],
-                          capture_output=True, timeout=180)
+                          capture_output=True, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr.decode()
     out = proc.stdout.decode()
     assert "\x1b" not in out
@@ -146,7 +146,8 @@ def test_a_terminal_report_in_a_pipe_is_plain_text(workdir):
 
 def test_cgroups_the_command_leaves_behind_are_removed_with_its_own(cg2_mount):
     script = 'mkdir "%s$(grep "^0::" /proc/self/cgroup | cut -d: -f3)/left-behind"' % cg2_mount
-    proc = subprocess.run([FSTRACE, "report", "--json", "--", "sh", "-c", script], capture_output=True, timeout=180)
+    proc = subprocess.run([FSTRACE, "report", "--json", "--", "sh", "-c", script], capture_output=True,
+                          timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr.decode()
     doc = json.loads(proc.stdout)
     left = doc["scope"]["command_cgroup"] + "/left-behind"
@@ -174,13 +175,11 @@ def test_report_until_sigint_counts_what_happened_meanwhile(workdir):
 
 
 def test_report_for_a_duration_ends_by_itself(workdir):
-    start = time.monotonic()
     proc = subprocess.run([FSTRACE, "report", "-d", "1", "--json", "--path", str(workdir)], capture_output=True,
-                          timeout=120)
+                          timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr.decode()
     doc = json.loads(proc.stdout)
     assert 0.9 <= doc["duration_s"] <= 2.0 and doc["totals"]["events"] == 0
-    assert time.monotonic() - start < 60
 
 
 # --- the pictures, in a real browser -------------------------------------------------------
