@@ -50,6 +50,7 @@ DEFAULT_SORT = "total"
 HISTORY = 20                    # ticks of trend per row
 MAX_TIMELINE = 240              # report chart points; older ones are merged pairwise
 MAX_REPORT_ENTRIES = 500_000    # report entries kept apart; the rest go to OTHER_FILE
+MAX_LIVES = 100_000             # report: cgroups whose creation/removal is listed
 
 NO_FILE = 0                     # entries of events with no file known
 OTHER_FILE = -1                 # report: files beyond MAX_REPORT_ENTRIES
@@ -186,7 +187,7 @@ def file_path(key: int, files: dict[int, str]) -> str:
 def matches(entry: Entry, focus: Focus, cgroups: dict[int, str], files: dict[int, str]) -> bool:
     g, k = focus.group, focus.key
     if g == "cgroup":
-        return within(cgroups.get(entry.cgroup_id, ""), k)
+        return within(cgroup_path(cgroups, entry.cgroup_id), k)
     if g == "process":
         return entry.pid == k
     if g == "file":
@@ -496,7 +497,9 @@ class Aggregator:
             self.timeline = merge_pairs(self.timeline)
 
     def cgroup_change(self, action: str, cgid: int, path: str, ts: float) -> None:
-        """A cgroup mkdir/rmdir seen while counting."""
+        """A cgroup mkdir/rmdir seen while counting (the first MAX_LIVES cgroups)."""
+        if cgid not in self.lives and len(self.lives) >= MAX_LIVES:
+            return
         life = self.lives.get(cgid, CgroupLife(cgid, path))
         if action == "mkdir":
             life = CgroupLife(cgid, path, ts, life.removed)

@@ -258,3 +258,19 @@ def test_a_process_is_named_after_its_latest_exec():
     agg.add(tick(entries))
     agg.add(tick([entry(10, 7, 100, comm=b"sh", open=1)]))
     assert agg.comms[7] == b"make"
+
+
+def test_drill_into_a_cgroup_the_map_could_not_name():
+    rows = model.group_rows([entry(77, 1, 100, open=2)], "cgroup", CGROUPS, FILES)
+    unknown = next(r for r in rows if r.key == "/unknown:77")
+    assert len(model.focused([entry(77, 1, 100, open=2)], (Focus("cgroup", unknown.key, unknown.label),),
+                             CGROUPS, FILES)) == 1
+
+
+def test_cgroup_lifecycle_is_bounded(monkeypatch):
+    monkeypatch.setattr(model, "MAX_LIVES", 2)
+    agg = Aggregator(cumulative=True)
+    for i in range(4):
+        agg.cgroup_change("mkdir", i, "/c%d" % i, 1.0)
+    agg.cgroup_change("rmdir", 1, "/c1", 2.0)
+    assert [(life.path, life.lifetime) for life in agg.lifecycle()] == [("/c1", 1.0), ("/c0", None)]
