@@ -184,11 +184,16 @@ def test_promtool_accepts_the_exposition(scraped, test_cgroup, cg2_mount, workdi
     rel = "/" + os.path.relpath(test_cgroup, cg2_mount)
     exporter, prom = scraped("--per-process")
     run_in(test_cgroup, [sys.executable, "-B", "-I", str(WORKLOADS / "counted.py"), str(workdir), "5"])
-    time.sleep(0.5)
-    text = exporter.metrics()
-    ours = [s for f in text_string_to_metric_families(text) if f.name == "fstrace_events" for s in f.samples
-            if s.labels["cgroup"] == rel]
-    assert {(s.labels["comm"], s.labels["event"], s.value) for s in ours} >= {("python", "create", 5)}
+    deadline = time.monotonic() + 60          # the counts appear at the exporter's next tick
+    while True:
+        text = exporter.metrics()
+        ours = {(s.labels["comm"], s.labels["event"], s.value)
+                for f in text_string_to_metric_families(text) if f.name == "fstrace_events" for s in f.samples
+                if s.labels["cgroup"] == rel}
+        if ours >= {("python", "create", 5)} or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert ours >= {("python", "create", 5)}
     check = subprocess.run([shutil.which("promtool"), "check", "metrics"], input=text, capture_output=True,
                            text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
