@@ -121,8 +121,8 @@ def _watch(mount: str, as_json: bool, limit: float | None) -> int:
     from . import probe
 
     offset = time.time() - time.monotonic()
-    cgmap = cgroups.CgroupMap(mount=mount)
     out = sys.stdout
+    cgmap = None
 
     def emit(changes):
         for change in changes:
@@ -136,8 +136,15 @@ def _watch(mount: str, as_json: bool, limit: float | None) -> int:
             emit(cgmap.feed(events.CG_ACTIONS[rec.op], rec.cgroup_id, path, rec.ts_ns / 1e9))
 
     p = probe.Probe(probe.ProbeConfig(backend=probe.CGROUPS_ONLY), on_record)
+    # The tracepoints report every change, in order, with its path; fanotify,
+    # which reports a short-lived cgroup only once it is gone, stands in for
+    # them where they are missing.  Records sent before the sweep are
+    # reported once: the map drops a mkdir it already holds.
     if "cgroup/cgroup_mkdir" in p.report.skipped:
+        cgmap = cgroups.CgroupMap(mount=mount, sources=("sweep", "fanotify"))
         cgmap.disable("tracepoint", p.report.skipped["cgroup/cgroup_mkdir"])
+    else:
+        cgmap = cgroups.CgroupMap(mount=mount, sources=("sweep", "tracepoint"))
     stop = []
     old = {s: signal.signal(s, lambda *_: stop.append(1)) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
@@ -165,5 +172,6 @@ def _watch(mount: str, as_json: bool, limit: float | None) -> int:
         for s, h in old.items():
             signal.signal(s, h)
         p.close()
-        cgmap.close()
+        if cgmap is not None:
+            cgmap.close()
     return 0
