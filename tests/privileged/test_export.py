@@ -106,7 +106,7 @@ class Prometheus:
         assert len(result) <= 1, result
         return float(result[0]["value"][1]) if result else None
 
-    def settled(self, promql: str, quiet: float = 3.0, timeout: float = 60.0) -> float:
+    def settled(self, promql: str, quiet: float = 5.0, timeout: float = 90.0) -> float:
         """The value once it exists and has not changed for `quiet` seconds (several scrapes)."""
         deadline = time.monotonic() + timeout
         last, since = self.value(promql), time.monotonic()
@@ -125,6 +125,14 @@ class Prometheus:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def sample(exposition: str, family: str, **labels) -> float:
+    """The value of the one sample of family with these labels in a text exposition."""
+    values = [s.value for f in text_string_to_metric_families(exposition) if f.name == family for s in f.samples
+              if labels.items() <= s.labels.items()]
+    assert len(values) == 1, (family, labels, values)
+    return values[0]
 
 
 def run_in(cgroup_dir: str, argv: list[str]) -> None:
@@ -173,11 +181,11 @@ def test_increase_in_prometheus_equals_the_workloads_operations(scraped, test_cg
         assert prom.value("%s - %s @ %.3f" % (series(event), series(event), before)) == expected[event], event
 
     os.rmdir(web)                           # its series go 2 s after the cgroup
-    assert prom.settled('fstrace_cgroup_events_total{action="rmdir"}') >= 1
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while 'cgroup="%s"' % rel in exporter.metrics():
         assert time.monotonic() < deadline, "series of a removed cgroup outlived --ttl"
         time.sleep(0.2)
+    assert sample(exporter.metrics(), "fstrace_cgroup_events", action="rmdir") >= 1
 
 
 def test_promtool_accepts_the_exposition(scraped, test_cgroup, cg2_mount, workdir):
@@ -221,5 +229,6 @@ def test_churn_of_short_lived_cgroups_stays_within_the_series_limit(scraped, tes
     # of its own: one counted, in the kernel map's order, as the room ran out, or one that was at work when
     # that tick began or ended (the storm's cgroups take turns) -- three at most.
     assert STORM - len(with_series) <= folded <= STORM - len(with_series) + 3
-    assert prom.settled('fstrace_cgroup_events_total{job="fstrace",action="rmdir"}') >= STORM
+    # machine-wide: other cgroups come and go too
+    assert prom.value('fstrace_cgroup_events_total{job="fstrace",action="rmdir"}') >= STORM
     assert prom.value('fstrace_lost_events_total{job="fstrace"}') == 0
