@@ -162,6 +162,8 @@ def _watch(mount: str, as_json: bool, limit: float | None) -> int:
             if p.lost():
                 emit(cgmap.resweep())
             out.flush()
+        p.poll(0)                       # what the kernel sent before the end
+        emit(cgmap.poll())
         if as_json:
             out.write(json.dumps({"type": "summary", "ts": round(time.time(), 6),
                                   "duration_s": round(time.monotonic() - started, 3)}) + "\n")
