@@ -30,6 +30,7 @@ def summarize(rounds: list[dict]) -> dict:
         summary["captured_pct"] = spread([100.0 * r["captured_total"] / r["expected_total"] for r in captured])
         summary["expected_total"] = statistics.median(r["expected_total"] for r in captured)
     summary["killed"] = sum(1 for r in rounds if r.get("killed"))
+    summary["failed"] = sum(1 for r in rounds if r.get("exit_code") and not r.get("killed"))
     judged = [r for r in rounds if r.get("judged")]
     if judged:
         summary["right_cgroup_pct"] = spread([100.0 * r["right_cgroup"] / r["judged"] for r in judged])
@@ -100,7 +101,9 @@ def result_row(entry: dict) -> str:
     right = ranged(s["right_cgroup_pct"], pct, " %") if "right_cgroup_pct" in s else "—"
     exit_cell = ranged(s["exit_s"], lambda v: num(v, 1))
     if s["killed"]:
-        exit_cell += ", SIGKILLed in %d of %d runs" % (s["killed"], len(entry["rounds"]))
+        exit_cell += "; SIGKILLed in %d of %d runs" % (s["killed"], len(entry["rounds"]))
+    if s["failed"]:
+        exit_cell += "; exit code ≠ 0 in %d of %d runs" % (s["failed"], len(entry["rounds"]))
     return "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n" % (
         entry["contender"], ranged(s["ratio"]), captured_cell(s), lost_cell(s), right,
         cpu_cell(s), rss_cell(s), ranged(s["ready_s"], lambda v: num(v, 1)), exit_cell)

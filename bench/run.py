@@ -101,7 +101,9 @@ def traced_run(contender: Contender, workload: Workload, scratch: Path) -> dict:
             stopped = session.stop()
         result = {"traced_s": run.seconds, "ready_s": ready_s, "exit_s": stopped.exit_s, "cpu_run_s": cpu_run,
                   "cpu_total_s": stopped.cpu_s, "peak_rss_kib": stopped.peak_rss_kib,
-                  "exit_status": stopped.status, "killed": stopped.killed}
+                  "exit_code": stopped.exit_code, "killed": stopped.killed}
+        if stopped.exit_code or stopped.killed:
+            result["stderr_tail"] = session.stderr_tail()
         if contender.parse:
             result.update(tally(contender, workload, run, contender.parse(session.stdout, run)))
         return result

@@ -88,8 +88,8 @@ class Stopped:
     exit_s: float
     cpu_s: float
     peak_rss_kib: int
-    status: int
-    killed: bool
+    exit_code: int          # negative: killed by that signal
+    killed: bool            # by us, after it outlived the timeout
 
 
 class Session:
@@ -153,7 +153,11 @@ class Session:
         exited = time.monotonic()
         os.close(self.pidfd)
         self.pidfd = -1
-        return Stopped(exited - sent, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, status, killed)
+        return Stopped(exited - sent, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
+                       os.waitstatus_to_exitcode(status), killed)
+
+    def stderr_tail(self, lines: int = 5) -> list[str]:
+        return self.stderr.read_text(errors="replace").splitlines()[-lines:]
 
 
 def why_not(stderr: str) -> str:
