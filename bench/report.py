@@ -122,7 +122,7 @@ def ceiling_rows(ceilings: list[dict]) -> str:
                           for st in c["steps"])
         text += "| %s | %s | %s | %s |\n" % (
             c["contender"], "%s/s" % count(c["highest_clean"]) if c["highest_clean"] else "below the first step",
-            "%s/s" % count(c["lowest_lossy"]) if c["lowest_lossy"] else "none up to the generator's limit", steps)
+            "%s/s" % count(c["lowest_lossy"]) if c["lowest_lossy"] else "none in the steps tried", steps)
     return text
 
 
