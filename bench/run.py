@@ -153,10 +153,40 @@ def fmt(value) -> str:
     return "%.2f" % value if isinstance(value, float) else str(value)
 
 
+def compare(contenders: list[Contender], workloads: list[Workload], rounds: int, scratch: Path,
+            started: float) -> list[dict]:
+    """Every contender against every workload; a contender that does not load is tried once."""
+    results = []
+    for c in contenders:
+        log("%s (at %.0f s)" % (c.name, time.monotonic() - started))
+        failure = c.missing
+        for w in workloads:
+            entry = {"contender": c.name, "workload": w.name, "argv": list(c.argv)}
+            if not failure:
+                try:
+                    entry["rounds"] = measure(c, w, rounds, scratch)
+                    entry["summary"] = report.summarize(entry["rounds"])
+                except NotLoaded as e:
+                    failure = "does not load: %s" % e
+                    log("  " + failure)
+            if failure:
+                entry["status"] = failure
+            results.append(entry)
+    return results
+
+
 def ceiling(contender: Contender, binary: Path, profile: Profile, scratch: Path) -> dict:
+    try:
+        return ceiling_steps(contender, binary, profile, scratch)
+    except NotLoaded as e:
+        return {"contender": contender.name, "status": "does not load: %s" % e}
+
+
+def ceiling_steps(contender: Contender, binary: Path, profile: Profile, scratch: Path) -> dict:
     """Raise the generator's rate until the tracer loses or misses events, or until the generator,
     slowed by the tracing, stops getting faster; then bisect between the last clean and the first
     lossy rate.  The rates reported are those the generator reached."""
+    log("ceiling: %s" % contender.name)
     workload = work.Rate(scratch, binary, profile.ceiling_step_s)
     steps = []
 
@@ -245,22 +275,7 @@ def main(argv=None) -> int:
         for w in workloads:
             log("checking %s against strace -f -c" % w.name)
             doc_workloads.append({"name": w.name, "description": w.describe(), "strace_check": w.verify()})
-        results = []
-        for c in contenders:
-            log("%s (at %.0f s)" % (c.name, time.monotonic() - started))
-            failure = c.missing
-            for w in workloads:
-                entry = {"contender": c.name, "workload": w.name, "argv": list(c.argv)}
-                if not failure:
-                    try:
-                        entry["rounds"] = measure(c, w, rounds, scratch)
-                        entry["summary"] = report.summarize(entry["rounds"])
-                    except NotLoaded as e:
-                        failure = "does not load: %s" % e
-                        log("  " + failure)
-                if failure:
-                    entry["status"] = failure
-                results.append(entry)
+        results = compare(contenders, workloads, rounds, scratch, started)
         for w in doc_workloads:
             w["untraced_s"] = report.spread([r["untraced_s"] for e in results if e["workload"] == w["name"]
                                              for r in e.get("rounds", [])])
@@ -270,14 +285,9 @@ def main(argv=None) -> int:
             flat_out.rate = 10**8
             flat_out.run()
             generator_max = flat_out.reached
-            for c in contenders:
-                loaded = all(not e.get("status") for e in results if e["contender"] == c.name)
-                if c.name in profile.ceiling and loaded:
-                    log("ceiling: %s" % c.name)
-                    try:
-                        ceilings.append(ceiling(c, binaries["rate"], profile, scratch))
-                    except NotLoaded as e:
-                        ceilings.append({"contender": c.name, "status": "does not load: %s" % e})
+            failed = {e["contender"] for e in results if e.get("status")}
+            ceilings = [ceiling(c, binaries["rate"], profile, scratch) for c in contenders
+                        if c.name in profile.ceiling and c.name not in failed]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
