@@ -25,8 +25,10 @@ Removed cgroups stay resolvable as tombstones for ``ttl`` seconds (counted
 from when the map learns of the removal), at most ``max_tombstones`` of them,
 oldest evicted first, so late events still get a name and memory stays
 bounded under churn: a tombstone costs at most 450 bytes plus one byte per
-path character (CPython 3.11, measured by tests/privileged/test_cgroupmap.py),
-so the default 8192 tombstones with 100-character paths stay under 4.5 MiB.
+path character, on top of a fixed 128 KiB for the map's hash tables, which
+keep the size of their busiest moment (CPython 3.11, measured by
+tests/privileged/test_cgroupmap.py), so the default 8192 tombstones with
+100-character paths stay under 4.6 MiB.
 Other state is bounded too: alive entries mirror the kernel's cgroups, and at
 most ``MAX_WAITING_EVENTS`` fanotify events wait for a parent.
 
