@@ -13,11 +13,14 @@ bench/work.py's workloads, bench/tools.py's tracer sessions):
    scraped once a second.
 2. Overhead.  For each workload, untraced and traced runs alternate (as in
    `make bench`); traced means a fresh `fstrace export` with default options,
-   scraped once a second by a thread of this script the whole time (also
-   during untraced runs, when the scrapes are refused); next to it, for
+   scraped every 15 s (--scrape-every) by a thread of this script the whole
+   time (also during untraced runs, when the scrapes are refused); next to it, for
    comparison, `fstrace top -b --json`, which counts the same way.
+3. Cost per operation.  Blocks of short fstb-fileops runs alternate,
+   untraced and under each tracer; the fastest run of each kind (the one
+   the machine's other load disturbed least) gives what a syscall costs.
 
-    .venv/bin/python bench/export_bench.py            ~15 min; rewrites the results in docs/benchmarks-export.md
+    .venv/bin/python bench/export_bench.py            ~30 min; rewrites the results in docs/benchmarks-export.md
     .venv/bin/python bench/export_bench.py --quick    ~2 min; prints them only
 
 Needs root.  Writes bench/results/<date>-export[-quick].json.
@@ -28,6 +31,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -127,7 +131,8 @@ def many_series(args, binaries: dict[str, Path], scratch: Path) -> dict:
                 made += 1
             time.sleep(1.5)                     # a tick or so
         count = series_count(url)
-        log("  %d series from %d cgroups; exporter RSS %d MiB" % (count, made, rss_kib(session.pid) // 1024))
+        rss_start = rss_kib(session.pid)
+        log("  %d series from %d cgroups; exporter RSS %d MiB" % (count, made, rss_start // 1024))
         idle = cpu_while(session, args.window)
         log("  CPU, nobody scraping: %.2f %%" % (100 * idle))
         latencies = {}
@@ -145,7 +150,8 @@ def many_series(args, binaries: dict[str, Path], scratch: Path) -> dict:
                 latencies[name]["cpu_ms_per_scrape"]))
         scraped = cpu_while(session, args.window, url)
         log("  CPU, scraped every second: %.2f %%" % (100 * scraped))
-        return {"series": count, "cgroups": made, "ready_s": ready_s, "rss_kib": rss_kib(session.pid),
+        return {"series": count, "cgroups": made, "ready_s": ready_s, "rss_kib": rss_start,
+                "rss_end_kib": rss_kib(session.pid),
                 "cpu_idle": idle, "cpu_scraped_1s": scraped, "window_s": args.window, "scrapes": args.scrapes,
                 "latency": latencies}
     finally:
@@ -155,16 +161,17 @@ def many_series(args, binaries: dict[str, Path], scratch: Path) -> dict:
 
 
 class Scraper(threading.Thread):
-    """Scrapes url once a second until stopped; refused connections (no exporter running) are fine."""
+    """Scrapes url every `every` seconds until stopped; refused connections (no exporter running) are fine."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, every: float):
         super().__init__(daemon=True)
         self.url = url
+        self.every = every
         self.done = threading.Event()
         self.scrapes = 0
 
     def run(self) -> None:
-        while not self.done.wait(1.0):
+        while not self.done.wait(self.every):
             try:
                 scrape(self.url, FORMATS["as Prometheus asks (gzip)"])
                 self.scrapes += 1
@@ -172,10 +179,45 @@ class Scraper(threading.Thread):
                 pass
 
 
+class CpuTimed:
+    """A workload whose runs also record the CPU time its processes used (from the rusage of reaped
+    children: the tracer, reaped only when it is stopped, is not among them).  BPF programs run in the
+    workload's syscalls and are charged to it, so this shows their cost even on a busy machine, where
+    wall time mostly shows the neighbours."""
+
+    def __init__(self, workload: work.Workload):
+        self.workload = workload
+        self.cpu: list[float] = []
+
+    def __getattr__(self, name):
+        return getattr(self.workload, name)
+
+    def run(self) -> work.Run:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = self.workload.run()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        return result
+
+
+def add_cpu(rounds: list[dict], cpu: list[float]) -> None:
+    """Pair the CPU times of a measure() call's runs (two per round, in each round's order) with its rounds."""
+    for r, pair in zip(rounds, zip(cpu[0::2], cpu[1::2])):
+        first, second = r["order"].split(" then ")
+        r["%s_cpu_s" % first], r["%s_cpu_s" % second] = pair
+        r["cpu_ratio"] = r["traced_cpu_s"] / r["untraced_cpu_s"]
+
+
+def best(rounds: list[dict], unit: str) -> float:
+    """Fastest traced run ÷ fastest untraced run: neighbours only ever add time, so the fastest runs of
+    each kind are the ones they disturbed least."""
+    return min(r["traced_" + unit] for r in rounds) / min(r["untraced_" + unit] for r in rounds)
+
+
 def overhead(args, binaries: dict[str, Path], scratch: Path) -> list[dict]:
     """Part 2: run.measure() of the untraced reference and of `fstrace export`, per workload."""
     port = free_port()
-    scraper = Scraper("http://127.0.0.1:%d/metrics" % port)
+    scraper = Scraper("http://127.0.0.1:%d/metrics" % port, args.scrape_every)
     scraper.start()
     counting = Ready((r"^fstrace: counting",), describe="its 'counting' line on stderr", stream="stderr")
     contenders = [Contender("nothing (untraced)", ()), exporter(port),
@@ -187,14 +229,72 @@ def overhead(args, binaries: dict[str, Path], scratch: Path) -> list[dict]:
         for c in contenders:
             log("%s" % c.name)
             for w in workloads:
-                rounds = run.measure(c, w, args.rounds, scratch)
+                timed = CpuTimed(w)
+                rounds = run.measure(c, timed, args.rounds, scratch)
+                add_cpu(rounds, timed.cpu)
+                log("  %-8s workload CPU × untraced: %s" % (w.name, " ".join("%.2f" % r["cpu_ratio"] for r in rounds)))
                 results.append({"contender": c.name, "workload": w.name, "description": w.describe(),
-                                "argv": list(c.argv), "rounds": rounds, "summary": report.summarize(rounds)})
+                                "argv": list(c.argv), "rounds": rounds, "summary": report.summarize(rounds),
+                                "cpu_ratio": report.spread([r["cpu_ratio"] for r in rounds]),
+                                "untraced_cpu_s": report.spread([r["untraced_cpu_s"] for r in rounds]),
+                                "best": {k: best(rounds, k) for k in ("s", "cpu_s")}})
     finally:
         scraper.done.set()
         scraper.join()
     log("  %d scrapes answered" % scraper.scrapes)
     return results
+
+
+def loop_seconds(binaries: dict[str, Path], workdir: Path, rounds: int) -> float:
+    """One short run of fstb-fileops: the seconds its loop took, as it reports them (no start-up)."""
+    out = subprocess.run([str(binaries["fileops"]), str(workdir), str(rounds)], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out)["seconds"]
+
+
+def per_operation(args, binaries: dict[str, Path], scratch: Path) -> list[dict]:
+    """Part 3: the cost per file operation, from the fastest of many short runs.
+
+    Blocks of args.runs runs of fstb-fileops (args.loop rounds of nine syscalls each) alternate: untraced,
+    under one tracer, untraced, under the other, with the tracers' order swapped from block to block.  A run
+    the neighbours disturbed is only slower, so the fastest run of each kind is the cleanest estimate of
+    what a round costs; the tracers' BPF programs run inside the syscalls and add to every round."""
+    port = free_port()
+    counting = Ready((r"^fstrace: counting",), describe="its 'counting' line on stderr", stream="stderr")
+    tracers = [exporter(port), Contender("fstrace top -b --json", (str(tools.FSTRACE), "top", "-b", "--json"),
+                                         counting)]
+    scraper = Scraper("http://127.0.0.1:%d/metrics" % port, args.scrape_every)
+    scraper.start()
+    workdir = Path(tempfile.mkdtemp(prefix="work-", dir=scratch))
+    runs: dict[str, list[float]] = {"untraced": []}
+    try:
+        for block in range(args.blocks):
+            for tracer in tracers if block % 2 == 0 else reversed(tracers):
+                runs["untraced"] += [loop_seconds(binaries, workdir, args.loop) for _ in range(args.runs)]
+                session = tools.Session(tracer, Path(tempfile.mkdtemp(prefix="out-", dir=scratch)))
+                session.start()
+                try:
+                    session.wait_ready(run.READY_TIMEOUT)
+                    runs.setdefault(tracer.name, []).extend(
+                        loop_seconds(binaries, workdir, args.loop) for _ in range(args.runs))
+                finally:
+                    session.stop()
+                log("  block %d/%d, %s: fastest round %.2f µs (untraced %.2f µs)" % (
+                    block + 1, args.blocks, tracer.name, 1e6 * min(runs[tracer.name]) / args.loop,
+                    1e6 * min(runs["untraced"]) / args.loop))
+    finally:
+        scraper.done.set()
+        scraper.join()
+        shutil.rmtree(workdir, ignore_errors=True)
+    base = min(runs["untraced"]) / args.loop
+    out = []
+    for name, secs in runs.items():
+        secs = sorted(secs)
+        best = secs[0] / args.loop
+        out.append({"contender": name, "runs": len(secs), "best_round_us": 1e6 * best,
+                    "p10_round_us": 1e6 * secs[len(secs) // 10] / args.loop, "ratio": best / base,
+                    "added_per_syscall_ns": 1e9 * (best - base) / 9})
+    return out
 
 
 def markdown(doc: dict) -> str:
@@ -209,10 +309,15 @@ def markdown(doc: dict) -> str:
         "",
         "### %d series" % s["series"],
         "",
-        "%d `fstrace_events_total` series (%d cgroups); exporter RSS %.0f MiB. Exporter CPU over %.0f s: "
-        "%.2f %% of one CPU with nobody scraping, %.2f %% scraped once a second. Per scrape, %d in a row:"
-        % (s["series"], s["cgroups"], s["rss_kib"] / 1024, s["window_s"], 100 * s["cpu_idle"],
-           100 * s["cpu_scraped_1s"], s["scrapes"]),
+        "%d `fstrace_events_total` series (%d cgroups); exporter RSS %.0f MiB, %.0f MiB at the end of the "
+        "measurements below. Exporter CPU over %.0f s: "
+        "%.2f %% of one CPU with nobody scraping, %.2f %% scraped once a second (as Prometheus asks); "
+        "scraped every 15 s, that makes about %.1f %%. Per scrape, %d in a row:"
+        % (s["series"], s["cgroups"], s["rss_kib"] / 1024, s["rss_end_kib"] / 1024, s["window_s"],
+           100 * s["cpu_idle"],
+           100 * s["cpu_scraped_1s"],
+           100 * s["cpu_idle"] + s["latency"]["as Prometheus asks (gzip)"]["cpu_ms_per_scrape"] / 1000 / 15 * 100,
+           s["scrapes"]),
         "",
         "| format | latency median | p90 | max | bytes on the wire | exporter CPU per scrape |",
         "|---|---|---|---|---|---|",
@@ -221,11 +326,34 @@ def markdown(doc: dict) -> str:
         lines.append("| %s | %.1f ms | %.1f ms | %.1f ms | %s | %.1f ms |" % (
             name, lat["median_ms"], lat["p90_ms"], lat["max_ms"], report.count(lat["bytes"]),
             lat["cpu_ms_per_scrape"]))
-    lines += ["", "### Workload overhead under `fstrace export`, scraped every second", ""]
-    for name in dict.fromkeys(e["workload"] for e in doc["overhead"]):
+    lines += ["", "### Workload overhead under `fstrace export`, scraped every %g s" % doc["scrape_every"], ""]
+    names = list(dict.fromkeys(e["workload"] for e in doc["overhead"]))
+    lines += ["Per workload: the fastest traced run ÷ the fastest untraced run, in wall time and in the "
+              "workload's CPU time (user + system, BPF programs included); then the median (min–max) of the "
+              "per-round CPU ratios.  %d rounds." % doc["rounds"], "",
+              "| contender | " + " | ".join("%s: best wall | best CPU | CPU per round" % n for n in names) + " |",
+              "|---|" + "---|---|---|" * len(names)]
+    for contender in dict.fromkeys(e["contender"] for e in doc["overhead"]):
+        cells = ["%.2f | %.2f | %s" % (e["best"]["s"], e["best"]["cpu_s"], report.ranged(e["cpu_ratio"]))
+                 for name in names for e in doc["overhead"] if e["contender"] == contender and e["workload"] == name]
+        lines.append("| %s | %s |" % (contender, " | ".join(cells)))
+    p = doc["per_operation"]
+    lines += ["", "### Cost per file operation", "",
+              "The fastest of %d short runs of fstb-fileops (%d rounds of nine syscalls: create, write 4 KiB, "
+              "close, rename, stat, open, read, close, unlink) per kind, in %d alternating blocks; the tracers "
+              "count every event type." % (p[0]["runs"], doc["loop_rounds"], doc["blocks"]), "",
+              "| contender | fastest round | 10th percentile | × untraced | added per syscall |",
+              "|---|---|---|---|---|"]
+    for e in p:
+        lines.append("| %s | %.2f µs | %.2f µs | %.3f | %s |" % (
+            e["contender"], e["best_round_us"], e["p10_round_us"], e["ratio"],
+            "%.0f ns" % e["added_per_syscall_ns"] if e["contender"] != "untraced" else "—"))
+    lines += ["", "Wall time, as `make bench` reports it:", ""]
+    for name in names:
         entries = [e for e in doc["overhead"] if e["workload"] == name]
-        lines += ["**%s** — %s (untraced: %s s)" % (name, entries[0]["description"],
-                                                   report.ranged(entries[0]["summary"]["untraced_s"])), ""]
+        lines += ["**%s** — %s (untraced: %s s wall, %s s CPU)" % (
+            name, entries[0]["description"], report.ranged(entries[0]["summary"]["untraced_s"]),
+            report.ranged(entries[0]["untraced_cpu_s"])), ""]
         lines.append(report.HEADER.rstrip("\n"))
         lines += [report.result_row(e).rstrip("\n") for e in entries]
         lines.append("")
@@ -242,9 +370,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds and scrapes, one workload: ~2 min")
     p.add_argument("--series", type=int, default=10000, help="series to export in part 1")
+    p.add_argument("--scrape-every", type=float, default=15.0,
+                   help="seconds between scrapes while workloads run (default 15, a common scrape_interval)")
+    p.add_argument("--rounds", type=int, help="untraced/traced pairs per contender and workload (6; quick: 2)")
     args = p.parse_args(argv)
     args.profile = run.PROFILES["quick" if args.quick else "full"]
-    args.rounds = 2 if args.quick else 5
+    args.rounds = args.rounds or (2 if args.quick else 6)
+    args.blocks = 1 if args.quick else 6
+    args.runs = 50 if args.quick else 100     # per block and kind
+    args.loop = 200                           # fileops rounds per run
     args.scrapes = 20 if args.quick else 100
     args.window = 10.0 if args.quick else 30.0
     args.workloads = ("cgroup",) if args.quick else ("plain", "cgroup", "shortcg")
@@ -267,6 +401,8 @@ def main(argv=None) -> int:
         series = many_series(args, binaries, scratch)
         log("part 2: overhead")
         results = overhead(args, binaries, scratch)
+        log("part 3: cost per operation")
+        per_op = per_operation(args, binaries, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     name = time.strftime("%Y-%m-%dT%H%M") + ("-export-quick" if args.quick else "-export") + ".json"
@@ -274,7 +410,8 @@ def main(argv=None) -> int:
     doc = {"date": date, "command": command, "duration_s": time.monotonic() - started,
            "results_file": "bench/results/" + name, "machine": system.machine(),
            "load_average": [load_at_start, system.load_average()], "versions": run.versions(),
-           "series": series, "overhead": results}
+           "rounds": args.rounds, "series": series, "overhead": results, "per_operation": per_op,
+           "loop_rounds": args.loop, "blocks": args.blocks, "scrape_every": args.scrape_every}
     report.write_json(doc, run.RESULTS / name)
     text = markdown(doc)
     print(text)
