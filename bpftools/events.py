@@ -127,28 +127,28 @@ class DecodeError(ValueError):
     """A record shorter than its header says."""
 
 
-def _name(data: bytes, start: int, length: int) -> bytes | None:
-    if length == 0:
-        return None
+def _name(data, start: int, length: int) -> bytes:
     end = start + length
-    if end > len(data):
-        raise DecodeError("record truncated: name ends at %d of %d bytes" % (end, len(data)))
     # length counts the NUL the kernel copied; a name cut at PATH_MAX has none
     return bytes(data[start:end - 1] if data[end - 1] == 0 else data[start:end])
 
 
 def decode(data) -> Record:
     """Decode one record (bytes or a memoryview) as sent by fst_send() in bpf/common.bpf.c."""
-    if len(data) < HEADER_SIZE:
-        raise DecodeError("record of %d bytes is shorter than the %d-byte header" % (len(data), HEADER_SIZE))
+    size = len(data)
+    if size < HEADER_SIZE:
+        raise DecodeError("record of %d bytes is shorter than the %d-byte header" % (size, HEADER_SIZE))
     (ts_ns, cgroup_id, file_id, base_id, base_id2, ret, rtype, op, pid, tid, uid, syscall,
      flags, oflags, fd, dirfd, dirfd2, len1, len2, comm) = HEADER.unpack_from(data)
     if rtype == REC_FILE and op >= len(EVENT_NAMES):
         raise DecodeError("unknown event code %d" % op)
+    if HEADER_SIZE + len1 + len2 > size:
+        raise DecodeError("record truncated: names end at %d of %d bytes" % (HEADER_SIZE + len1 + len2, size))
     return Record(
         ts_ns, cgroup_id, file_id, base_id, base_id2, ret, rtype, op, pid, tid, uid, syscall,
         flags, oflags, fd, dirfd, dirfd2, comm.split(b"\0", 1)[0],
-        _name(data, HEADER_SIZE, len1), _name(data, HEADER_SIZE + len1, len2),
+        _name(data, HEADER_SIZE, len1) if len1 else None,
+        _name(data, HEADER_SIZE + len1, len2) if len2 else None,
     )
 
 

@@ -40,6 +40,8 @@ def normalize(path: bytes) -> bytes:
     """
     if not path.startswith(b"/"):
         return path
+    if b"//" not in path and b"/." not in path and (len(path) == 1 or not path.endswith(b"/")):
+        return path     # already normal: the common case
     parts: list[bytes] = []
     for p in path.split(b"/"):
         if p == b"..":

@@ -25,13 +25,16 @@ from dataclasses import dataclass, field, replace
 from . import cgroups, events, probe
 from .counters import KEY_FD, Counters
 from .errors import CommandNotFound, UsageError
-from .events import REC_CGROUP, REC_FILE, REC_NAME, REC_TASK, TASK_CHDIR, TASK_FORK, Record
+from .events import (EVENT_NAMES, F_DIR, REC_CGROUP, REC_FILE, REC_NAME, REC_TASK, SYSCALL_NAMES, TASK_CHDIR,
+                     TASK_FORK, Record)
 from .model import Tick
 from .naming import Names, names_from_path
 from .paths import BoundedDict, PathResolver, join
 from .views.render import decode_name
 
 POLL_MS = 50
+MAX_CGROUPS_SEEN = 8192     # cgroup id -> (CgroupInfo, path, Names, wanted) of recent events
+EV_OPEN, EV_CREATE = events.EVENT_CODES["open"], events.EVENT_CODES["create"]
 MAX_FILE_NAMES = 262144     # file key -> (path, as text); above the kernel's FST_AGG_NAMES: it rarely asks twice
 
 # A cgroup's names depend on its path only; busy cgroups are asked for them per event.
@@ -182,6 +185,7 @@ class Session:
         self.file_names: BoundedDict = BoundedDict(MAX_FILE_NAMES)
         self._collected = 0.0               # monotonic time of the last drain
         self._lost_delivered = 0
+        self._cg_seen: dict[int, tuple] = {}
 
     # --- setup ------------------------------------------------------------------
     def _filter_ids(self) -> tuple[list[int], int]:
@@ -305,10 +309,16 @@ class Session:
                 self.sink.cgroup(replace(change, ts=self._offset + change.ts))
 
     def _file(self, rec: Record) -> None:
+        cg = self._cg_seen.get(rec.cgroup_id)
         info = self.cgmap.resolve(rec.cgroup_id) if self.cgmap else None
-        if self._globs and not self._cgroup_path_wanted(info.path if info else None):
-            return
-        self._file_event(rec, info)
+        if cg is None or cg[0] is not info:     # new, or the map learnt something about it
+            if len(self._cg_seen) >= MAX_CGROUPS_SEEN:
+                self._cg_seen.clear()
+            cg = self._cg_seen[rec.cgroup_id] = (
+                info, info.path if info else None, cached_names(info.path) if info else Names(),
+                not self._globs or self._cgroup_path_wanted(info.path if info else None))
+        if cg[3]:
+            self._file_event(rec, cg[1], cg[2])
 
     def _cgroup_wanted(self, path: str) -> bool:
         """Is a cgroup change inside what is traced?"""
@@ -316,27 +326,22 @@ class Session:
             return self._cgroup_path_wanted(path)
         return not self._subtrees or any(within(path, sub) for sub in self._subtrees)
 
-    def _wall(self, ts_ns: int) -> float:
-        return self._offset + ts_ns / 1e9
-
-    def _file_event(self, rec: Record, info) -> None:
+    def _file_event(self, rec: Record, cgroup: str | None, names: Names) -> None:
         r = self.resolver
-        event = events.EVENT_NAMES[rec.op]
-        if event in ("open", "create") and rec.file_id and rec.fd >= 0 and rec.ret >= 0:
-            path = r.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1)
+        op, pid, fd, name1 = rec.op, rec.pid, rec.fd, rec.name1
+        if (op == EV_OPEN or op == EV_CREATE) and rec.file_id and fd >= 0 and rec.ret >= 0:
+            path = r.resolve(pid, rec.dirfd, rec.base_id, name1)
             r.opened(rec.file_id, path)
-        elif rec.name1 is None and rec.fd >= 0:      # fd events: write, close, fchmod, ...
-            path = r.file(rec.pid, rec.fd, rec.file_id)
+        elif name1 is None and fd >= 0:      # fd events: write, close, fchmod, ...
+            path = r.file(pid, fd, rec.file_id)
         else:
-            path = r.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1)
-        path2 = r.resolve(rec.pid, rec.dirfd2, rec.base_id2, rec.name2) if rec.name2 is not None else None
+            path = r.resolve(pid, rec.dirfd, rec.base_id, name1)
+        path2 = r.resolve(pid, rec.dirfd2, rec.base_id2, rec.name2) if rec.name2 is not None else None
         self.totals.events += 1
         self.sink.event(FileEvent(
-            ts=self._wall(rec.ts_ns), event=event, dir=bool(rec.flags & events.F_DIR), path=path,
-            path2=path2, pid=rec.pid, tid=rec.tid, ppid=r.ppid(rec.pid), uid=rec.uid, comm=rec.comm,
-            cgroup_id=rec.cgroup_id, cgroup=info.path if info else None,
-            names=cached_names(info.path) if info else Names(), ret=rec.ret, syscall=rec.syscall_name,
-        ))
+            self._offset + rec.ts_ns / 1e9, EVENT_NAMES[op], bool(rec.flags & F_DIR), path, path2, pid,
+            rec.tid, r.ppid(pid), rec.uid, rec.comm, rec.cgroup_id, cgroup, names, rec.ret,
+            SYSCALL_NAMES.get(rec.syscall) or str(rec.syscall)))
 
     # --- counting (aggregate) -------------------------------------------------------
     def _learn_name(self, rec: Record) -> None:

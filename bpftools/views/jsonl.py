@@ -29,9 +29,15 @@ EVENT_FIELDS = (
 )
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_EVENT_LINE = ('{"type":"event","ts":%s,"event":"%s","dir":%s,"path":%s,"path2":%s,"pid":%d,"tid":%d,'
+_quote = json.encoder.encode_basestring     # what _dumps does to a str, minus its per-call dispatch
+_EVENT_LINE = ('{"type":"event","ts":%.6f,"event":"%s","dir":%s,"path":%s,"path2":%s,"pid":%d,"tid":%d,'
                '"ppid":%s,"uid":%d,"comm":%s,"cgroup_id":%d,"cgroup":%s,"unit":%s,"container":%s,"pod":%s,'
                '"ret":%d,"error":%s,"syscall":"%s"}\n')
+
+
+def _text(raw: bytes | None) -> str:
+    """A name as a JSON string (decode_name), or null."""
+    return "null" if raw is None else _quote(raw.decode("utf-8", "backslashreplace"))
 
 
 def event_record(ev) -> dict:
@@ -44,12 +50,16 @@ def event_record(ev) -> dict:
     }
 
 
+MAX_CACHED = 4096
+
+
 class JsonSink:
     """Writes one JSON object per line to a binary stream."""
 
     def __init__(self, out):
         self.out = out
         self._cgroups: dict[int, tuple] = {}    # cgroup id -> its JSON fragments
+        self._comms: dict[bytes, str] = {}      # process name -> its JSON string
 
     def _write(self, obj: dict) -> None:
         self.out.write(_dumps(obj).encode("utf-8", "surrogateescape") + b"\n")
@@ -66,15 +76,20 @@ class JsonSink:
 
     def event(self, ev) -> None:
         """event_record(ev) as JSON, formatted directly: this runs once per traced event."""
-        d = _dumps
         cg = self._cgroups.get(ev.cgroup_id)
         if cg is None or cg[0] != ev.cgroup:
-            n = ev.names
+            n, d = ev.names, _dumps
             cg = self._cgroups[ev.cgroup_id] = (ev.cgroup, d(decode_fs(ev.cgroup)), d(n.unit), d(n.container), d(n.pod))
+        comm = self._comms.get(ev.comm)
+        if comm is None:
+            if len(self._comms) >= MAX_CACHED:
+                self._comms.clear()
+            comm = self._comms[ev.comm] = _text(ev.comm)
+        ret = ev.ret
         line = _EVENT_LINE % (
-            round(ev.ts, 6), ev.event, "true" if ev.dir else "false", d(decode_name(ev.path)),
-            d(decode_name(ev.path2)), ev.pid, ev.tid, d(ev.ppid), ev.uid, d(decode_name(ev.comm)), ev.cgroup_id,
-            cg[1], cg[2], cg[3], cg[4], ev.ret, d(errno_name(ev.ret)), ev.syscall)
+            ev.ts, ev.event, "true" if ev.dir else "false", _text(ev.path), _text(ev.path2), ev.pid, ev.tid,
+            "null" if ev.ppid is None else ev.ppid, ev.uid, comm, ev.cgroup_id, cg[1], cg[2], cg[3], cg[4],
+            ret, "null" if ret >= 0 else '"%s"' % errno_name(ret), ev.syscall)
         self.out.write(line.encode("utf-8", "surrogateescape"))
 
     def cgroup(self, change) -> None:

@@ -1,6 +1,7 @@
 """Text output for `fstrace trace`: one aligned line per event, colour on a terminal."""
 from __future__ import annotations
 
+import functools
 import time
 
 from ..probe import BACKENDS
@@ -27,22 +28,32 @@ def cgroup_label(ev) -> str:
     return ev.cgroup if ev.cgroup is not None else "unknown:%d" % ev.cgroup_id
 
 
+@functools.lru_cache(maxsize=4)
+def _clock(second: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(second))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cgroup_column(label: str) -> str:
+    return "%-*s" % (CGROUP_WIDTH, terminal_safe(shorten_middle(label, CGROUP_WIDTH)))
+
+
 def event_line(ev, colour: bool) -> str:
-    stamp = time.strftime("%H:%M:%S", time.localtime(ev.ts)) + ".%06d" % int(ev.ts % 1 * 1e6)
+    second = int(ev.ts)
+    stamp = "%s.%06d" % (_clock(second), int((ev.ts - second) * 1e6))
     what = ev.event + ("/" if ev.dir else "")
     path = terminal_safe(decode_name(ev.path) or "?")
     if ev.path2 is not None:
         path += " -> " + terminal_safe(decode_name(ev.path2))
     err = errno_name(ev.ret)
     who = "%s[%d]" % (terminal_safe(decode_name(ev.comm)), ev.pid)
-    cg = terminal_safe(shorten_middle(cgroup_label(ev), CGROUP_WIDTH))
     if colour:
         what = "\x1b[%sm%-14s\x1b[0m" % (EVENT_COLOURS[ev.event], what)
         if err:
             err = "\x1b[31m" + err + "\x1b[0m"
     else:
         what = "%-14s" % what
-    line = "%s %-*s %-22s %s %s" % (stamp, CGROUP_WIDTH, cg, who, what, path)
+    line = "%s %s %-22s %s %s" % (stamp, _cgroup_column(cgroup_label(ev)), who, what, path)
     return line + ("  " + err if err else "")
 
 

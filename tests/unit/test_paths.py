@@ -12,6 +12,12 @@ from bpftools.paths import BoundedDict, PathResolver, join, normalize
     (b"/../..", b"/"),
     (b"rel/./x", b"rel/./x"),
     (b"/with space/\n", b"/with space/\n"),
+    (b"/", b"/"),
+    (b"/a/b", b"/a/b"),
+    (b"/a/.hidden/..x", b"/a/.hidden/..x"),
+    (b"/a/b/", b"/a/b"),
+    (b"/.", b"/"),
+    (b"//", b"/"),
 ])
 def test_normalize(raw, norm):
     assert normalize(raw) == norm
