@@ -395,7 +395,7 @@ class Probe:
         return rc == 0
 
     def poll(self, timeout_ms: int) -> None:
-        """Wait up to timeout_ms for a wakeup, then deliver every record that is ready."""
+        """Wait up to timeout_ms for a wakeup, then deliver every record that is ready now."""
         self.ring.wait(timeout_ms)
         self.ring.consume(self._on_record)
         if self.armer:

@@ -37,13 +37,17 @@ class RingBuffer:
         """Sleep until the kernel signals data (a forced wakeup) or the timeout passes."""
         self._epoll.poll(timeout_ms / 1000 if timeout_ms >= 0 else -1)
 
-    def consume(self, handle, limit: int = 1 << 30) -> int:
-        """Hand up to limit ready records to handle(memoryview); the number handled."""
+    def consume(self, handle) -> int:
+        """Hand every record ready now to handle(memoryview); the number handled.
+
+        Records the kernel writes meanwhile wait for the next call, so a
+        producer as fast as the consumer cannot keep it here for ever.
+        """
         cons = _u64.unpack_from(self._consumer, 0)[0]
         prod = _u64.unpack_from(self._producer, 0)[0]
         data, mask, n = self._data, self.mask, 0
         unpack = _u32.unpack_from
-        while cons < prod and n < limit:
+        while cons < prod:
             off = cons & mask
             length = unpack(data, off)[0]
             if length & BUSY_BIT:
@@ -55,8 +59,6 @@ class RingBuffer:
             cons += (size + HDR_SIZE + 7) & ~7
             if (n & 255) == 0:
                 _u64.pack_into(self._consumer, 0, cons)     # give the space back as we go
-            if cons >= prod:
-                prod = _u64.unpack_from(self._producer, 0)[0]
         _u64.pack_into(self._consumer, 0, cons)
         return n
 
