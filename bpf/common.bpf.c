@@ -147,7 +147,14 @@ static __always_inline void fst_user_names(struct fst_event *e, const char *n1, 
 	}
 }
 
-/* Send the header and the names actually used; count what does not fit. */
+/*
+ * Send the header and the names actually used; count what does not fit.
+ * A send can fail with room to spare: on this 6.18 kernel a standalone
+ * 20-line program on an empty 8 MiB ring saw 7 of 462 000 sends fail with
+ * EAGAIN (the ring buffer's lock has been a resilient spin lock, which can
+ * give up, since a650d38915c1 in 6.15), and a second try succeeded each
+ * time.  So a failed send is tried twice more before it counts as lost.
+ */
 static __always_inline void fst_send(struct fst_event *e)
 {
 	int zero = 0;
@@ -158,7 +165,8 @@ static __always_inline void fst_send(struct fst_event *e)
 		flags = BPF_RB_FORCE_WAKEUP;
 	}
 	u32 size = FST_HDR_SIZE + (((u32)e->len1 + (u32)e->len2) & (2 * FST_PATH_MAX - 1));
-	if (events.ringbuf_output(e, size, flags) < 0) {
+	if (events.ringbuf_output(e, size, flags) < 0 && events.ringbuf_output(e, size, flags) < 0 &&
+	    events.ringbuf_output(e, size, flags) < 0) {
 		u64 *n = lost.lookup(&zero);
 		if (n)
 			*n += 1;
