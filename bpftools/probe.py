@@ -155,7 +155,7 @@ class ProbeConfig:
     comms: tuple[str, ...] = ()
     cgroup_filter: bool = False
     cgroup_min_level: int = 0
-    ring_pages: int = 2048
+    ring_pages: int = 2048           # 8 MiB
     wake_every: int = 64
     mounts: tuple[str, ...] = ()
     aggregate: bool = False          # count in the kernel (top, report) instead of sending events

@@ -33,6 +33,10 @@ from .paths import BoundedDict, PathResolver, join
 from .views.render import decode_name
 
 POLL_MS = 50
+# Streaming, the ring holds a burst of ~200k events (8192 pages: 32 MiB) while Python, at ~90k/s, catches
+# up; counting, only names and cgroup changes travel through it.
+STREAM_RING_PAGES = 8192
+COUNT_RING_PAGES = 2048
 MAX_CGROUPS_SEEN = 8192     # cgroup id -> (CgroupInfo, path, Names, wanted) of recent events
 EV_OPEN, EV_CREATE = events.EVENT_CODES["open"], events.EVENT_CODES["create"]
 MAX_FILE_NAMES = 262144     # file key -> (path, as text); above the kernel's FST_AGG_NAMES: it rarely asks twice
@@ -244,6 +248,7 @@ class Session:
             events=self.opts.events, failed=self.opts.failed, pids=self.opts.pids,
             comms=self.opts.comms, cgroup_filter=bool(ids),
             cgroup_min_level=min_level, aggregate=self.opts.aggregate,
+            ring_pages=COUNT_RING_PAGES if self.opts.aggregate else STREAM_RING_PAGES,
         )
         self.probe = probe.Probe(cfg, self._on_bytes)
         if ids:
