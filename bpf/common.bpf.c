@@ -149,11 +149,13 @@ static __always_inline void fst_user_names(struct fst_event *e, const char *n1, 
 
 /*
  * Send the header and the names actually used; count what does not fit.
- * A send can fail with room to spare: on this 6.18 kernel a standalone
- * 20-line program on an empty 8 MiB ring saw 7 of 462 000 sends fail with
- * EAGAIN (the ring buffer's lock has been a resilient spin lock, which can
- * give up, since a650d38915c1 in 6.15), and a second try succeeded each
- * time.  So a failed send is tried twice more before it counts as lost.
+ * A send can fail with room to spare: on this 6.18 kernel one in 25 000 to
+ * 60 000 sends fails with EAGAIN while the ring is nearly empty (the ring
+ * buffer's lock has been a resilient spin lock, which can give up, since
+ * a650d38915c1 in 6.15; bench/ringbuf_send.py measures it).  An immediate
+ * retry succeeds on a quiet machine and mostly fails on a busy one, and it
+ * costs nothing when the first send works: a failed send is tried twice
+ * more before it counts as lost.
  */
 static __always_inline void fst_send(struct fst_event *e)
 {

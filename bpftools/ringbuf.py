@@ -62,6 +62,10 @@ class RingBuffer:
         _u64.pack_into(self._consumer, 0, cons)
         return n
 
+    def pending(self) -> int:
+        """Bytes the kernel has written that are not consumed yet."""
+        return _u64.unpack_from(self._producer, 0)[0] - _u64.unpack_from(self._consumer, 0)[0]
+
     def close(self) -> None:
         self._epoll.close()
         self._data.release()
