@@ -150,7 +150,7 @@ static __always_inline void fst_user_names(struct fst_event *e, const char *n1, 
 /*
  * Send the header and the names actually used; count what does not fit.
  * A send can fail with room to spare: on this 6.18 kernel one in 25 000 to
- * 60 000 sends fails with EAGAIN while the ring is nearly empty (the ring
+ * 110 000 sends fails with EAGAIN while the ring is nearly empty (the ring
  * buffer's lock has been a resilient spin lock, which can give up, since
  * a650d38915c1 in 6.15; bench/ringbuf_send.py measures it).  An immediate
  * retry succeeds on a quiet machine and mostly fails on a busy one, and it
