@@ -147,6 +147,7 @@ def ancestors(path: str) -> list[str]:
 
 
 def within(path: str, root: str) -> bool:
+    """Is path (a cgroup or a file) inside, or equal to, root?"""
     return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
 
 

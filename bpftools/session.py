@@ -25,9 +25,8 @@ from dataclasses import dataclass, field, replace
 from . import cgroups, events, probe
 from .counters import KEY_FD, Counters
 from .errors import CommandNotFound, UsageError
-from .events import (EVENT_NAMES, F_DIR, REC_CGROUP, REC_FILE, REC_NAME, REC_TASK, SYSCALL_NAMES, TASK_CHDIR,
-                     TASK_FORK, Record)
-from .model import Tick
+from .events import EVENT_NAMES, F_DIR, REC_CGROUP, REC_FILE, REC_NAME, REC_TASK, TASK_CHDIR, TASK_FORK, Record
+from .model import Tick, within
 from .naming import Names, names_from_path
 from .paths import BoundedDict, PathResolver, join
 from .views.render import decode_name
@@ -159,11 +158,6 @@ def split_cgroup_specs(specs, mount: str | None):
     return paths, ids, globs
 
 
-def within(path: str, root: str) -> bool:
-    """Is cgroup path inside (or equal to) root?"""
-    return root == "/" or (path + "/").startswith(root.rstrip("/") + "/")
-
-
 def level_of(path: str) -> int:
     return len([p for p in path.split("/") if p])
 
@@ -189,7 +183,7 @@ class Session:
         self.file_names: BoundedDict = BoundedDict(MAX_FILE_NAMES)
         self._collected = 0.0               # monotonic time of the last drain
         self._lost_delivered = 0
-        self._cg_seen: dict[int, tuple] = {}
+        self._cg_seen: BoundedDict = BoundedDict(MAX_CGROUPS_SEEN)
 
     # --- setup ------------------------------------------------------------------
     def _filter_ids(self) -> tuple[list[int], int]:
@@ -317,8 +311,6 @@ class Session:
         cg = self._cg_seen.get(rec.cgroup_id)
         info = self.cgmap.resolve(rec.cgroup_id) if self.cgmap else None
         if cg is None or cg[0] is not info:     # new, or the map learnt something about it
-            if len(self._cg_seen) >= MAX_CGROUPS_SEEN:
-                self._cg_seen.clear()
             cg = self._cg_seen[rec.cgroup_id] = (
                 info, info.path if info else None, cached_names(info.path) if info else Names(),
                 not self._globs or self._cgroup_path_wanted(info.path if info else None))
@@ -346,7 +338,7 @@ class Session:
         self.sink.event(FileEvent(
             self._offset + rec.ts_ns / 1e9, EVENT_NAMES[op], bool(rec.flags & F_DIR), path, path2, pid,
             rec.tid, r.ppid(pid), rec.uid, rec.comm, rec.cgroup_id, cgroup, names, rec.ret,
-            SYSCALL_NAMES.get(rec.syscall) or str(rec.syscall)))
+            rec.syscall_name))
 
     # --- counting (aggregate) -------------------------------------------------------
     def _learn_name(self, rec: Record) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from ..paths import BoundedDict
 from .render import decode_fs, decode_name, errno_name
 
 # key -> what it holds; the order of keys in every event record.
@@ -37,7 +38,7 @@ _EVENT_LINE = ('{"type":"event","ts":%.6f,"event":"%s","dir":%s,"path":%s,"path2
 
 def _text(raw: bytes | None) -> str:
     """A name as a JSON string (decode_name), or null."""
-    return "null" if raw is None else _quote(raw.decode("utf-8", "backslashreplace"))
+    return "null" if raw is None else _quote(decode_name(raw))
 
 
 def event_record(ev) -> dict:
@@ -58,8 +59,8 @@ class JsonSink:
 
     def __init__(self, out):
         self.out = out
-        self._cgroups: dict[int, tuple] = {}    # cgroup id -> its JSON fragments
-        self._comms: dict[bytes, str] = {}      # process name -> its JSON string
+        self._cgroups = BoundedDict(MAX_CACHED)     # cgroup id -> its JSON fragments
+        self._comms = BoundedDict(MAX_CACHED)       # process name -> its JSON string
 
     def _write(self, obj: dict) -> None:
         self.out.write(_dumps(obj).encode("utf-8", "surrogateescape") + b"\n")
@@ -82,8 +83,6 @@ class JsonSink:
             cg = self._cgroups[ev.cgroup_id] = (ev.cgroup, d(decode_fs(ev.cgroup)), d(n.unit), d(n.container), d(n.pod))
         comm = self._comms.get(ev.comm)
         if comm is None:
-            if len(self._comms) >= MAX_CACHED:
-                self._comms.clear()
             comm = self._comms[ev.comm] = _text(ev.comm)
         ret = ev.ret
         line = _EVENT_LINE % (
