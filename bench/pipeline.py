@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bpftools import events  # noqa: E402
-from bpftools.events import REC_FILE, Record  # noqa: E402
+from bpftools import abi  # noqa: E402
+from bpftools.abi import REC_FILE, Record  # noqa: E402
 from bpftools.session import Options, Session  # noqa: E402
 
-SYSCALLS = {name: nr for nr, name in events.SYSCALL_NAMES.items()}
+SYSCALLS = {name: nr for nr, name in abi.SYSCALL_NAMES.items()}
 
 
 def loop_records(rounds: int, cgroup_id: int, base: bytes) -> list[bytes]:
@@ -37,12 +37,12 @@ def loop_records(rounds: int, cgroup_id: int, base: bytes) -> list[bytes]:
     out = []
     ts = time.monotonic_ns()
 
-    def rec(op, syscall, file_id=0, fd=-1, ret=0, name1=None, name2=None, dirfd=events.AT_FDCWD):
+    def rec(op, syscall, file_id=0, fd=-1, ret=0, name1=None, name2=None, dirfd=abi.AT_FDCWD):
         nonlocal ts
         ts += 1000
-        out.append(events.encode(Record(
-            ts, cgroup_id, file_id, 0, 0, ret, REC_FILE, events.EVENT_CODES[op], pid, pid, 0,
-            SYSCALLS[syscall], 0, 0, fd, dirfd, events.AT_FDCWD, b"fstb-fileops", name1, name2)))
+        out.append(abi.encode(Record(
+            ts, cgroup_id, file_id, 0, 0, ret, REC_FILE, abi.EVENT_CODES[op], pid, pid, 0,
+            SYSCALLS[syscall], 0, 0, fd, dirfd, abi.AT_FDCWD, b"fstb-fileops", name1, name2)))
 
     for i in range(rounds):
         a, b = base + b"/f%d" % i, base + b"/g%d" % i
@@ -70,7 +70,7 @@ def main() -> int:
         else:
             from bpftools.views.jsonl import JsonSink
             sink = JsonSink(out)
-        session = Session(Options(events=events.EVENT_NAMES), sink)
+        session = Session(Options(events=abi.EVENT_NAMES), sink)
         cgroup_id = next(iter(session.cgmap.entries())).id if session.cgmap else 0  # a cgroup the map knows
         records = loop_records(args.records // 8, cgroup_id, b"/tmp/fstrace-pipeline")
         feed = session._on_bytes

@@ -2,7 +2,7 @@
 """Do BPF ring-buffer sends fail while the ring has room?  (docs/benchmarks.md)
 
 A minimal BCC program sends one record per syscall of an fstb-rate process
-(open+close at a set rate) into an 8 MiB ring that bpftools/ringbuf.py
+(open+close at a set rate) into an 8 MiB ring that bpftools/kernel/ringbuf.py
 drains, and counts the sends that failed at the first try and those that
 failed again when retried at once.  The ring's fullest moment is printed
 too: failures with the ring far from full are the kernel's, not the reader's.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from bcc import BPF  # noqa: E402
 
-from bpftools.ringbuf import RingBuffer  # noqa: E402
+from bpftools.kernel.ringbuf import RingBuffer  # noqa: E402
 
 RING_PAGES = 2048
 RECORD = 160

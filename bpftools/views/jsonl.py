@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from ..paths import BoundedDict
-from .render import decode_fs, decode_name, errno_name
+from bpftools.session.paths import BoundedDict
+from bpftools.escape import decode_fs, decode_name, errno_name
 
 # key -> what it holds; the order of keys in every event record.
 EVENT_FIELDS = (

@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .. import model
-from ..model import Aggregator
-from .render import terminal_safe
-from .tables import cgroup_name, events_dict, row_record, rows_table, spark
+from bpftools import model
+from bpftools.model import Aggregator
+from bpftools.escape import terminal_safe
+from bpftools.views.tables import cgroup_name, events_dict, row_record, rows_table, spark
 
 TABLES = ("cgroup", "process", "file", "dir", "event", "errno", "lifecycle", "timeline")
 ROW_TABLES = ("cgroup", "process", "file", "dir", "event")

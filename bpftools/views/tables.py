@@ -12,11 +12,11 @@ from rich.cells import set_cell_size
 from rich.console import Group
 from rich.text import Text
 
-from .. import model
-from ..events import EVENT_NAMES
-from ..naming import display_name
-from .render import terminal_safe
-from .text import shorten_middle
+from bpftools import model
+from bpftools.abi import EVENT_NAMES
+from bpftools.cgroups.names import display_name
+from bpftools.escape import terminal_safe
+from bpftools.views.text import shorten_middle
 
 SPARKS = "▁▂▃▄▅▆▇█"
 NAME_MIN = 24           # the name column never gets narrower than this

@@ -4,8 +4,8 @@ from __future__ import annotations
 import functools
 import time
 
-from ..probe import BACKENDS
-from .render import decode_name, errno_name, terminal_safe
+from bpftools.kernel.probe import BACKENDS
+from bpftools.escape import decode_name, errno_name, terminal_safe
 
 # basic ANSI colours read on light and dark backgrounds alike
 EVENT_COLOURS = {

@@ -23,10 +23,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .. import model
-from ..model import Aggregator, Focus, Snapshot
-from .render import terminal_safe
-from .tables import COLUMNS, human, row_record, rows_table
+from bpftools import model
+from bpftools.model import Aggregator, Focus, Snapshot
+from bpftools.escape import terminal_safe
+from bpftools.views.tables import COLUMNS, human, row_record, rows_table
 
 _dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)

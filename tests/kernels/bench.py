@@ -11,7 +11,7 @@ program's run_time_ns and run_cnt read from /proc fdinfo
 for the other fstrace processes' syscalls: a cost it has in production too,
 for every process.  Then the cost of arming alone: rounds of the workload
 with no fsnotify mark, with fstrace's marks for the default events, and for
-all events (bpftools/arming.py, no BPF), interleaved, best of each.
+all events (bpftools/kernel/arming.py, no BPF), interleaved, best of each.
 """
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bpftools import arming, events  # noqa: E402
+from bpftools.kernel import arming
+
+from bpftools import abi  # noqa: E402
 
 ITERATIONS = 2000
 ROUNDS = 3              # workload runs under the backends
@@ -110,8 +112,8 @@ def backend_costs(backends: list[str], base: Path, cgroup: str) -> list[str]:
 
 
 def arming_costs(base: Path, cgroup: str) -> list[str]:
-    setups = {"no fsnotify mark": None, "arming marks, default events": events.DEFAULT_EVENTS,
-              "arming marks, all events": events.EVENT_NAMES}
+    setups = {"no fsnotify mark": None, "arming marks, default events": abi.DEFAULT_EVENTS,
+              "arming marks, all events": abi.EVENT_NAMES}
     best: dict[str, float] = {}
     for _ in range(ARMING_ROUNDS):
         for label, evs in setups.items():

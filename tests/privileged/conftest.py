@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bpftools.cgroups import cgroup2_mount
+from bpftools.cgroups.map import cgroup2_mount
 
 FSTRACE = str(Path(sys.executable).with_name("fstrace"))
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bpftools import arming, events
+from bpftools.kernel import arming
+
+from bpftools import abi
 
 
 def sb_marks(fd: int) -> dict[int, dict[str, int]]:
@@ -73,7 +75,7 @@ def dev_of(path: Path) -> int:
 def test_every_real_filesystem_gets_one_ignore_only_mark(tmpfs):
     fs = tmpfs()
     seen = Seen()
-    armer = arming.Armer(events.EVENT_NAMES, seen)
+    armer = arming.Armer(abi.EVENT_NAMES, seen)
     try:
         armer.start()
         marks = sb_marks(armer.group_fds["fid"])
@@ -81,7 +83,7 @@ def test_every_real_filesystem_gets_one_ignore_only_mark(tmpfs):
         assert seen.sbs[dev].traced and seen.sbs[dev].armed == "fid"
         assert seen.sbs[dev].point == os.fsencode(fs)
         assert marks[dev] == {"mflags": arming.FAN_MARK_IGNORED_SURV_MODIFY, "mask": 0,
-                              "ignored_mask": arming.fanotify_mask(events.EVENT_NAMES)}
+                              "ignored_mask": arming.fanotify_mask(abi.EVENT_NAMES)}
         armed = {d for d, sb in seen.sbs.items() if sb.armed == "fid"}
         assert armed == set(marks)
         assert all(not sb.traced for sb in seen.sbs.values() if sb.fstype in arming.PSEUDO_FILESYSTEMS)
@@ -91,7 +93,7 @@ def test_every_real_filesystem_gets_one_ignore_only_mark(tmpfs):
 
 def test_nothing_queues_in_the_group(tmpfs):
     fs = tmpfs()
-    armer = arming.Armer(events.EVENT_NAMES, Seen(), only=(os.fsencode(fs),))
+    armer = arming.Armer(abi.EVENT_NAMES, Seen(), only=(os.fsencode(fs),))
     try:
         armer.start()
         d = fs / "d"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bpftools.events import SYSCALL_NAMES
-from bpftools.probe import BACKENDS, FSNOTIFY_BACKENDS
+from bpftools.abi import SYSCALL_NAMES
+from bpftools.kernel.probe import BACKENDS, FSNOTIFY_BACKENDS
 from conftest import FSTRACE
 from tracer import enter_cgroup, family, specs_under_test
 

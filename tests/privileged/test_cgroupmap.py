@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from bpftools import cgroups
-from bpftools import fanotify as fan
-from bpftools.cgroups import CgroupMap
+from bpftools.cgroups import map as cgroup_map
+from bpftools.kernel import fanotify as fan
+from bpftools.cgroups.map import CgroupMap
 
 COMBOS = {
     "sweep": {"sweep"},
@@ -38,7 +38,7 @@ STORM = 300          # cgroups, each entered by a process and removed right afte
 NESTED_EVERY = 5     # every 5th also gets a child cgroup, the process runs in the child
 CHURN = 10_000
 MAX_TOMBSTONES = 1_000
-# Stated bound (bpftools/cgroups.py): a tombstone costs at most 450 bytes plus one per path character,
+# Stated bound (bpftools/cgroups/map.py): a tombstone costs at most 450 bytes plus one per path character,
 # on top of a fixed 128 KiB for the map's hash tables, which keep the size of their busiest moment.
 TOMBSTONE_BYTES = 450
 TABLE_BYTES = 128 * 1024
@@ -76,7 +76,7 @@ class Lab:
                              capture_output=True, text=True).stdout
         return next(line[len("0::"):] for line in out.splitlines() if line.startswith("0::"))
 
-    def settle(self, cgmap: CgroupMap, sources: set[str]) -> list[cgroups.CgroupChange]:
+    def settle(self, cgmap: CgroupMap, sources: set[str]) -> list[cgroup_map.CgroupChange]:
         """Deliver what the sources have: half the tracepoint records, fanotify, the other half."""
         records, self.records = self.records, []
         if "tracepoint" not in sources:

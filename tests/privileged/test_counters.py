@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bpftools import counters, events, probe
+from bpftools.kernel import counters
+
+from bpftools import abi
+
+from bpftools.kernel import probe
 from conftest import FSTRACE
 
 WORKLOADS = Path(__file__).parent / "workloads"
@@ -24,7 +28,7 @@ def test_entry_layout_matches_the_compiled_structs():
     assert [(name, getattr(key, name).offset) for name, _ in key._fields_] == [
         ("cgroup_id", 0), ("file", 8), ("pid", 16), ("err", 20)]
     assert ctypes.sizeof(leaf) == counters.VALUE.size
-    assert leaf.n.offset == 0 and leaf.comm.offset == 8 * len(events.EVENT_NAMES)
+    assert leaf.n.offset == 0 and leaf.comm.offset == 8 * len(abi.EVENT_NAMES)
 
 
 def test_counts_stay_exact_at_full_speed_across_many_ticks(workdir):
@@ -70,7 +74,7 @@ def test_entries_that_do_not_fit_are_counted_as_overflow(workdir):
         if child.poll() is None:
             child.kill()
             child.wait()
-    created = sum(e.counts[events.EVENT_CODES["create"]] for e in entries)
+    created = sum(e.counts[abi.EVENT_CODES["create"]] for e in entries)
     assert len(entries) == 16
-    assert created + overflow[events.EVENT_CODES["create"]] == 100
-    assert sum(overflow) == overflow[events.EVENT_CODES["create"]] == 84
+    assert created + overflow[abi.EVENT_CODES["create"]] == 100
+    assert sum(overflow) == overflow[abi.EVENT_CODES["create"]] == 84

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bpftools.events import EVENT_NAMES
+from bpftools.abi import EVENT_NAMES
 from conftest import FSTRACE
 
 WORKLOADS = Path(__file__).parent / "workloads"

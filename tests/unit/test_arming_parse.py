@@ -1,5 +1,6 @@
-"""The pure parts of bpftools/arming.py: mountinfo, masks, which mount a path is on."""
-from bpftools import arming, events
+"""The pure parts of bpftools/kernel/arming.py: mountinfo, masks, which mount a path is on."""
+from bpftools.kernel import arming
+from bpftools import abi
 
 MOUNTINFO = b"""\
 25 1 0:23 / / ro,relatime - 9p /dev/root ro,access=any
@@ -33,9 +34,9 @@ def test_mount_of_takes_the_longest_and_then_the_last_mount():
 def test_mask_covers_exactly_the_traced_events():
     assert arming.fanotify_mask(["create"]) == 0x100
     assert arming.fanotify_mask(["rename", "exec"]) == 0x40 | 0x80 | 0x1000
-    assert arming.fanotify_mask(events.EVENT_NAMES) == 0x13FF
+    assert arming.fanotify_mask(abi.EVENT_NAMES) == 0x13FF
     # opt-in events stay out of the mask, so the kernel never calls fsnotify() for them (6.9+)
-    default = arming.fanotify_mask(events.DEFAULT_EVENTS)
+    default = arming.fanotify_mask(abi.DEFAULT_EVENTS)
     assert not default & (arming.FAN_ACCESS | arming.FAN_MODIFY)
 
 

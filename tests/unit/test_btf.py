@@ -1,10 +1,10 @@
-"""bpftools/btf.py on a hand-built BTF blob and on this machine's kernel BTF."""
+"""bpftools/kernel/btf.py on a hand-built BTF blob and on this machine's kernel BTF."""
 import os
 import struct
 
 import pytest
 
-from bpftools import btf
+from bpftools.kernel import btf
 
 KIND_INT, KIND_PTR = 1, 2
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bpftools.cli_counting import parse_tables
+from bpftools.cli.counting import parse_tables
 from bpftools.errors import UsageError
 from bpftools.views.report import TABLES
 

@@ -1,5 +1,5 @@
 """Decoding the kernel's counter map entries (bpf/fstrace.h: struct fst_agg_key, fst_agg_val)."""
-from bpftools import counters
+from bpftools.kernel import counters
 from bpftools.model import Entry
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from bpftools import cli, events
+from bpftools import cli
+
+from bpftools import abi
 from bpftools.views.jsonl import EVENT_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +31,7 @@ def test_man_page_lists_every_json_event_key_in_order():
 
 def test_man_page_names_every_event():
     section = MAN.split(".SH EVENTS")[1].split(".SH JSON RECORDS")[0]
-    for name in events.EVENT_NAMES:
+    for name in abi.EVENT_NAMES:
         assert re.search(r"^\.BR? (%s\n|.*\b%s\b)" % (name, name), section, re.M), name
 
 
@@ -43,7 +45,7 @@ def test_man_page_documents_every_command_and_option():
 
 
 def test_every_traced_syscall_is_in_the_man_page():
-    for name in events.SYSCALL_NAMES.values():
+    for name in abi.SYSCALL_NAMES.values():
         assert re.search(r"^\.(?:B|BR|RB) (?:\( )?%s\b" % name, MAN, re.M), name
 
 

@@ -9,10 +9,10 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from bpftools import export
-from bpftools.cli_export import DEFAULT_LISTEN, parse_listen, serve
+from bpftools.export import state as export_state
+from bpftools.cli.export import DEFAULT_LISTEN, parse_listen, serve
 from bpftools.errors import UsageError
-from bpftools.events import EVENT_CODES, EVENT_NAMES
+from bpftools.abi import EVENT_CODES, EVENT_NAMES
 from bpftools.model import Entry, Tick
 
 FSTRACE = str(Path(sys.executable).with_name("fstrace"))
@@ -36,13 +36,13 @@ def tick(cgroups: dict[int, str], *entries, lost=0, overflow=None, tracked=0) ->
                 lost=lost, overflow=overflow or (0,) * N_EVENTS, tracked=tracked)
 
 
-def series(state: export.ExportState) -> dict:
+def series(state: export_state.ExportState) -> dict:
     """Published series as {(cgroup, event): n} (cgroup labels only)."""
     return {(k[0], k[-1]): n for k, n in state.published.events.items()}
 
 
-def started(**limits) -> export.ExportState:
-    s = export.ExportState(export.Limits(**limits))
+def started(**limits) -> export_state.ExportState:
+    s = export_state.ExportState(export_state.Limits(**limits))
     s.start({"version": "0"})
     return s
 
@@ -55,7 +55,7 @@ def started(**limits) -> export.ExportState:
     ("/", 2, "/"),
 ])
 def test_truncate(path, depth, label):
-    assert export.truncate(path, depth) == label
+    assert export_state.truncate(path, depth) == label
 
 
 @pytest.mark.parametrize("glob,path,hit", [
@@ -68,30 +68,30 @@ def test_truncate(path, depth, label):
     ("/", SVC, True),
 ])
 def test_glob_selects_path_and_descendants(glob, path, hit):
-    assert export.glob_selects(glob, path) is hit
+    assert export_state.glob_selects(glob, path) is hit
 
 
 def test_selected_include_then_exclude():
-    assert export.selected(SVC, (), ())
-    assert export.selected(SVC, ("system.slice",), ())
-    assert not export.selected("/user.slice", ("system.slice",), ())
-    assert not export.selected(SVC, ("system.slice",), ("*/nginx.service",))
+    assert export_state.selected(SVC, (), ())
+    assert export_state.selected(SVC, ("system.slice",), ())
+    assert not export_state.selected("/user.slice", ("system.slice",), ())
+    assert not export_state.selected(SVC, ("system.slice",), ("*/nginx.service",))
 
 
 def test_labels_come_from_the_truncated_path():
-    assert export.cgroup_labels(SVC, None) == (SVC, "nginx.service", "", "")
-    assert export.cgroup_labels(SVC, 1) == ("/system.slice", "", "", "")
-    label, unit, container, pod = export.cgroup_labels(POD, None)
+    assert export_state.cgroup_labels(SVC, None) == (SVC, "nginx.service", "", "")
+    assert export_state.cgroup_labels(SVC, 1) == ("/system.slice", "", "", "")
+    label, unit, container, pod = export_state.cgroup_labels(POD, None)
     assert (label, unit, container, pod) == (POD, "cri-containerd-" + "ab" * 32 + ".scope",
                                              "containerd:abababababab", "1234-abcd")
-    assert export.cgroup_labels(POD, 3)[2:] == ("", "1234-abcd")
-    assert export.cgroup_labels("/unknown:77", None) == (export.UNKNOWN, "", "", "")
+    assert export_state.cgroup_labels(POD, 3)[2:] == ("", "1234-abcd")
+    assert export_state.cgroup_labels("/unknown:77", None) == (export_state.UNKNOWN, "", "", "")
 
 
 def test_nothing_is_published_before_start():
-    s = export.ExportState(export.Limits())
+    s = export_state.ExportState(export_state.Limits())
     assert s.published is None
-    assert list(export.Collector(s).collect()) == []
+    assert list(export_state.Collector(s).collect()) == []
 
 
 def test_counts_accumulate_and_published_copies_do_not_change():
@@ -125,15 +125,15 @@ def test_series_limit_folds_into_overflow_and_counts_each_cgroup_once():
     s = started(max_series=2 * N_EVENTS)                # room for N_EVENTS series of their own
     cgroups = {i: "/c%03d" % i for i in range(100)}
     s.add(tick(cgroups, *[(i, i, b"w", {"create": 1, "delete": 1}) for i in range(100)]), now=0)
-    own = {k: n for k, n in series(s).items() if k[0] != export.OVERFLOW}
+    own = {k: n for k, n in series(s).items() if k[0] != export_state.OVERFLOW}
     assert len(own) == N_EVENTS                         # five cgroups, two events each
     assert len(s.published.events) <= s.limits.max_series
-    overflow = {k[1]: n for k, n in series(s).items() if k[0] == export.OVERFLOW}
+    overflow = {k[1]: n for k, n in series(s).items() if k[0] == export_state.OVERFLOW}
     assert overflow == {"create": 95, "delete": 95}
     assert s.published.folded_cgroups == 95
     s.add(tick(cgroups, *[(i, i, b"w", {"create": 1}) for i in range(100)]), now=1)
     assert s.published.folded_cgroups == 95             # the same cgroups again: not counted twice
-    assert {k[1]: n for k, n in series(s).items() if k[0] == export.OVERFLOW} == {"create": 190, "delete": 95}
+    assert {k[1]: n for k, n in series(s).items() if k[0] == export_state.OVERFLOW} == {"create": 190, "delete": 95}
     assert series(s)[("/c000", "create")] == 2          # a series keeps counting once it exists
 
 
@@ -142,7 +142,7 @@ def test_a_new_event_of_a_cgroup_with_series_can_be_folded():
     s.add(tick({1: "/a"}, (1, 1, b"w", {e: 1 for e in EVENT_NAMES})), now=0)
     s.add(tick({1: "/a", 2: "/b"}, (1, 1, b"w", {"open": 1}), (2, 2, b"w", {"open": 1})), now=1)
     assert series(s)[("/a", "open")] == 2
-    assert series(s)[(export.OVERFLOW, "open")] == 1
+    assert series(s)[(export_state.OVERFLOW, "open")] == 1
     assert s.published.folded_cgroups == 1
 
 
@@ -189,7 +189,7 @@ def test_folded_cgroups_are_forgotten_with_their_cgroup():
 
 def test_per_process_labels_and_idle_expiry():
     s = started(per_process=True, ttl=10)
-    assert s.labels == export.CGROUP_LABELS + ("comm", "pid", "event")
+    assert s.labels == export_state.CGROUP_LABELS + ("comm", "pid", "event")
     s.add(tick({1: SVC}, (1, 42, b"nginx", {"open": 1}), (1, 43, b"nginx", {"open": 2})), now=0)
     assert s.published.events[(SVC, "nginx.service", "", "", "nginx", "42", "open")] == 1
     s.add(tick({1: SVC}, (1, 43, b"nginx", {"open": 1})), now=9)
@@ -203,7 +203,7 @@ def test_per_process_labels_and_idle_expiry():
 def test_overflow_series_have_every_label():
     s = started(per_process=True, max_series=2 * N_EVENTS)
     s.add(tick({i: "/c%d" % i for i in range(30)}, *[(i, i, b"w", {"open": 1}) for i in range(30)]), now=0)
-    key = (export.OVERFLOW, "", "", "", "", "", "open")
+    key = (export_state.OVERFLOW, "", "", "", "", "", "open")
     assert s.published.events[key] == 20
 
 
@@ -230,7 +230,7 @@ def test_default_listen_is_loopback():
 @pytest.fixture
 def served():
     """A real HTTP server on a free loopback port over a state with a few series."""
-    s = export.ExportState(export.Limits(max_series=2 * N_EVENTS))
+    s = export_state.ExportState(export_state.Limits(max_series=2 * N_EVENTS))
     s.start({"version": "0.1.0", "backend": "tracepoint", "kernel": "6.18", "python": "3"})
     s.cgroup_change("mkdir", "/x", now=0)              # published with the next tick
     s.add(tick({i: "/c%d" % i for i in range(12)}, *[(i, i, b"w", {"open": 1}) for i in range(12)], tracked=4),
@@ -255,7 +255,7 @@ def test_text_format_by_default(served):
     assert ctype.startswith("text/plain; version=0.0.4")
     fams = {f.name: f for f in parse_text(body)}
     events = {(s.labels["cgroup"], s.labels["event"]): s.value for s in fams["fstrace_events"].samples}
-    assert events[(export.OVERFLOW, "open")] == 2 and len(events) == 11
+    assert events[(export_state.OVERFLOW, "open")] == 2 and len(events) == 11
     assert fams["fstrace_folded_cgroups"].samples[0].value == 2
     assert fams["fstrace_cgroups_tracked"].samples[0].value == 4
     assert {s.labels["action"]: s.value for s in fams["fstrace_cgroup_events"].samples} == {"mkdir": 1, "rmdir": 0}
@@ -308,7 +308,7 @@ def test_help_ends_with_examples():
 def test_docs_name_every_option_and_metric():
     import click
 
-    from bpftools.cli_export import export_command
+    from bpftools.cli.export import export_command
 
     text = (Path(__file__).resolve().parents[2] / "docs/export.md").read_text()
     for param in export_command.params:
@@ -317,6 +317,6 @@ def test_docs_name_every_option_and_metric():
                 assert "**%s**" % opt in text, opt
     s = started()
     s.add(tick({1: SVC}, (1, 1, b"w", {"open": 1})), now=0)
-    for family in export.Collector(s).collect():
+    for family in export_state.Collector(s).collect():
         name = family.name + ("_info" if family.type == "info" else "_total" if family.type == "counter" else "")
         assert "`%s`" % name in text, name

@@ -5,8 +5,8 @@ import struct
 
 import pytest
 
-from bpftools import fanotify as fan
-from bpftools.fanotify import FanotifyParseError, FileHandle, parse_events
+from bpftools.kernel import fanotify as fan
+from bpftools.kernel.fanotify import FanotifyParseError, FileHandle, parse_events
 
 # Recorded on Linux 6.18 (x86_64): a FAN_REPORT_DFID_NAME_TARGET group with a
 # FAN_MARK_FILESYSTEM mark on cgroup2, FAN_CREATE|FAN_DELETE|FAN_ONDIR, then

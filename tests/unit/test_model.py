@@ -2,7 +2,7 @@
 import pytest
 
 from bpftools import model
-from bpftools.events import EVENT_CODES, EVENT_NAMES
+from bpftools.abi import EVENT_CODES, EVENT_NAMES
 from bpftools.model import Aggregator, Entry, Focus, Tick
 
 WEB = "/system.slice/web.service"

@@ -1,7 +1,7 @@
 """find_cgroup2_mount() on saved /proc/self/mountinfo texts."""
 import pytest
 
-from bpftools.cgroups import Cgroup2Unavailable, cgroup2_mount, find_cgroup2_mount
+from bpftools.cgroups.map import Cgroup2Unavailable, cgroup2_mount, find_cgroup2_mount
 
 # This development VM (Debian 12 userland, Linux 6.18, no systemd): a hybrid
 # layout, v1 controllers plus cgroup2 at /sys/fs/cgroup/unified.

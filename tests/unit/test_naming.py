@@ -10,7 +10,7 @@ of a docker cgroupfs-driver container.
 """
 import pytest
 
-from bpftools.naming import Names, display_name, names_from_path, short_id
+from bpftools.cgroups.names import Names, display_name, names_from_path, short_id
 
 DOCKER_ID = "34048520ee4dcc79b692911aeb87c104e8f3d9b5a99aa269fa1f2b5a3fcfd1fd"
 K8S_DOCKER_ID = "57353a2ab1bd38bc5b00500bd4dc9795b6bf0e6e3a15479c474ccb3be605cef8"

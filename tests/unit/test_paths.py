@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from bpftools.events import AT_FDCWD
-from bpftools.paths import BoundedDict, PathResolver, join, normalize
+from bpftools.abi import AT_FDCWD
+from bpftools.session.paths import BoundedDict, PathResolver, join, normalize
 
 
 @pytest.mark.parametrize("raw,norm", [

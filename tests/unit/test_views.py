@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from bpftools.naming import Names
+from bpftools.cgroups.names import Names
 from bpftools.session import FileEvent, split_cgroup_specs
 from bpftools.views import jsonl, text
-from bpftools.views.render import decode_name, errno_name, terminal_safe
+from bpftools.escape import decode_name, errno_name, terminal_safe
 
 
 def ev(**kw):

@@ -6,7 +6,7 @@ Optionally runs a command in a transient cgroup and traces only that subtree.
 
 With Options.aggregate (top, report) the kernel counts instead of sending
 events: once per sink.interval the session drains the counters
-(bpftools/counters.py), names their cgroups and files, and hands the sink
+(bpftools/kernel/counters.py), names their cgroups and files, and hands the sink
 one model.Tick.  Only cgroup changes, task bookkeeping and the names of new
 file keys come through the ring buffer then.
 """
@@ -22,14 +22,18 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 
-from . import cgroups, events, probe
-from .counters import KEY_FD, Counters
-from .errors import CommandNotFound, UsageError
-from .events import EVENT_NAMES, F_DIR, REC_CGROUP, REC_FILE, REC_NAME, REC_TASK, TASK_CHDIR, TASK_FORK, Record
-from .model import Tick, within
-from .naming import Names, names_from_path
-from .paths import BoundedDict, PathResolver, join
-from .views.render import decode_name
+from bpftools.cgroups import map as cgroup_map
+
+from bpftools import abi
+
+from bpftools.kernel import probe
+from bpftools.kernel.counters import KEY_FD, Counters
+from bpftools.errors import CommandNotFound, UsageError
+from bpftools.abi import EVENT_NAMES, F_DIR, REC_CGROUP, REC_FILE, REC_NAME, REC_TASK, TASK_CHDIR, TASK_FORK, Record
+from bpftools.model import Tick, within
+from bpftools.cgroups.names import Names, names_from_path
+from bpftools.session.paths import BoundedDict, PathResolver, join
+from bpftools.escape import decode_name
 
 POLL_MS = 50
 # Streaming, the ring holds a burst of ~200k events (8192 pages: 32 MiB) while Python, at ~90k/s, catches
@@ -37,7 +41,7 @@ POLL_MS = 50
 STREAM_RING_PAGES = 8192
 COUNT_RING_PAGES = 2048
 MAX_CGROUPS_SEEN = 8192     # cgroup id -> (CgroupInfo, path, Names, wanted) of recent events
-EV_OPEN, EV_CREATE = events.EVENT_CODES["open"], events.EVENT_CODES["create"]
+EV_OPEN, EV_CREATE = abi.EVENT_CODES["open"], abi.EVENT_CODES["create"]
 MAX_FILE_NAMES = 262144     # file key -> (path, as text); above the kernel's FST_AGG_NAMES: it rarely asks twice
 
 # A cgroup's names depend on its path only; busy cgroups are asked for them per event.
@@ -49,7 +53,7 @@ class Options:
     """Everything a user chose, validated by the CLI."""
 
     backend: str = "auto"
-    events: tuple[str, ...] = events.DEFAULT_EVENTS
+    events: tuple[str, ...] = abi.DEFAULT_EVENTS
     failed: bool = False
     pids: tuple[int, ...] = ()
     comms: tuple[str, ...] = ()
@@ -172,10 +176,10 @@ class Session:
         self.child: subprocess.Popen | None = None
         self.transient: TransientCgroup | None = None
         try:
-            self.mount = cgroups.cgroup2_mount()
-        except cgroups.Cgroup2Unavailable:
+            self.mount = cgroup_map.cgroup2_mount()
+        except cgroup_map.Cgroup2Unavailable:
             self.mount = None       # events still flow, with bare cgroup ids
-        self.cgmap = cgroups.CgroupMap(mount=self.mount) if self.mount else None
+        self.cgmap = cgroup_map.CgroupMap(mount=self.mount) if self.mount else None
         self._globs: list[str] = []
         self._subtrees: list[str] = []
         self._offset = time.time() - time.monotonic()
@@ -285,7 +289,7 @@ class Session:
 
     # --- the stream -------------------------------------------------------------
     def _on_bytes(self, data: bytes) -> None:
-        rec = events.decode(data)
+        rec = abi.decode(data)
         if rec.type == REC_FILE:
             self._file(rec)
         elif rec.type == REC_TASK:
@@ -298,7 +302,7 @@ class Session:
         elif rec.type == REC_NAME:
             self._learn_name(rec)
         elif rec.type == REC_CGROUP and self.cgmap:
-            action = events.CG_ACTIONS[rec.op]
+            action = abi.CG_ACTIONS[rec.op]
             path = os.fsdecode(rec.name1 or b"")      # as the sweep and fanotify spell it
             self._cgroup_changes(self.cgmap.feed(action, rec.cgroup_id, path, rec.ts_ns / 1e9))
 

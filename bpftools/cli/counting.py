@@ -13,11 +13,13 @@ import time
 import click
 from rich.console import Console
 
-from . import events, model
-from .errors import UsageError
-from .paths import normalize
-from .probe import BACKENDS
-from .views.report import TABLES
+from bpftools import abi
+
+from bpftools import model
+from bpftools.errors import UsageError
+from bpftools.session.paths import normalize
+from bpftools.kernel.probe import BACKENDS
+from bpftools.views.report import TABLES
 
 EPILOG_TOP = """\b
 Examples:
@@ -43,7 +45,7 @@ def filter_options(f):
         click.option("-c", "--comm", "comms", multiple=True, metavar="NAME", help="Only processes with this name."),
         click.option("-e", "--event", "event_spec", metavar="LIST",
                      help="Events to count, comma-separated: %s, 'default' or 'all' (the default)."
-                          % ",".join(events.EVENT_NAMES)),
+                          % ",".join(abi.EVENT_NAMES)),
         click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
                      help="Only this cgroup subtree: an id, a path or a glob (as in trace)."),
         click.option("--path", "path_prefixes", multiple=True, metavar="PREFIX",
@@ -79,10 +81,10 @@ def parse_prefixes(values) -> tuple[str, ...]:
 
 def session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, mounts, failed: bool,
                     duration=None, command=()):
-    from .cli import parse_duration, parse_event_option, parse_pids   # cli imports this module
-    from .session import Options
+    from bpftools.cli import parse_duration, parse_event_option, parse_pids   # cli imports this module
+    from bpftools.session import Options
     return Options(
-        backend=backend, events=parse_event_option(event_spec, default=events.EVENT_NAMES), failed=failed,
+        backend=backend, events=parse_event_option(event_spec, default=abi.EVENT_NAMES), failed=failed,
         pids=parse_pids(pids), comms=tuple(comms), cgroups=tuple(cgroups),
         duration=parse_duration(duration) if duration else None, command=tuple(command),
         mounts=tuple(mounts), aggregate=True, path_prefixes=parse_prefixes(path_prefixes),
@@ -111,8 +113,8 @@ def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids
     groups, Enter drills in, / filters, p pauses, + - change the interval,
     q quits.
     """
-    from .session import Session
-    from .views import top as view
+    from bpftools.session import Session
+    from bpftools.views import top as view
 
     if interval <= 0:
         raise UsageError("bad --interval %g: give a positive number of seconds" % interval)
@@ -196,8 +198,8 @@ def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pid
     descendants do (daemons included) until the cgroup is empty, and exit
     with CMD's status.  Failed operations are always counted (by errno).
     """
-    from .session import Session
-    from .views import report as view
+    from bpftools.session import Session
+    from bpftools.views import report as view
 
     tables = parse_tables(by)
     check_writable(svg_file, "file")

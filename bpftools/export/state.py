@@ -1,6 +1,6 @@
 """`fstrace export`: Prometheus metrics from the in-kernel counters, with bounded cardinality.
 
-The session (bpftools/session.py, Options.aggregate) hands an ``ExportSink``
+The session (bpftools/session/, Options.aggregate) hands an ``ExportSink``
 one model.Tick per interval and every cgroup mkdir/rmdir; ``ExportState``
 folds them into cumulative counters.  After each tick it publishes an
 immutable ``Published`` copy, and the ``Collector`` -- called by
@@ -37,9 +37,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .events import CG_ACTIONS, EVENT_NAMES
-from .model import Tick
-from .naming import names_from_path
+from bpftools.abi import CG_ACTIONS, EVENT_NAMES
+from bpftools.model import Tick
+from bpftools.cgroups.names import names_from_path
 
 DEFAULT_MAX_SERIES = 10000
 DEFAULT_TTL = 300.0             # seconds: several scrape intervals, so the last increments are scraped

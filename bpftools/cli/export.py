@@ -1,9 +1,9 @@
 """`fstrace export`: serve the in-kernel counters as Prometheus / OpenMetrics metrics.
 
-A thin click command: options -> session Options + export.Limits; the
+A thin click command: options -> session Options + export_state.Limits; the
 session's main loop feeds an ExportState once per interval, and
 prometheus_client's HTTP server answers scrapes from its own threads with
-what the state last published (bpftools/export.py).
+what the state last published (bpftools/export/state.py).
 """
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import sys
 
 import click
 
-from . import __version__, export
-from .cli_counting import filter_options, session_options
-from .errors import UsageError
+from bpftools import __version__
+
+from bpftools.export import state as export_state
+from bpftools.cli.counting import filter_options, session_options
+from bpftools.errors import UsageError
 
 DEFAULT_PORT = 19435
 DEFAULT_LISTEN = "127.0.0.1:%d" % DEFAULT_PORT
@@ -40,13 +42,13 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(m.group(3))
 
 
-def serve(state: export.ExportState, host: str, port: int):
+def serve(state: export_state.ExportState, host: str, port: int):
     """Start answering scrapes (from a thread): the server and its thread."""
     from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)     # the exporter's own CPU and memory
-    registry.register(export.Collector(state))
+    registry.register(export_state.Collector(state))
     try:
         return start_http_server(port, addr=host, registry=registry)
     except OSError as e:
@@ -68,10 +70,10 @@ def url_host(host: str, port: int) -> str:
               help="Only cgroups matching GLOB, or below one that does (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Not cgroups matching GLOB, nor those below one that does (repeatable).")
-@click.option("--max-series", type=click.IntRange(min=2 * len(export.EVENT_NAMES)),
-              default=export.DEFAULT_MAX_SERIES, show_default=True, metavar="N",
+@click.option("--max-series", type=click.IntRange(min=2 * len(export_state.EVENT_NAMES)),
+              default=export_state.DEFAULT_MAX_SERIES, show_default=True, metavar="N",
               help="At most N fstrace_events_total series; the rest is counted in cgroup=\"%s\"."
-                   % export.OVERFLOW)
+                   % export_state.OVERFLOW)
 @click.option("--ttl", default="5m", show_default=True, metavar="TIME",
               help="How long the series of a removed cgroup (--per-process: of an idle process) stay.")
 @click.option("--per-process", is_flag=True, help="Also label events with comm and pid (many more series).")
@@ -84,19 +86,19 @@ def export_command(listen, interval, depth, include, exclude, max_series, ttl, p
     format or OpenMetrics, as the scraper asks.  Every event type is counted
     unless -e says otherwise.  SIGTERM or SIGINT end it.
     """
-    from .cli import parse_duration
-    from .session import Session
+    from bpftools.cli import parse_duration
+    from bpftools.session import Session
 
     if interval <= 0:
         raise UsageError("bad --interval %g: give a positive number of seconds" % interval)
     host, port = parse_listen(listen)
-    limits = export.Limits(depth=depth, include=tuple(include), exclude=tuple(exclude), max_series=max_series,
+    limits = export_state.Limits(depth=depth, include=tuple(include), exclude=tuple(exclude), max_series=max_series,
                            ttl=parse_duration(ttl), per_process=per_process)
     opts = session_options(failed=False, **filters)     # the filters top and report have, whichever they are
-    state = export.ExportState(limits)
+    state = export_state.ExportState(limits)
     server, thread = serve(state, host, port)
     try:
-        session = Session(opts, export.ExportSink(state, interval))
+        session = Session(opts, export_state.ExportSink(state, interval))
         try:
             info = session.start()
             state.start({"version": __version__, "backend": info.backend, "kernel": info.kernel,

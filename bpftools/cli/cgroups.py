@@ -16,10 +16,12 @@ import time
 
 import click
 
-from . import cgroups, events
-from .errors import MissingKernelFeature
-from .naming import names_from_path
-from .views.render import terminal_safe
+from bpftools.cgroups import map as cgroup_map
+
+from bpftools import abi
+from bpftools.errors import MissingKernelFeature
+from bpftools.cgroups.names import names_from_path
+from bpftools.escape import terminal_safe
 
 EPILOG = """\b
 Examples:
@@ -32,8 +34,8 @@ Examples:
 
 def _mount() -> str:
     try:
-        return cgroups.cgroup2_mount()
-    except cgroups.Cgroup2Unavailable as e:
+        return cgroup_map.cgroup2_mount()
+    except cgroup_map.Cgroup2Unavailable as e:
         raise MissingKernelFeature("cgroup2", str(e)) from None
 
 
@@ -97,17 +99,17 @@ def cgroups_command(as_json, watch, duration):
     Ids are what bpf_get_current_cgroup_id() returns, paths are relative to
     the cgroup2 root; units and containers are derived from the path.
     """
-    from .cli import parse_duration
+    from bpftools.cli import parse_duration
 
     mount = _mount()
     limit = parse_duration(duration) if duration else None
     if watch:
         sys.exit(_watch(mount, as_json, limit))
-    with cgroups.CgroupMap(mount=mount, sources=("sweep", "fanotify")) as cgmap:
+    with cgroup_map.CgroupMap(mount=mount, sources=("sweep", "fanotify")) as cgmap:
         now = time.time()
         recs = sorted((entry_record(i, now, mount) for i in cgmap.entries()), key=lambda r: r["path"])
         sources = cgmap.sources
-    from . import probe
+    from bpftools.kernel import probe
     sources["tracepoint"] = ("available (used by --watch and trace)"
                              if all(probe.tracepoint_exists(probe.tracefs(), tp) for tp in probe.CGROUP_TRACEPOINTS)
                              else "off: no cgroup tracepoints on this kernel")
@@ -118,7 +120,7 @@ def cgroups_command(as_json, watch, duration):
 
 
 def _watch(mount: str, as_json: bool, limit: float | None) -> int:
-    from . import probe
+    from bpftools.kernel import probe
 
     offset = time.time() - time.monotonic()
     out = sys.stdout
@@ -130,10 +132,10 @@ def _watch(mount: str, as_json: bool, limit: float | None) -> int:
             out.write((json.dumps(rec, ensure_ascii=False) if as_json else change_line(rec)) + "\n")
 
     def on_record(data):
-        rec = events.decode(data)
-        if rec.type == events.REC_CGROUP:
+        rec = abi.decode(data)
+        if rec.type == abi.REC_CGROUP:
             path = os.fsdecode(rec.name1 or b"")      # as the sweep and fanotify spell it
-            emit(cgmap.feed(events.CG_ACTIONS[rec.op], rec.cgroup_id, path, rec.ts_ns / 1e9))
+            emit(cgmap.feed(abi.CG_ACTIONS[rec.op], rec.cgroup_id, path, rec.ts_ns / 1e9))
 
     p = probe.Probe(probe.ProbeConfig(backend=probe.CGROUPS_ONLY), on_record)
     # The tracepoints report every change, in order, with its path; fanotify,
@@ -141,10 +143,10 @@ def _watch(mount: str, as_json: bool, limit: float | None) -> int:
     # them where they are missing.  Records sent before the sweep are
     # reported once: the map drops a mkdir it already holds.
     if "cgroup/cgroup_mkdir" in p.report.skipped:
-        cgmap = cgroups.CgroupMap(mount=mount, sources=("sweep", "fanotify"))
+        cgmap = cgroup_map.CgroupMap(mount=mount, sources=("sweep", "fanotify"))
         cgmap.disable("tracepoint", p.report.skipped["cgroup/cgroup_mkdir"])
     else:
-        cgmap = cgroups.CgroupMap(mount=mount, sources=("sweep", "tracepoint"))
+        cgmap = cgroup_map.CgroupMap(mount=mount, sources=("sweep", "tracepoint"))
     stop = []
     old = {s: signal.signal(s, lambda *_: stop.append(1)) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 
-from .events import AT_FDCWD
+from bpftools.abi import AT_FDCWD
 
 MAX_FILES = 65536      # file_id -> path; matches the kernel's fd table
 MAX_TASKS = 32768      # tgid -> cwd, tgid -> ppid

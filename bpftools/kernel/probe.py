@@ -18,9 +18,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 
-from . import arming, btf, events, features
-from .errors import BpfLoadError, FstraceError, MissingDependency, MissingKernelFeature, NotPrivileged
-from .ringbuf import RingBuffer
+from bpftools.kernel import arming
+
+from bpftools.kernel import btf
+
+from bpftools import abi
+
+from bpftools.kernel import features
+from bpftools.errors import BpfLoadError, FstraceError, MissingDependency, MissingKernelFeature, NotPrivileged
+from bpftools.kernel.ringbuf import RingBuffer
 
 BACKENDS = ("fentry", "kprobe", "tracepoint")       # the order --backend auto tries them in
 FSNOTIFY_BACKENDS = ("fentry", "kprobe")
@@ -87,7 +93,7 @@ def tracepoint_exists(tracefs_dir: str, name: str) -> bool:
 def missing_syscalls(tracefs_dir: str) -> list[str]:
     """Followed syscalls this kernel does not have (they simply never occur)."""
     return sorted(
-        name for name in events.SYSCALL_NAMES.values()
+        name for name in abi.SYSCALL_NAMES.values()
         if not tracepoint_exists(tracefs_dir, "syscalls/sys_enter_" + name)
     )
 
@@ -149,7 +155,7 @@ class ProbeConfig:
     """
 
     backend: str = "tracepoint"
-    events: tuple[str, ...] = events.DEFAULT_EVENTS
+    events: tuple[str, ...] = abi.DEFAULT_EVENTS
     failed: bool = False
     pids: tuple[int, ...] = ()
     comms: tuple[str, ...] = ()
@@ -197,7 +203,7 @@ def cflags(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> list[str]:
     flags = [
         "-I" + bpf_dir,
         "-DFST_SELF_TGID=%d" % self_tgid,
-        "-DFST_EVENT_MASK=%du" % events.event_mask(cfg.events),
+        "-DFST_EVENT_MASK=%du" % abi.event_mask(cfg.events),
         "-DFST_RB_PAGES=%d" % cfg.ring_pages,
         "-DFST_WAKE_EVERY=%d" % cfg.wake_every,
     ]
@@ -371,7 +377,7 @@ class Probe:
             table = self.bpf["comm_filter"]
             for comm in self.cfg.comms:
                 key = table.Key()
-                raw = comm.encode()[: events.COMM_LEN - 1]
+                raw = comm.encode()[: abi.COMM_LEN - 1]
                 ct.memmove(ct.addressof(key), raw, len(raw))
                 table[key] = ct.c_uint8(1)
 

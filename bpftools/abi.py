@@ -14,7 +14,7 @@ COMM_LEN = 16
 REC_FILE = 1
 REC_CGROUP = 2
 REC_TASK = 3
-REC_NAME = 4      # FST_AGGREGATE: the name behind a file key (see bpftools/counters.py)
+REC_NAME = 4      # FST_AGGREGATE: the name behind a file key (see bpftools/kernel/counters.py)
 
 # The event names of the JSON record contract, indexed by FST_EV_* code.
 EVENT_NAMES = (

@@ -12,9 +12,11 @@ import time
 
 import click
 
-from . import __version__, events
-from .errors import FstraceError, UsageError
-from .probe import BACKENDS
+from bpftools import __version__
+
+from bpftools import abi
+from bpftools.errors import FstraceError, UsageError
+from bpftools.kernel.probe import BACKENDS
 
 DURATION_UNITS = {"": 1, "s": 1, "ms": 0.001, "m": 60, "h": 3600}
 
@@ -36,11 +38,11 @@ def parse_pids(values) -> tuple[int, ...]:
     return tuple(pids)
 
 
-def parse_event_option(value: str | None, default=events.DEFAULT_EVENTS) -> tuple[str, ...]:
+def parse_event_option(value: str | None, default=abi.DEFAULT_EVENTS) -> tuple[str, ...]:
     if value is None:
         return default
     try:
-        return events.parse_events(value)
+        return abi.parse_events(value)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -72,7 +74,7 @@ def cli():
 @click.option("-c", "--comm", "comms", multiple=True, metavar="NAME", help="Only processes with this name.")
 @click.option("-e", "--event", "event_spec", metavar="LIST",
               help="Events to trace, comma-separated: %s, 'default' (all but access,modify) or 'all'."
-                   % ",".join(events.EVENT_NAMES))
+                   % ",".join(abi.EVENT_NAMES))
 @click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
               help="Only this cgroup subtree: an id, a path (system.slice/nginx.service) or a glob "
                    "('system.slice/*.service', followed as new matches appear).")
@@ -92,7 +94,7 @@ def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, 
     starts, and exit with its status once the cgroup is empty.  Reads
     (access) and writes (modify) are left out unless asked for with -e.
     """
-    from .session import Options, Session
+    from bpftools.session import Options, Session
 
     opts = Options(
         backend=backend, events=parse_event_option(event_spec), failed=failed, pids=parse_pids(pids),
@@ -101,7 +103,8 @@ def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, 
         mounts=tuple(mounts),
     )
     if dump_bpf:
-        from . import btf, probe
+        from bpftools.kernel import btf
+        from bpftools.kernel import probe
         shown = BACKENDS[0] if backend == "auto" else backend
         cfg = probe.ProbeConfig(events=opts.events, failed=failed, pids=opts.pids, comms=opts.comms,
                                 cgroup_filter=bool(cgroups or command))
@@ -113,10 +116,10 @@ def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, 
         return
     out = sys.stdout.buffer
     if as_json:
-        from .views.jsonl import JsonSink
+        from bpftools.views.jsonl import JsonSink
         sink = JsonSink(out)
     else:
-        from .views.text import TextSink
+        from bpftools.views.text import TextSink
         sink = TextSink(out, sys.stderr, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
     session = Session(opts, sink)
     status = 0
@@ -136,14 +139,14 @@ def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, 
     sys.exit(status)
 
 
-from .cli_counting import report, top  # noqa: E402  (it uses the helpers above)
+from bpftools.cli.counting import report, top  # noqa: E402  (it uses the helpers above)
 
-from .cli_cgroups import cgroups_command  # noqa: E402
+from bpftools.cli.cgroups import cgroups_command  # noqa: E402
 
 cli.add_command(cgroups_command)
 cli.add_command(top)
 cli.add_command(report)
-from .cli_export import export_command  # noqa: E402
+from bpftools.cli.export import export_command  # noqa: E402
 cli.add_command(export_command)
 
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from operator import add
 from typing import NamedTuple
 
-from .events import EVENT_CODES, EVENT_NAMES
-from .naming import names_from_path
+from bpftools.abi import EVENT_CODES, EVENT_NAMES
+from bpftools.cgroups.names import names_from_path
 
 EV_COUNT = len(EVENT_NAMES)
 

@@ -20,8 +20,8 @@ import ctypes
 import errno
 import os
 import struct
-from .events import COMM_LEN, EVENT_NAMES
-from .model import Entry
+from bpftools.abi import COMM_LEN, EVENT_NAMES
+from bpftools.model import Entry
 
 EV_COUNT = len(EVENT_NAMES)
 KEY_FD = 1 << 63                # file key of a file known only by its file id
