@@ -6,7 +6,8 @@ Python (decode, path and cgroup resolution, formatting) is faster than the
 events arrive: this is the ceiling the BPF side cannot lift.  This replays
 records as the tracepoint backend sends them for fstb-fileops' loop (create,
 write, close, rename, open, read, close, unlink) through a real Session and
-its JSON (or text) sink, writing to /dev/null, with the cgroup map live.
+its JSON (or text) sink, writing to /dev/null, with the cgroup map live: the
+session's probe is a ReplayProbe (bpftools/kernel/replay.py), its public seam.
 
     .venv/bin/python bench/pipeline.py [--records N] [--text] [--profile]
 
@@ -26,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bpftools import abi  # noqa: E402
 from bpftools.abi import REC_FILE, Record  # noqa: E402
-from bpftools.session import Options, Session  # noqa: E402
+from bpftools.kernel.replay import RECORD, ReplayProbe, frame  # noqa: E402
+from bpftools.session import open_session  # noqa: E402
+from bpftools.session.contract import Options  # noqa: E402
 
 SYSCALLS = {name: nr for nr, name in abi.SYSCALL_NAMES.items()}
 
@@ -57,6 +60,14 @@ def loop_records(rounds: int, cgroup_id: int, base: bytes) -> list[bytes]:
     return out
 
 
+def _own_cgroup_id() -> int:
+    """The cgroup2 id of this process's cgroup (the map knows it from its sweep)."""
+    from bpftools.cgroups.map import cgroup2_mount
+    with open("/proc/self/cgroup") as f:
+        path = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+    return os.stat(os.path.join(cgroup2_mount(), path.lstrip("/"))).st_ino
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=200_000, help="records to replay (default 200000)")
@@ -70,16 +81,17 @@ def main() -> int:
         else:
             from bpftools.views.jsonl import JsonSink
             sink = JsonSink(out)
-        session = Session(Options(events=abi.EVENT_NAMES), sink)
-        cgroup_id = next(iter(session.cgmap.entries())).id if session.cgmap else 0  # a cgroup the map knows
+        cgroup_id = _own_cgroup_id()         # a cgroup the map knows
         records = loop_records(args.records // 8, cgroup_id, b"/tmp/fstrace-pipeline")
-        feed = session._on_bytes
+        recording = b"".join(frame(RECORD, data) for data in records)
+        session = open_session(Options(events=abi.EVENT_NAMES, duration=0), sink,
+                               load_probe=lambda cfg, on_record: ReplayProbe(recording, cfg, on_record))
+        session.start()
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
             profiler.enable()
         started, cpu = time.perf_counter(), time.process_time()
-        for data in records:
-            feed(memoryview(data))
+        session.run()           # a duration of 0: one poll, which delivers every record
         sink.flush()
         took, cpu = time.perf_counter() - started, time.process_time() - cpu
         if profiler:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 PATH_MAX = 4096
 COMM_LEN = 16
@@ -192,3 +193,20 @@ def event_mask(names) -> int:
     for n in names:
         mask |= 1 << EVENT_CODES[n]
     return mask
+
+
+# --- the counter maps of FST_AGGREGATE (struct fst_agg_key, struct fst_agg_val) ---------------
+KEY_FD = 1 << 63                # file key of a file known only by its file id (FST_KEY_FD)
+AGG_KEY = struct.Struct("=QQII")    # cgroup_id, file, pid, err
+AGG_VALUE = struct.Struct("=%dQ%ds" % (len(EVENT_NAMES), COMM_LEN))    # n[FST_EV_COUNT], comm
+
+
+class Entry(NamedTuple):
+    """One counter map entry: what one process did to one file in one cgroup (a tuple: 10k per tick)."""
+
+    cgroup_id: int
+    file: int               # file key; NO_FILE when none is known
+    pid: int
+    err: int                # errno of failed operations; 0 when they succeeded
+    comm: bytes
+    counts: tuple[int, ...]  # per EVENT_NAMES

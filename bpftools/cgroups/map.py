@@ -45,8 +45,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from bpftools.kernel import fanotify as fan
 from bpftools.cgroups.names import Names, names_from_path
+from bpftools.kernel import fanotify as fan
 
 MOUNTINFO = "/proc/self/mountinfo"
 SOURCES = ("sweep", "fanotify", "tracepoint")

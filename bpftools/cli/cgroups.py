@@ -16,11 +16,11 @@ import time
 
 import click
 
-from bpftools.cgroups import map as cgroup_map
-
 from bpftools import abi
-from bpftools.errors import MissingKernelFeature
+from bpftools.cgroups import map as cgroup_map
 from bpftools.cgroups.names import names_from_path
+from bpftools.cli.options import parse_duration
+from bpftools.errors import MissingKernelFeature
 from bpftools.escape import terminal_safe
 
 EPILOG = """\b
@@ -99,8 +99,6 @@ def cgroups_command(as_json, watch, duration):
     Ids are what bpf_get_current_cgroup_id() returns, paths are relative to
     the cgroup2 root; units and containers are derived from the path.
     """
-    from bpftools.cli import parse_duration
-
     mount = _mount()
     limit = parse_duration(duration) if duration else None
     if watch:

@@ -6,19 +6,15 @@ session drives a sink from bpftools/views/top.py or views/report.py.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import time
 
 import click
 from rich.console import Console
 
-from bpftools import abi
-
 from bpftools import model
+from bpftools.cli.app import quiet_stdout, run_session, say
+from bpftools.cli.options import count_filters, filter_words, session_options
 from bpftools.errors import UsageError
-from bpftools.session.paths import normalize
-from bpftools.kernel.probe import BACKENDS
 from bpftools.views.report import TABLES
 
 EPILOG_TOP = """\b
@@ -38,59 +34,6 @@ Examples:
 """
 
 
-def filter_options(f):
-    """The filters `trace` has, for the counting commands."""
-    for decorator in reversed((
-        click.option("-p", "--pid", "pids", multiple=True, metavar="PID[,PID…]", help="Only these processes."),
-        click.option("-c", "--comm", "comms", multiple=True, metavar="NAME", help="Only processes with this name."),
-        click.option("-e", "--event", "event_spec", metavar="LIST",
-                     help="Events to count, comma-separated: %s, 'default' or 'all' (the default)."
-                          % ",".join(abi.EVENT_NAMES)),
-        click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
-                     help="Only this cgroup subtree: an id, a path or a glob (as in trace)."),
-        click.option("--path", "path_prefixes", multiple=True, metavar="PREFIX",
-                     help="Only files under this absolute path (decided in user space, on resolved paths)."),
-        click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
-                     help="Where to hook the kernel (as in trace)."),
-        click.option("--mount", "mounts", multiple=True, metavar="PATH",
-                     help="fentry/kprobe: count only on the filesystem PATH is on (as in trace)."),
-    )):
-        f = decorator(f)
-    return f
-
-
-def filter_words(pids, comms, event_spec, cgroups, path_prefixes) -> tuple[str, ...]:
-    """The active filters as the header shows them."""
-    words = []
-    words += ["--pid %s" % ",".join(map(str, pids))] if pids else []
-    words += ["--comm %s" % c for c in comms]
-    words += ["-e %s" % event_spec] if event_spec else []
-    words += ["--cgroup %s" % c for c in cgroups]
-    words += ["--path %s" % p for p in path_prefixes]
-    return tuple(words)
-
-
-def parse_prefixes(values) -> tuple[str, ...]:
-    out = []
-    for v in values:
-        if not v.startswith("/"):
-            raise UsageError("bad --path %r: give an absolute path, e.g. --path /srv" % v)
-        out.append(normalize(v.encode()).decode())
-    return tuple(out)
-
-
-def session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, mounts, failed: bool,
-                    duration=None, command=()):
-    from bpftools.cli import parse_duration, parse_event_option, parse_pids   # cli imports this module
-    from bpftools.session import Options
-    return Options(
-        backend=backend, events=parse_event_option(event_spec, default=abi.EVENT_NAMES), failed=failed,
-        pids=parse_pids(pids), comms=tuple(comms), cgroups=tuple(cgroups),
-        duration=parse_duration(duration) if duration else None, command=tuple(command),
-        mounts=tuple(mounts), aggregate=True, path_prefixes=parse_prefixes(path_prefixes),
-    )
-
-
 @click.command(epilog=EPILOG_TOP)
 @click.option("-i", "--interval", type=float, default=1.0, show_default=True, metavar="SECONDS",
               help="Seconds between refreshes.")
@@ -103,7 +46,7 @@ def session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, mo
 @click.option("-n", "--iterations", type=click.IntRange(min=1), metavar="N", help="Stop after N ticks.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document per tick (implies -b).")
 @click.option("--failed", is_flag=True, help="Also count operations that failed (a fail column).")
-@filter_options
+@count_filters
 def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids, comms, event_spec, cgroups,
         path_prefixes, backend, mounts):
     """A live view of file activity per cgroup, process, file or event type.
@@ -113,48 +56,26 @@ def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids
     groups, Enter drills in, / filters, p pauses, + - change the interval,
     q quits.
     """
-    from bpftools.session import Session
     from bpftools.views import top as view
 
     if interval <= 0:
         raise UsageError("bad --interval %g: give a positive number of seconds" % interval)
-    opts = session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, mounts, failed)
+    opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed, aggregate=True,
+                           path_prefixes=path_prefixes)
     state = view.ViewState(group=group, sort=sort, reverse=reverse, interval=interval)
     meta = view.Meta(filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes))
     keys_fd = _terminal_fd()
+    announce = None
     if batch or as_json or keys_fd is None or not sys.stdout.isatty():
         console = Console(width=_batch_width(), no_color="NO_COLOR" in os.environ or not sys.stdout.isatty(),
                           highlight=False)
         sink = view.Batch(console, state, meta, iterations, as_json, out=sys.stdout)
+
+        def announce(info):
+            say("counting with the %s backend on kernel %s, a table every %gs" % (info.backend, info.kernel, interval))
     else:
         sink = view.Interactive(Console(highlight=False), state, meta, keys_fd)
-    session = Session(opts, sink)
-    try:
-        info = session.start()
-        _stop_on_signals(session)
-        if isinstance(sink, view.Batch):
-            _say("counting with the %s backend on kernel %s, a table every %gs"
-                 % (info.backend, info.kernel, interval))
-        sink.start(info, time.time(), os.getpid())
-        session.run()
-    except BrokenPipeError:
-        _quiet_stdout()
-    finally:
-        if isinstance(sink, view.Interactive):
-            sink.close()
-        session.close()
-
-
-def _stop_on_signals(session) -> None:
-    """From the moment counting is announced, SIGINT and SIGTERM end the run with its output."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, session.request_stop)
-
-
-def _say(text: str) -> None:
-    """One line of news on stderr (a script can wait for it: counting has begun)."""
-    sys.stderr.write("fstrace: %s\n" % text)
-    sys.stderr.flush()
+    run_session(opts, sink, announce)
 
 
 def _terminal_fd() -> int | None:
@@ -167,12 +88,6 @@ def _batch_width() -> int:
         return max(80, int(os.environ.get("COLUMNS", "")))
     except ValueError:
         return 120
-
-
-def _quiet_stdout() -> None:
-    """The reader went away (| head): end quietly, like any filter."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
 
 
 @click.command(epilog=EPILOG_REPORT)
@@ -188,7 +103,7 @@ def _quiet_stdout() -> None:
 @click.option("--csv", "csv_dir", metavar="DIR", help="Also write one CSV file per table into DIR.")
 @click.option("--svg", "svg_file", metavar="FILE", help="Also write the report as a self-contained SVG picture.")
 @click.option("--html", "html_file", metavar="FILE", help="Also write the report as a self-contained HTML page.")
-@filter_options
+@count_filters
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS…]")
 def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pids, comms, event_spec, cgroups,
            path_prefixes, backend, mounts, command):
@@ -198,27 +113,23 @@ def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pid
     descendants do (daemons included) until the cgroup is empty, and exit
     with CMD's status.  Failed operations are always counted (by errno).
     """
-    from bpftools.session import Session
     from bpftools.views import report as view
 
     tables = parse_tables(by)
     check_writable(svg_file, "file")
     check_writable(html_file, "file")
     check_writable(csv_dir, "directory")
-    opts = session_options(pids, comms, event_spec, cgroups, path_prefixes, backend, mounts, failed=True,
-                           duration=duration, command=command)
+    opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed=True, aggregate=True,
+                           path_prefixes=path_prefixes, duration=duration, command=command)
     sink = view.ReportSink()
-    session = Session(opts, sink)
-    status = 0
-    try:
-        info = session.start()
-        _stop_on_signals(session)
+
+    def announce(info):
         until = ("when %s and all it started have ended" % command[0] if command
                  else "after %gs" % opts.duration if duration else "at Ctrl-C")
-        _say("counting with the %s backend on kernel %s; the report comes %s" % (info.backend, info.kernel, until))
-        status = session.run()
-    finally:
-        session.close()
+        say("counting with the %s backend on kernel %s; the report comes %s" % (info.backend, info.kernel, until))
+    info, status = run_session(opts, sink, announce)
+    if info is None:            # the reader went away before counting began
+        sys.exit(status)
     meta = view.ReportMeta(backend=info.backend, kernel=info.kernel, command=tuple(command),
                            command_cgroup=info.command_cgroup, exit_status=status if command else None,
                            filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes))
@@ -233,7 +144,7 @@ def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pid
             view.print_report(rep, console)
         sys.stdout.flush()
     except BrokenPipeError:
-        _quiet_stdout()
+        quiet_stdout()
     for path, write in ((svg_file, view.to_svg), (html_file, view.to_html)):
         if path:
             _write_file(path, write(rep))

@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import platform
 import re
-import sys
 
 import click
 
 from bpftools import __version__
-
-from bpftools.export import state as export_state
-from bpftools.cli.counting import filter_options, session_options
+from bpftools.cli.app import run_session, say
+from bpftools.cli.options import count_filters, parse_duration, session_options
 from bpftools.errors import UsageError
+from bpftools.export import prometheus
+from bpftools.export import state as export_state
 
 DEFAULT_PORT = 19435
 DEFAULT_LISTEN = "127.0.0.1:%d" % DEFAULT_PORT
@@ -42,23 +42,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(m.group(3))
 
 
-def serve(state: export_state.ExportState, host: str, port: int):
-    """Start answering scrapes (from a thread): the server and its thread."""
-    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
-
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)     # the exporter's own CPU and memory
-    registry.register(export_state.Collector(state))
-    try:
-        return start_http_server(port, addr=host, registry=registry)
-    except OSError as e:
-        raise UsageError("cannot listen on %s: %s" % (url_host(host, port), e.strerror or e)) from None
-
-
-def url_host(host: str, port: int) -> str:
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-
-
 @click.command("export", epilog=EPILOG)
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
               help="Where to serve /metrics: HOST:PORT, [IPV6]:PORT, or :PORT for every IPv4 address.")
@@ -77,7 +60,7 @@ def url_host(host: str, port: int) -> str:
 @click.option("--ttl", default="5m", show_default=True, metavar="TIME",
               help="How long the series of a removed cgroup (--per-process: of an idle process) stay.")
 @click.option("--per-process", is_flag=True, help="Also label events with comm and pid (many more series).")
-@filter_options
+@count_filters
 def export_command(listen, interval, depth, include, exclude, max_series, ttl, per_process, **filters):
     """Serve file activity per cgroup as Prometheus metrics on /metrics.
 
@@ -86,29 +69,22 @@ def export_command(listen, interval, depth, include, exclude, max_series, ttl, p
     format or OpenMetrics, as the scraper asks.  Every event type is counted
     unless -e says otherwise.  SIGTERM or SIGINT end it.
     """
-    from bpftools.cli import parse_duration
-    from bpftools.session import Session
-
     if interval <= 0:
         raise UsageError("bad --interval %g: give a positive number of seconds" % interval)
     host, port = parse_listen(listen)
     limits = export_state.Limits(depth=depth, include=tuple(include), exclude=tuple(exclude), max_series=max_series,
-                           ttl=parse_duration(ttl), per_process=per_process)
-    opts = session_options(failed=False, **filters)     # the filters top and report have, whichever they are
+                                 ttl=parse_duration(ttl), per_process=per_process)
+    opts = session_options(failed=False, aggregate=True, **filters)   # the filters top and report have
     state = export_state.ExportState(limits)
-    server, thread = serve(state, host, port)
+    server, thread = prometheus.serve(state, host, port)
+
+    def announce(info):
+        state.start({"version": __version__, "backend": info.backend, "kernel": info.kernel,
+                     "python": platform.python_version()})
+        say("serving http://%s/metrics (pid %d), counting with the %s backend on kernel %s"
+            % (prometheus.url_host(host, port), os.getpid(), info.backend, info.kernel))
     try:
-        session = Session(opts, export_state.ExportSink(state, interval))
-        try:
-            info = session.start()
-            state.start({"version": __version__, "backend": info.backend, "kernel": info.kernel,
-                         "python": platform.python_version()})
-            sys.stderr.write("fstrace: serving http://%s/metrics (pid %d), counting with the %s backend on kernel "
-                             "%s\n" % (url_host(host, port), os.getpid(), info.backend, info.kernel))
-            sys.stderr.flush()
-            session.run()
-        finally:
-            session.close()
+        run_session(opts, prometheus.ExportSink(state, interval), announce)
     finally:
         server.shutdown()
         server.server_close()

@@ -31,15 +31,14 @@ ExportState is pure: no I/O, no clock (callers pass ``now``), no threads.
 """
 from __future__ import annotations
 
-import fnmatch
 import functools
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from bpftools.abi import CG_ACTIONS, EVENT_NAMES
-from bpftools.model import Tick
 from bpftools.cgroups.names import names_from_path
+from bpftools.cgroups.select import UNKNOWN_PREFIX, glob_selects
+from bpftools.model import Tick
 
 DEFAULT_MAX_SERIES = 10000
 DEFAULT_TTL = 300.0             # seconds: several scrape intervals, so the last increments are scraped
@@ -75,18 +74,6 @@ def truncate(path: str, depth: int | None) -> str:
     return "/" + "/".join(parts)
 
 
-def subtrees(path: str) -> list[str]:
-    """The path and each of its ancestors, the root first ("/a/b" -> ["/", "/a", "/a/b"])."""
-    parts = [p for p in path.split("/") if p]
-    return ["/"] + ["/" + "/".join(parts[:n]) for n in range(1, len(parts) + 1)]
-
-
-def glob_selects(glob: str, path: str) -> bool:
-    """Does a glob ("system.slice/*.service", leading / optional) match the path or an ancestor of it?"""
-    pattern = "/" + glob.strip("/")
-    return any(fnmatch.fnmatchcase(p, pattern) for p in subtrees(path))
-
-
 def selected(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
     if include and not any(glob_selects(g, path) for g in include):
         return False
@@ -95,7 +82,7 @@ def selected(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> b
 
 def cgroup_labels(path: str, depth: int | None) -> tuple[str, str, str, str]:
     """cgroup, unit, container, pod of a (resolved) cgroup path; "" where a name does not apply."""
-    if path.startswith("/unknown:"):        # how model.Tick names an id nobody could resolve
+    if path.startswith(UNKNOWN_PREFIX):      # an id nobody could resolve
         return (UNKNOWN, "", "", "")
     label = truncate(path, depth)
     names = names_from_path(label)
@@ -230,64 +217,3 @@ class ExportState:
         return Published(info=self.info, events=events, folded_cgroups=self.folded_cgroups, lost=self.lost,
                          uncounted=tuple(self.uncounted), tracked=self.tracked,
                          cgroup_changes=dict(self.cgroup_changes))
-
-
-class ExportSink:
-    """The session's sink for export: ticks and cgroup changes into an ExportState."""
-
-    finished = False
-
-    def __init__(self, state: ExportState, interval: float):
-        self.state = state
-        self.interval = interval
-
-    def cgroup(self, change) -> None:
-        self.state.cgroup_change(change.action, change.path, time.monotonic())
-
-    def counts(self, tick: Tick) -> None:
-        self.state.add(tick, time.monotonic())
-
-    def flush(self) -> None:
-        """Scrapes read the published state; nothing to write."""
-
-
-class Collector:
-    """A prometheus_client collector over the state a session publishes; runs in the server's threads."""
-
-    def __init__(self, state: ExportState):
-        self.state = state
-
-    def collect(self):
-        # here, not at the top: every fstrace command imports this module, and prometheus_client takes a while
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
-
-        p = self.state.published
-        if p is None:
-            return
-        info = InfoMetricFamily("fstrace_build", "fstrace version, the backend in use, kernel and Python.")
-        info.add_metric([], p.info)
-        yield info
-        events = CounterMetricFamily(
-            "fstrace_events", "Successful file operations per cgroup and event type, counted in the kernel "
-            "(cgroup=\"%s\": label sets beyond --max-series)." % OVERFLOW, labels=self.state.labels)
-        for labels, n in p.events.items():
-            events.add_metric(labels, n)
-        yield events
-        yield CounterMetricFamily(
-            "fstrace_folded_cgroups", "Cgroup labels that found no room below --max-series: their events "
-            "are in the %s series." % OVERFLOW, value=p.folded_cgroups)
-        yield CounterMetricFamily(
-            "fstrace_lost_events", "Ring-buffer records lost (file names, cgroup changes); counts are exact "
-            "regardless.", value=p.lost)
-        uncounted = CounterMetricFamily(
-            "fstrace_uncounted_events", "File operations not counted: the kernel's counter map was full.",
-            labels=("event",))
-        for code, n in enumerate(p.uncounted):
-            uncounted.add_metric((EVENT_NAMES[code],), n)
-        yield uncounted
-        yield GaugeMetricFamily("fstrace_cgroups_tracked", "Cgroups alive in the cgroup map.", value=p.tracked)
-        changes = CounterMetricFamily("fstrace_cgroup_events", "Cgroups created (mkdir) and removed (rmdir).",
-                                      labels=("action",))
-        for action, n in p.cgroup_changes.items():
-            changes.add_metric((action,), n)
-        yield changes

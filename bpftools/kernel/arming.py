@@ -24,8 +24,8 @@ import os
 import select
 from dataclasses import dataclass, field
 
-from bpftools.kernel import fanotify as fan
 from bpftools.errors import FstraceError
+from bpftools.kernel import fanotify as fan
 
 MOUNTINFO = "/proc/self/mountinfo"
 

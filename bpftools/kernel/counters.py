@@ -20,14 +20,10 @@ import ctypes
 import errno
 import os
 import struct
-from bpftools.abi import COMM_LEN, EVENT_NAMES
-from bpftools.model import Entry
+
+from bpftools.abi import AGG_KEY, AGG_VALUE, EVENT_NAMES, Entry
 
 EV_COUNT = len(EVENT_NAMES)
-KEY_FD = 1 << 63                # file key of a file known only by its file id
-
-KEY = struct.Struct("=QQII")    # cgroup_id, file, pid, err
-VALUE = struct.Struct("=%dQ%ds" % (EV_COUNT, COMM_LEN))    # n[FST_EV_COUNT], comm
 
 SYS_BPF = 321                   # x86_64
 BPF_MAP_LOOKUP_ELEM = 1
@@ -68,7 +64,7 @@ def parse(keys: bytes, values: bytes) -> list[Entry]:
     """Entries from the raw key and value arrays of a batched read."""
     new = tuple.__new__         # an Entry without its Python-level __new__: 10k of them per tick
     return [new(Entry, (*k, v[EV_COUNT].split(b"\0", 1)[0], v[:EV_COUNT]))
-            for k, v in zip(KEY.iter_unpack(keys), VALUE.iter_unpack(values))]
+            for k, v in zip(AGG_KEY.iter_unpack(keys), AGG_VALUE.iter_unpack(values))]
 
 
 class CounterError(OSError):
@@ -86,8 +82,8 @@ class Counters:
         with open("/sys/devices/system/cpu/possible") as f:
             self.cpus = possible_cpus(f.read())      # a per-CPU value has one slot per possible CPU
         self.active = 0
-        self._keys = ctypes.create_string_buffer(KEY.size * BATCH)
-        self._values = ctypes.create_string_buffer(VALUE.size * BATCH)
+        self._keys = ctypes.create_string_buffer(AGG_KEY.size * BATCH)
+        self._values = ctypes.create_string_buffer(AGG_VALUE.size * BATCH)
         self._overflow_seen = [0] * EV_COUNT
 
     @classmethod
@@ -128,7 +124,7 @@ class Counters:
             rc = _bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, attr)
             count = struct.unpack_from("=I", attr, 32)[0]
             if count:
-                entries += parse(self._keys.raw[:count * KEY.size], self._values.raw[:count * VALUE.size])
+                entries += parse(self._keys.raw[:count * AGG_KEY.size], self._values.raw[:count * AGG_VALUE.size])
             if rc == -errno.ENOENT:
                 return entries
             if rc < 0:

@@ -18,14 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 
-from bpftools.kernel import arming
-
-from bpftools.kernel import btf
-
 from bpftools import abi
-
-from bpftools.kernel import features
 from bpftools.errors import BpfLoadError, FstraceError, MissingDependency, MissingKernelFeature, NotPrivileged
+from bpftools.kernel import arming, btf, features
+from bpftools.kernel.counters import Counters
 from bpftools.kernel.ringbuf import RingBuffer
 
 BACKENDS = ("fentry", "kprobe", "tracepoint")       # the order --backend auto tries them in
@@ -182,6 +178,7 @@ class LoadReport:
     missing_syscalls: list[str] = field(default_factory=list)
     headers: KernelHeaders | None = None
     reasons: dict[str, str] = field(default_factory=dict)
+    passed_over: tuple[str, ...] = ()       # the backends ahead of this one in BACKENDS
     armed: dict[str, str] = field(default_factory=dict)
 
 
@@ -228,6 +225,14 @@ def fsnotify_cflags(backend: str, kernel_btf: btf.Btf) -> list[str]:
     except (btf.BtfError, KeyError) as e:
         raise MissingKernelFeature("struct mount", "not described by the kernel's BTF (%s)" % e) from None
     return flags + (["-DFST_FENTRY"] if backend == "fentry" else [])
+
+
+def program(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> tuple[list[str], str]:
+    """The cflags and C text of cfg.backend's program, as Probe compiles it (with the kernel's BTF)."""
+    flags = cflags(cfg, self_tgid, bpf_dir)
+    if cfg.backend in FSNOTIFY_BACKENDS:
+        flags += fsnotify_cflags(cfg.backend, btf.Btf.load())
+    return flags, bpf_text(program_parts(cfg.backend))
 
 
 def check_fsnotify_backend(backend: str, headers: KernelHeaders, forced: bool) -> btf.Btf:
@@ -304,6 +309,7 @@ class Probe:
                 reasons[other] = ("not requested (--backend %s)" % chosen if forced
                                   else "not needed: %s runs" % chosen)
         self.report.reasons = {b: reasons[b] for b in BACKENDS if b != chosen}
+        self.report.passed_over = BACKENDS[:BACKENDS.index(chosen)] if chosen in BACKENDS else ()
         self._fill_filters()
         self.ring = RingBuffer(self.bpf["events"].map_fd, cfg.ring_pages * mmap.PAGESIZE)
         self._lost_seen = 0
@@ -399,6 +405,10 @@ class Probe:
         val = table.Leaf(file_id, 0, 0, (1 if writable else 0) | (2 if cloexec else 0))
         rc = self._bcc.libbcc.lib.bpf_update_elem(table.map_fd, ctypes.byref(key), ctypes.byref(val), 1)
         return rc == 0
+
+    def counters(self) -> Counters:
+        """The counter maps of an FST_AGGREGATE program."""
+        return Counters.from_probe(self)
 
     def poll(self, timeout_ms: int) -> None:
         """Wait up to timeout_ms for a wakeup, then deliver every record that is ready now."""

@@ -1,10 +1,11 @@
-"""JSON Lines output: the record contract of DESIGN.md §5 (see man/fstrace.8, JSON RECORDS)."""
+"""JSON Lines output: the record contract (man/fstrace.8, JSON RECORDS; docs/architecture.md)."""
 from __future__ import annotations
 
 import json
 
-from bpftools.session.paths import BoundedDict
 from bpftools.escape import decode_fs, decode_name, errno_name
+from bpftools.session.contract import StreamSink
+from bpftools.session.paths import BoundedDict
 
 # key -> what it holds; the order of keys in every event record.
 EVENT_FIELDS = (
@@ -54,7 +55,7 @@ def event_record(ev) -> dict:
 MAX_CACHED = 4096
 
 
-class JsonSink:
+class JsonSink(StreamSink):
     """Writes one JSON object per line to a binary stream."""
 
     def __init__(self, out):

@@ -24,8 +24,9 @@ from rich.table import Table
 from rich.text import Text
 
 from bpftools import model
-from bpftools.model import Aggregator
 from bpftools.escape import terminal_safe
+from bpftools.model import Aggregator
+from bpftools.session.contract import CountSink
 from bpftools.views.tables import cgroup_name, events_dict, row_record, rows_table, spark
 
 TABLES = ("cgroup", "process", "file", "dir", "event", "errno", "lifecycle", "timeline")
@@ -385,7 +386,7 @@ def to_html(rep: Report) -> str:
     return page.replace("<!--chart-->", chart, 1)
 
 
-class ReportSink:
+class ReportSink(CountSink):
     """Accumulates the whole run for one report."""
 
     finished = False

@@ -4,8 +4,8 @@ from __future__ import annotations
 import functools
 import time
 
-from bpftools.kernel.probe import BACKENDS
 from bpftools.escape import decode_name, errno_name, terminal_safe
+from bpftools.session.contract import StreamSink
 
 # basic ANSI colours read on light and dark backgrounds alike
 EVENT_COLOURS = {
@@ -57,7 +57,7 @@ def event_line(ev, colour: bool) -> str:
     return line + ("  " + err if err else "")
 
 
-class TextSink:
+class TextSink(StreamSink):
     def __init__(self, out, err, colour: bool):
         self.out = out
         self.err = err
@@ -71,7 +71,7 @@ class TextSink:
                  % (info.backend, info.kernel, info.headers, ",".join(info.events))]
         if not info.headers_match:
             lines.append("fstrace: warning: %s; only the tracepoint backend is trustworthy" % info.headers)
-        for backend in BACKENDS[:BACKENDS.index(info.backend)]:     # the ones tried first
+        for backend in info.passed_over:     # the ones tried first
             lines.append("fstrace: not using %s: %s" % (backend, info.backend_reasons.get(backend, "?")))
         if info.armed:
             lines.append("fstrace: fsnotify armed on %d filesystems" % len(info.armed))

@@ -24,8 +24,9 @@ from rich.table import Table
 from rich.text import Text
 
 from bpftools import model
-from bpftools.model import Aggregator, Focus, Snapshot
 from bpftools.escape import terminal_safe
+from bpftools.model import Aggregator, Focus, Snapshot
+from bpftools.session.contract import CountSink
 from bpftools.views.tables import COLUMNS, human, row_record, rows_table
 
 _dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
@@ -309,7 +310,7 @@ class KeyReader:
         termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
 
 
-class Interactive:
+class Interactive(CountSink):
     """The TUI: one redraw per tick, per key and per resize."""
 
     def __init__(self, console: Console, state: ViewState, meta: Meta, keys_fd: int):
@@ -379,7 +380,7 @@ class Interactive:
             self._keys.close()
 
 
-class Batch:
+class Batch(CountSink):
     """Plain tables (or one JSON document) per tick on a stream, for -n ticks."""
 
     def __init__(self, console: Console, state: ViewState, meta: Meta, iterations: int | None,

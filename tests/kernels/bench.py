@@ -26,9 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bpftools.kernel import arming
-
 from bpftools import abi  # noqa: E402
+from bpftools.kernel import arming
 
 ITERATIONS = 2000
 ROUNDS = 3              # workload runs under the backends

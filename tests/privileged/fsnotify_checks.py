@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tracer import FSNOTIFY, enter_cgroup, specs_under_test
 
 SPECS = [s for s in specs_under_test() if s.expect in FSNOTIFY]

@@ -2,7 +2,6 @@
 import ctypes
 
 from bpftools import abi
-
 from bpftools.kernel import probe
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bpftools.kernel import arming
-
 from bpftools import abi
+from bpftools.kernel import arming
 
 
 def sb_marks(fd: int) -> dict[int, dict[str, int]]:

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import FSTRACE
+from tracer import enter_cgroup, family, specs_under_test
 
 from bpftools.abi import SYSCALL_NAMES
 from bpftools.kernel.probe import BACKENDS, FSNOTIFY_BACKENDS
-from conftest import FSTRACE
-from tracer import enter_cgroup, family, specs_under_test
 
 WORKLOADS = Path(__file__).parent / "workloads"
 SPECS = specs_under_test()

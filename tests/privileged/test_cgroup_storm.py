@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import run_alongside
 
 WORKLOADS = Path(__file__).parent / "workloads"

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from bpftools.cgroups import map as cgroup_map
-from bpftools.kernel import fanotify as fan
 from bpftools.cgroups.map import CgroupMap
+from bpftools.kernel import fanotify as fan
 
 COMBOS = {
     "sweep": {"sweep"},

@@ -6,12 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bpftools.kernel import counters
+from conftest import FSTRACE
 
 from bpftools import abi
-
-from bpftools.kernel import probe
-from conftest import FSTRACE
+from bpftools.kernel import counters, probe
 
 WORKLOADS = Path(__file__).parent / "workloads"
 RUN_TIMEOUT = 900      # a run includes compiling the BPF program: minutes in the kernel matrix's TCG guests
@@ -24,10 +22,10 @@ def test_entry_layout_matches_the_compiled_structs():
         key, leaf = table.Key, table.Leaf
     finally:
         p.close()
-    assert ctypes.sizeof(key) == counters.KEY.size
+    assert ctypes.sizeof(key) == abi.AGG_KEY.size
     assert [(name, getattr(key, name).offset) for name, _ in key._fields_] == [
         ("cgroup_id", 0), ("file", 8), ("pid", 16), ("err", 20)]
-    assert ctypes.sizeof(leaf) == counters.VALUE.size
+    assert ctypes.sizeof(leaf) == abi.AGG_VALUE.size
     assert leaf.n.offset == 0 and leaf.comm.offset == 8 * len(abi.EVENT_NAMES)
 
 

@@ -17,9 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import FSTRACE
+from prometheus_client.parser import text_string_to_metric_families
 
 WORKLOADS = Path(__file__).parent / "workloads"
 OPS = 250                           # of each event counted.py makes

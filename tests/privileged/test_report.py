@@ -12,9 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import FSTRACE
 
 from bpftools.abi import EVENT_NAMES
-from conftest import FSTRACE
 
 WORKLOADS = Path(__file__).parent / "workloads"
 STATUS = 5

@@ -2,11 +2,9 @@
 import collections
 import json
 import subprocess
-import sys
 import tarfile
 
 import pytest
-
 from conftest import FSTRACE
 
 # syscalls whose every call fstrace reports with --failed -e all (close, read and

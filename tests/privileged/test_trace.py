@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import FSTRACE
 
 WORKLOADS = Path(__file__).parent / "workloads"

@@ -1,6 +1,6 @@
 """The pure parts of bpftools/kernel/arming.py: mountinfo, masks, which mount a path is on."""
-from bpftools.kernel import arming
 from bpftools import abi
+from bpftools.kernel import arming
 
 MOUNTINFO = b"""\
 25 1 0:23 / / ro,relatime - 9p /dev/root ro,access=any

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bpftools.cli import parse_duration
+from bpftools.cli.options import parse_duration
 from bpftools.errors import UsageError
 
 FSTRACE = str(Path(sys.executable).with_name("fstrace"))

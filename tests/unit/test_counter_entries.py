@@ -1,16 +1,17 @@
 """Decoding the kernel's counter map entries (bpf/fstrace.h: struct fst_agg_key, fst_agg_val)."""
+from bpftools import abi
+from bpftools.abi import Entry
 from bpftools.kernel import counters
-from bpftools.model import Entry
 
 
 def test_entries_decode_from_raw_key_and_value_arrays():
-    keys = counters.KEY.pack(8123, 0xabc, 4242, 0) + counters.KEY.pack(1, counters.KEY_FD | 7, 1, 2)
-    values = (counters.VALUE.pack(*range(10), b"nginx\0\0\0garbage\0")
-              + counters.VALUE.pack(*([0] * 9 + [5]), b"init" + b"\0" * 12))
-    assert counters.KEY.size == 24 and counters.VALUE.size == 96
+    keys = abi.AGG_KEY.pack(8123, 0xabc, 4242, 0) + abi.AGG_KEY.pack(1, abi.KEY_FD | 7, 1, 2)
+    values = (abi.AGG_VALUE.pack(*range(10), b"nginx\0\0\0garbage\0")
+              + abi.AGG_VALUE.pack(*([0] * 9 + [5]), b"init" + b"\0" * 12))
+    assert abi.AGG_KEY.size == 24 and abi.AGG_VALUE.size == 96
     assert counters.parse(keys, values) == [
         Entry(8123, 0xabc, 4242, 0, b"nginx", tuple(range(10))),
-        Entry(1, counters.KEY_FD | 7, 1, 2, b"init", (0,) * 9 + (5,)),
+        Entry(1, abi.KEY_FD | 7, 1, 2, b"init", (0,) * 9 + (5,)),
     ]
 
 

@@ -1,14 +1,11 @@
 """README, man page and --help describe the CLI as it behaves."""
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import click
 
-from bpftools import cli
-
-from bpftools import abi
+from bpftools import abi, cli
 from bpftools.views.jsonl import EVENT_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,10 +9,11 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from bpftools.export import state as export_state
-from bpftools.cli.export import DEFAULT_LISTEN, parse_listen, serve
-from bpftools.errors import UsageError
 from bpftools.abi import EVENT_CODES, EVENT_NAMES
+from bpftools.cli.export import DEFAULT_LISTEN, parse_listen
+from bpftools.errors import UsageError
+from bpftools.export import state as export_state
+from bpftools.export.prometheus import Collector, serve
 from bpftools.model import Entry, Tick
 
 FSTRACE = str(Path(sys.executable).with_name("fstrace"))
@@ -91,7 +92,7 @@ def test_labels_come_from_the_truncated_path():
 def test_nothing_is_published_before_start():
     s = export_state.ExportState(export_state.Limits())
     assert s.published is None
-    assert list(export_state.Collector(s).collect()) == []
+    assert list(Collector(s).collect()) == []
 
 
 def test_counts_accumulate_and_published_copies_do_not_change():
@@ -317,6 +318,6 @@ def test_docs_name_every_option_and_metric():
                 assert "**%s**" % opt in text, opt
     s = started()
     s.add(tick({1: SVC}, (1, 1, b"w", {"open": 1})), now=0)
-    for family in export_state.Collector(s).collect():
+    for family in Collector(s).collect():
         name = family.name + ("_info" if family.type == "info" else "_total" if family.type == "counter" else "")
         assert "`%s`" % name in text, name

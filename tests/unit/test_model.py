@@ -268,7 +268,7 @@ def test_drill_into_a_cgroup_the_map_could_not_name():
 
 
 def test_cgroup_lifecycle_is_bounded(monkeypatch):
-    monkeypatch.setattr(model, "MAX_LIVES", 2)
+    monkeypatch.setattr(model.aggregate, "MAX_LIVES", 2)
     agg = Aggregator(cumulative=True)
     for i in range(4):
         agg.cgroup_change("mkdir", i, "/c%d" % i, 1.0)

@@ -5,12 +5,11 @@ import json
 import re
 
 from rich.console import Console
+from test_model import NESTED, WEB, tick
 
 from bpftools import model
 from bpftools.model import Aggregator
 from bpftools.views import report
-
-from test_model import NESTED, WEB, entry, tick
 
 META = report.ReportMeta(backend="tracepoint", kernel="6.18.44", command=("make", "-j2"),
                          command_cgroup="/fstrace-run-1", exit_status=3)

@@ -5,13 +5,12 @@ import re
 
 import pytest
 from rich.console import Console
+from test_model import ENTRIES, NESTED, WEB, entry, tick
 
 from bpftools import model
 from bpftools.model import Aggregator, Focus
 from bpftools.views import tables, top
 from bpftools.views.top import Meta, ViewState, handle_key, render_screen, split_keys
-
-from test_model import ENTRIES, NESTED, WEB, entry, tick
 
 META = Meta(backend="tracepoint", kernel="6.18.44", filters=("--cgroup system.slice",))
 

@@ -3,9 +3,10 @@ import json
 import pytest
 
 from bpftools.cgroups.names import Names
-from bpftools.session import FileEvent, split_cgroup_specs
-from bpftools.views import jsonl, text
+from bpftools.cgroups.select import split_specs as split_cgroup_specs
 from bpftools.escape import decode_name, errno_name, terminal_safe
+from bpftools.session.contract import FileEvent
+from bpftools.views import jsonl, text
 
 
 def ev(**kw):

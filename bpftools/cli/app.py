@@ -1,0 +1,55 @@
+"""Running a session for a command: the one place that owns start, signals, a closed pipe and close."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from bpftools.session import open_session
+from bpftools.session.contract import Options, StartInfo
+from bpftools.session.runner import STOP_SIGNALS
+
+
+def say(text: str) -> None:
+    """One line of news on stderr (a script can wait for it: counting has begun)."""
+    sys.stderr.write("fstrace: %s\n" % text)
+    sys.stderr.flush()
+
+
+def quiet_stdout() -> None:
+    """The reader went away (| head): end quietly, like any filter."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def run_session(opts: Options, sink, announce: Callable[[StartInfo], None] | None = None
+                ) -> tuple[StartInfo | None, int]:
+    """Start a session for opts, run it to its end, close it: (what ran, the command's exit status).
+
+    From the moment it is announced, SIGINT and SIGTERM end the run with its
+    output; a reader that goes away ends it quietly.
+    """
+    session = open_session(opts, sink)
+    old = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    info, status = None, 0
+    try:
+        info = session.start()
+        for s in STOP_SIGNALS:
+            signal.signal(s, session.request_stop)
+        if announce:
+            announce(info)
+        sink.start(info, time.time(), os.getpid())
+        sink.flush()
+        status = session.run()
+        sink.summary(time.time(), session.totals, info.backend, session.duration)
+        sink.flush()
+    except BrokenPipeError:
+        quiet_stdout()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        sink.close()
+        session.close()
+    return info, status

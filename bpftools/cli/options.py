@@ -1,0 +1,120 @@
+"""What every command's options mean: the shared filter options and their parsers, declared once."""
+from __future__ import annotations
+
+import re
+
+import click
+
+from bpftools import abi
+from bpftools.errors import UsageError
+from bpftools.kernel.probe import BACKENDS
+from bpftools.session.contract import Options
+from bpftools.session.paths import normalize
+
+DURATION_UNITS = {"": 1, "s": 1, "ms": 0.001, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*", text)
+    if not m:
+        raise UsageError("bad duration %r: use seconds or a unit, e.g. 30, 30s, 500ms, 2m, 1h" % text)
+    return float(m.group(1)) * DURATION_UNITS[m.group(2)]
+
+
+def parse_pids(values) -> tuple[int, ...]:
+    pids = []
+    for value in values:
+        for item in value.split(","):
+            if not item.strip().isdigit():
+                raise UsageError("bad --pid %r: give process ids, e.g. --pid 42,43" % item)
+            pids.append(int(item))
+    return tuple(pids)
+
+
+def parse_event_option(value: str | None, default=abi.DEFAULT_EVENTS) -> tuple[str, ...]:
+    if value is None:
+        return default
+    try:
+        return abi.parse_events(value)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def parse_prefixes(values) -> tuple[str, ...]:
+    out = []
+    for v in values:
+        if not v.startswith("/"):
+            raise UsageError("bad --path %r: give an absolute path, e.g. --path /srv" % v)
+        out.append(normalize(v.encode()).decode())
+    return tuple(out)
+
+
+def filter_words(pids, comms, event_spec, cgroups, path_prefixes=()) -> tuple[str, ...]:
+    """The active filters as headers and reports show them."""
+    words = []
+    words += ["--pid %s" % ",".join(map(str, pids))] if pids else []
+    words += ["--comm %s" % c for c in comms]
+    words += ["-e %s" % event_spec] if event_spec else []
+    words += ["--cgroup %s" % c for c in cgroups]
+    words += ["--path %s" % p for p in path_prefixes]
+    return tuple(words)
+
+
+def _decorate(f, decorators):
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+def _pid_comm():
+    return (
+        click.option("-p", "--pid", "pids", multiple=True, metavar="PID[,PID…]", help="Only these processes."),
+        click.option("-c", "--comm", "comms", multiple=True, metavar="NAME", help="Only processes with this name."),
+    )
+
+
+def trace_filters(f):
+    """The filters of `trace`: what reaches the output, decided in the kernel."""
+    return _decorate(f, _pid_comm() + (
+        click.option("-e", "--event", "event_spec", metavar="LIST",
+                     help="Events to trace, comma-separated: %s, 'default' (all but access,modify) or 'all'."
+                          % ",".join(abi.EVENT_NAMES)),
+        click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
+                     help="Only this cgroup subtree: an id, a path (system.slice/nginx.service) or a glob "
+                          "('system.slice/*.service', followed as new matches appear)."),
+        click.option("--failed", is_flag=True, help="Also show operations that failed (with their errno)."),
+        click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
+                     help="Where to hook the kernel: fsnotify() as fentry or kprobe, or the syscall tracepoints; "
+                          "auto takes the first that works here and says why not the others."),
+        click.option("--mount", "mounts", multiple=True, metavar="PATH",
+                     help="fentry/kprobe: trace only the filesystem PATH is on (repeatable; default: every real "
+                          "filesystem, new mounts included)."),
+    ))
+
+
+def count_filters(f):
+    """The filters of the commands that count (top, report, export)."""
+    return _decorate(f, _pid_comm() + (
+        click.option("-e", "--event", "event_spec", metavar="LIST",
+                     help="Events to count, comma-separated: %s, 'default' or 'all' (the default)."
+                          % ",".join(abi.EVENT_NAMES)),
+        click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
+                     help="Only this cgroup subtree: an id, a path or a glob (as in trace)."),
+        click.option("--path", "path_prefixes", multiple=True, metavar="PREFIX",
+                     help="Only files under this absolute path (decided in user space, on resolved paths)."),
+        click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
+                     help="Where to hook the kernel (as in trace)."),
+        click.option("--mount", "mounts", multiple=True, metavar="PATH",
+                     help="fentry/kprobe: count only on the filesystem PATH is on (as in trace)."),
+    ))
+
+
+def session_options(pids, comms, event_spec, cgroups, backend, mounts, failed: bool, *, aggregate: bool,
+                    path_prefixes=(), duration=None, command=()) -> Options:
+    """The session's Options from the filter options; counting takes every event unless -e says otherwise."""
+    return Options(
+        backend=backend, events=parse_event_option(event_spec, abi.EVENT_NAMES if aggregate else abi.DEFAULT_EVENTS),
+        failed=failed, pids=parse_pids(pids), comms=tuple(comms), cgroups=tuple(cgroups),
+        duration=parse_duration(duration) if duration else None, command=tuple(command),
+        mounts=tuple(mounts), aggregate=aggregate, path_prefixes=parse_prefixes(path_prefixes),
+    )

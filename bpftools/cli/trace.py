@@ -1,0 +1,54 @@
+"""`fstrace trace`: every file event as a line of text or JSON."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from bpftools.cli.app import run_session
+from bpftools.cli.options import session_options, trace_filters
+
+EPILOG = """\b
+Examples:
+  fstrace trace                          every file event (but reads and writes)
+  fstrace trace --json | jq .path        JSON Lines
+  fstrace trace -e create,delete,rename --cgroup system.slice
+  fstrace trace -e all -- make -j2       a command and all it starts, with reads/writes
+  fstrace trace --failed -c nginx        include failed attempts of nginx
+"""
+
+
+@click.command(epilog=EPILOG)
+@click.option("--json", "as_json", is_flag=True, help="Write JSON Lines (start, event, cgroup, lost, summary).")
+@click.option("-d", "--duration", metavar="TIME", help="Stop after TIME (30, 30s, 500ms, 2m, 1h).")
+@trace_filters
+@click.option("--dump-bpf", is_flag=True, hidden=True, help="Print the BPF program and its flags, then exit.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS…]")
+def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, mounts, dump_bpf, command):
+    """Print file events as they happen, one per line.
+
+    With -- CMD, run CMD in a new cgroup, trace only it and everything it
+    starts, and exit with its status once the cgroup is empty.  Reads
+    (access) and writes (modify) are left out unless asked for with -e.
+    """
+    opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed, aggregate=False,
+                           duration=duration, command=command)
+    if dump_bpf:
+        from bpftools.kernel import probe
+        shown = probe.BACKENDS[0] if backend == "auto" else backend
+        cfg = probe.ProbeConfig(backend=shown, events=opts.events, failed=failed, pids=opts.pids,
+                                comms=opts.comms, cgroup_filter=bool(cgroups or command))
+        flags, text = probe.program(cfg, os.getpid(), "bpf")
+        click.echo("// backend %s; cflags: %s" % (shown, " ".join(flags)))
+        click.echo(text)
+        return
+    out = sys.stdout.buffer
+    if as_json:
+        from bpftools.views.jsonl import JsonSink
+        sink = JsonSink(out)
+    else:
+        from bpftools.views.text import TextSink
+        sink = TextSink(out, sys.stderr, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+    _, status = run_session(opts, sink)
+    sys.exit(status)

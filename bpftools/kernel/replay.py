@@ -1,0 +1,98 @@
+"""A probe that plays back what a real probe delivered: ring-buffer records and counter drains.
+
+Sessions take their probe as a parameter (session/runner.py, ``load_probe``),
+so the whole streaming and counting paths run on recorded bytes without
+root or BPF: tests/unit/test_replay.py and bench/pipeline.py do.  A
+recording is a sequence of frames, each b"R" or b"C", a u32 length and a
+payload: one ring-buffer record (R), or the key/value pairs of one counter
+drain (C, abi.AGG_KEY + abi.AGG_VALUE each).  A poll delivers the records
+up to the next drain; a swap of the counters returns that drain.
+"""
+from __future__ import annotations
+
+import struct
+
+from bpftools.abi import AGG_KEY, AGG_VALUE, EVENT_NAMES
+from bpftools.kernel.counters import parse
+from bpftools.kernel.probe import KernelHeaders, LoadReport
+
+FRAME = struct.Struct("=cI")
+RECORD, DRAIN = b"R", b"C"
+PAIR = AGG_KEY.size + AGG_VALUE.size
+
+
+def frame(kind: bytes, payload: bytes) -> bytes:
+    return FRAME.pack(kind, len(payload)) + payload
+
+
+def frames(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (kind, payload) frames of a recording."""
+    out, pos = [], 0
+    while pos < len(data):
+        kind, size = FRAME.unpack_from(data, pos)
+        pos += FRAME.size
+        if kind not in (RECORD, DRAIN) or pos + size > len(data):
+            raise ValueError("not a recording: bad frame at byte %d" % (pos - FRAME.size))
+        out.append((kind, data[pos:pos + size]))
+        pos += size
+    return out
+
+
+def drain_payload(keys_values: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(k + v for k, v in keys_values)
+
+
+class _Counters:
+    """The counters of a replayed FST_AGGREGATE program: the first swap returns every recorded drain."""
+
+    def __init__(self, drains: list[bytes]):
+        self._drains = drains
+        self.forgotten: list[int] = []
+
+    def start(self) -> None:
+        pass
+
+    def swap(self):
+        payload, self._drains = b"".join(self._drains), []
+        pairs = range(0, len(payload), PAIR)
+        return parse(b"".join(payload[i:i + AGG_KEY.size] for i in pairs),
+                     b"".join(payload[i + AGG_KEY.size:i + PAIR] for i in pairs))
+
+    def overflow(self) -> list[int]:
+        return [0] * len(EVENT_NAMES)
+
+    def forget(self, file_key: int) -> None:
+        self.forgotten.append(file_key)
+
+
+class ReplayProbe:
+    """Stands in for kernel.probe.Probe: the same report, polls and counters, from a recording."""
+
+    def __init__(self, recording: bytes, cfg, on_record, backend: str = "replay"):
+        self.cfg = cfg
+        self._on_record = on_record
+        recorded = frames(recording)
+        self._records = [payload for kind, payload in recorded if kind == RECORD]
+        self._drains = [payload for kind, payload in recorded if kind == DRAIN]
+        self.report = LoadReport(backend, headers=KernelHeaders("(recording)", "replay", "replay"))
+        self.cgroup_filter: set[int] = set()
+
+    def add_cgroups(self, ids) -> None:
+        self.cgroup_filter.update(ids)
+
+    def seed_fd(self, *_args) -> bool:
+        return False
+
+    def counters(self) -> _Counters:
+        return _Counters(self._drains)
+
+    def poll(self, _timeout_ms: int) -> None:
+        records, self._records = self._records, []
+        for data in records:
+            self._on_record(data)
+
+    def lost(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass

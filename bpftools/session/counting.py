@@ -1,0 +1,98 @@
+"""Counting (fstrace top, report, export): the kernel counts, the session names and drains.
+
+Once per sink.interval the session drains the kernel's counters
+(kernel/counters.py), names their cgroups and files, and hands the sink one
+model.Tick.  Only cgroup changes, task bookkeeping and the names of new file
+keys come through the ring buffer then.
+"""
+from __future__ import annotations
+
+import time
+
+from bpftools.abi import KEY_FD, REC_NAME, Record
+from bpftools.cgroups.select import unknown_path
+from bpftools.escape import decode_name
+from bpftools.model import Tick
+from bpftools.session.paths import BoundedDict, join
+from bpftools.session.runner import Session
+
+COUNT_RING_PAGES = 2048     # names and cgroup changes only
+MAX_FILE_NAMES = 262144     # file key -> (path, as text); above the kernel's FST_AGG_NAMES: it rarely asks twice
+
+
+class CountingSession(Session):
+    ring_pages = COUNT_RING_PAGES
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.file_names: BoundedDict = BoundedDict(MAX_FILE_NAMES)
+        self._collected = 0.0               # monotonic time of the last drain
+        self._lost_delivered = 0
+
+    def _started(self) -> None:
+        super()._started()
+        self.counters = self.probe.counters()
+        self.counters.start()           # counting from here: whoever hears of the start misses nothing
+        self._collected = time.monotonic()
+
+    def _record(self, rec: Record) -> None:
+        if rec.type == REC_NAME:
+            self._learn_name(rec)
+        else:
+            super()._record(rec)
+
+    def _learn_name(self, rec: Record) -> None:
+        """What a file key names (fstrace.h: FST_REC_NAME): file_id is the key, base_id2 its directory's."""
+        key = rec.file_id
+        if rec.name1 is None:           # known by its open file only: by its file id if the key holds it
+            path = self.resolver.file(rec.pid, rec.fd, key & ~KEY_FD if key & KEY_FD else 0)
+        elif rec.base_id2 and not rec.name1.startswith(b"/") and rec.base_id2 in self.file_names:
+            path = join(self.file_names[rec.base_id2][0], rec.name1)
+        else:
+            path = self.resolver.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1)
+        if path is not None:
+            self.file_names[key] = (path, decode_name(path))
+
+    def _path_wanted(self, path: str) -> bool:
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.opts.path_prefixes)
+
+    def collect(self) -> Tick:
+        """Drain the counters: everything counted since the last call, named."""
+        entries = self.counters.swap()
+        now = time.monotonic()
+        self.probe.poll(0)              # the names of every key just drained are in the buffer now
+        overflow = tuple(self.counters.overflow())
+        cgroup_paths: dict[int, str | None] = {}
+        files: dict[int, str] = {}
+        kept = []
+        names, globs, prefixes = self.file_names, self._globs, self.opts.path_prefixes
+        for e in entries:
+            if e.cgroup_id not in cgroup_paths:
+                info = self.cgmap.resolve(e.cgroup_id) if self.cgmap else None
+                cgroup_paths[e.cgroup_id] = info.path if info else None
+            if globs and not self.cgroup_path_wanted(cgroup_paths[e.cgroup_id]):
+                continue
+            if e.file and e.file not in files:
+                name = names.get(e.file)
+                if name is None:
+                    self.counters.forget(e.file)        # lost or forgotten: have it sent again
+                else:
+                    files[e.file] = name[1]
+            if prefixes and not self._path_wanted(files.get(e.file, "")):
+                continue
+            kept.append(e)
+        elapsed, self._collected = now - self._collected, now
+        lost, self._lost_delivered = self.totals.lost - self._lost_delivered, self.totals.lost
+        return Tick(
+            ts=self._offset + now, elapsed=elapsed, entries=kept,
+            cgroups={cgid: path or unknown_path(cgid) for cgid, path in cgroup_paths.items()},
+            files=files, overflow=overflow, lost=lost, uptime=time.clock_gettime(time.CLOCK_BOOTTIME),
+            tracked=sum(1 for info in self.cgmap.entries() if info.alive) if self.cgmap else 0,
+        )
+
+    def _polled(self, last: bool) -> None:
+        if last or time.monotonic() - self._collected >= self.sink.interval:
+            self.sink.counts(self.collect())
+
+    def _finished(self) -> bool:
+        return self.sink.finished

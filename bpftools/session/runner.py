@@ -1,0 +1,252 @@
+"""The loop every command shares: load the probe, follow cgroups, run the command, stop.
+
+A Session owns a probe (the kernel layer: BPF program, ring buffer,
+counters), a cgroup map and, with `-- CMD`, the command in its transient
+cgroup.  The probe is injected (``load_probe``) and so is the cgroup map,
+so the same loop runs on recorded ring-buffer bytes without root
+(tests/unit/test_replay.py).  What a record means is for the two kinds of
+session: StreamSession (session/stream.py) turns file records into
+FileEvents, CountingSession (session/counting.py) drains the kernel's
+counters into ticks.  ``open_session()`` picks one.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import replace
+
+from bpftools import abi
+from bpftools.abi import REC_CGROUP, REC_TASK, TASK_CHDIR, TASK_FORK
+from bpftools.cgroups import map as cgroup_map
+from bpftools.cgroups.select import glob_root, glob_selects, level_of, split_specs, within
+from bpftools.errors import UsageError
+from bpftools.kernel import probe
+from bpftools.session import command
+from bpftools.session.contract import Options, StartInfo, Totals
+from bpftools.session.paths import PathResolver
+
+POLL_MS = 50
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_FIND = object()        # cgmap default: the cgroup2 mount's map, if there is a cgroup2 mount
+
+
+class Session:
+    """Probe + cgroup map + command + the main loop; subclasses say what records mean."""
+
+    ring_pages = probe.ProbeConfig.ring_pages
+
+    def __init__(self, opts: Options, sink, *, load_probe=probe.Probe, cgmap=_FIND):
+        self.opts = opts
+        self.sink = sink
+        self.totals = Totals()
+        self.stopping = False
+        self.child: subprocess.Popen | None = None
+        self.transient: command.TransientCgroup | None = None
+        self._load_probe = load_probe
+        if cgmap is _FIND:
+            try:
+                cgmap = cgroup_map.CgroupMap(mount=cgroup_map.cgroup2_mount())
+            except cgroup_map.Cgroup2Unavailable:
+                cgmap = None        # events still flow, with bare cgroup ids
+        self.cgmap: cgroup_map.CgroupMap | None = cgmap
+        self.mount = cgmap.mount if cgmap else None
+        self._globs: list[str] = []
+        self._subtrees: list[str] = []
+        self._offset = time.time() - time.monotonic()
+        self.resolver = PathResolver()      # tracepoint backend: fd and cwd names from the records
+
+    # --- setup ------------------------------------------------------------------
+    def _filter_ids(self) -> tuple[list[int], int]:
+        """Cgroup ids for the kernel's subtree filter and the smallest level they sit at.
+
+        A glob is filtered in two steps: the kernel lets through the subtree
+        of its fixed prefix (so a cgroup born a microsecond ago is never
+        missed), and cgroup_path_wanted() keeps the events whose cgroup, or
+        an ancestor of it, matches the glob.
+        """
+        paths, ids, self._globs = split_specs(self.opts.cgroups, self.mount)
+        if (paths or self._globs) and not self.cgmap:
+            raise UsageError("--cgroup with a path needs cgroup2, and none is mounted (try a cgroup id)")
+        alive = {info.path: info for info in self.cgmap.entries() if info.alive} if self.cgmap else {}
+        by_id = {info.id: info for info in alive.values()}
+        for cgid in ids:
+            if self.cgmap and cgid not in by_id:
+                raise UsageError("cgroup id %d not found under %s" % (cgid, self.mount))
+        prefixes = [glob_root(glob) for glob in self._globs]
+        for path in paths + prefixes:
+            if path not in alive:
+                raise UsageError("cgroup %s not found under %s" % (path, self.mount))
+        self._subtrees = paths + [by_id[cgid].path for cgid in ids if cgid in by_id]
+        roots = [alive[p].id for p in paths + prefixes] + ids
+        levels = [level_of(p) for p in paths + prefixes] + [level_of(by_id[c].path) if c in by_id else 0 for c in ids]
+        return roots, min(levels, default=0)
+
+    def cgroup_path_wanted(self, path: str | None) -> bool:
+        """Does a cgroup path pass --cgroup (the kernel has filtered by subtree already)?"""
+        if not self._globs:
+            return True
+        if path is None:
+            return False
+        return (any(within(path, sub) for sub in self._subtrees)
+                or any(glob_selects(glob, path) for glob in self._globs))
+
+    def _cgroup_wanted(self, path: str) -> bool:
+        """Is a cgroup change inside what is traced?"""
+        if self._globs:
+            return self.cgroup_path_wanted(path)
+        return not self._subtrees or any(within(path, sub) for sub in self._subtrees)
+
+    def probe_config(self, cgroup_ids: list[int], min_level: int) -> probe.ProbeConfig:
+        o = self.opts
+        return probe.ProbeConfig(
+            backend=o.backend, mounts=o.mounts, events=o.events, failed=o.failed, pids=o.pids,
+            comms=o.comms, cgroup_filter=bool(cgroup_ids), cgroup_min_level=min_level,
+            aggregate=o.aggregate, ring_pages=self.ring_pages)
+
+    def start(self) -> StartInfo:
+        """Load and attach the probe; from the return on, nothing the user asked for is missed."""
+        if self.opts.command:
+            if not self.mount:
+                raise UsageError("-- CMD needs cgroup2 to follow the command and its children")
+            self.transient = command.TransientCgroup(self.mount)
+            self.cgmap.feed("mkdir", self.transient.id, self.transient.path, time.monotonic())
+        ids, min_level = self._filter_ids()
+        if self.transient:
+            ids.append(self.transient.id)
+            min_level = level_of(self.transient.path) if not self.opts.cgroups else min(min_level, 1)
+            self._subtrees.append(self.transient.path)
+        self.probe = self._load_probe(self.probe_config(ids, min_level), self._on_bytes)
+        if ids:
+            self.probe.add_cgroups(ids)
+        self._started()
+        rep = self.probe.report
+        if self.cgmap and "cgroup/cgroup_mkdir" in rep.skipped:
+            self.cgmap.disable("tracepoint", rep.skipped["cgroup/cgroup_mkdir"])
+        return StartInfo(
+            backend=rep.backend, kernel=os.uname().release, headers=rep.headers.describe(),
+            headers_match=rep.headers.matches, tracepoints=rep.tracepoints, skipped=rep.skipped,
+            missing_syscalls=rep.missing_syscalls,
+            cgroup_sources=self.cgmap.sources if self.cgmap else {"all": "off: no cgroup2 mount"},
+            events=self.opts.events,
+            command_cgroup=self.transient.path if self.transient else None,
+            backend_reasons=dict(rep.reasons), passed_over=tuple(rep.passed_over), armed=dict(rep.armed),
+        )
+
+    def _seed_fds(self) -> None:
+        """Files open before tracing began get ids too (the kernel table is not overwritten)."""
+        next_id = 1 << 62
+        for tgid, fd, path, writable, cloexec in self.resolver.existing_fds(os.getpid()):
+            next_id += 1
+            if self.probe.seed_fd(tgid, fd, next_id, writable, cloexec):
+                self.resolver.opened(next_id, path)
+
+    # --- what subclasses extend ------------------------------------------------------
+    def _started(self) -> None:
+        """The probe is attached (counting starts here)."""
+        if self.probe.report.backend == "tracepoint":     # the others name files in the kernel
+            self._seed_fds()
+
+    def _record(self, rec: abi.Record) -> None:
+        """A ring-buffer record other than a cgroup change: here, task bookkeeping."""
+        if rec.type != REC_TASK:
+            return
+        if rec.op == TASK_FORK:
+            self.resolver.forked(rec.pid, rec.fd)
+        elif rec.op == TASK_CHDIR:
+            path = (self.resolver.file(rec.pid, rec.fd, rec.file_id) if rec.fd >= 0 and rec.name1 is None
+                    else self.resolver.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1))
+            self.resolver.chdir(rec.pid, path)
+
+    def _lost(self, count: int) -> None:
+        """count records were lost since the last poll (already in totals)."""
+
+    def _polled(self, last: bool) -> None:
+        """After each poll of the ring buffer; last: the final one."""
+
+    def _finished(self) -> bool:
+        """Does the sink want the run to end?"""
+        return False
+
+    # --- the stream -------------------------------------------------------------
+    def _on_bytes(self, data) -> None:
+        rec = abi.decode(data)
+        if rec.type == REC_CGROUP:
+            if self.cgmap:
+                path = os.fsdecode(rec.name1 or b"")      # as the sweep and fanotify spell it
+                self._cgroup_changes(self.cgmap.feed(abi.CG_ACTIONS[rec.op], rec.cgroup_id, path, rec.ts_ns / 1e9))
+        else:
+            self._record(rec)
+
+    def _cgroup_changes(self, changes) -> None:
+        for change in changes:
+            if self._cgroup_wanted(change.path):
+                self.sink.cgroup(replace(change, ts=self._offset + change.ts))
+
+    # --- the loop ---------------------------------------------------------------
+    def request_stop(self, signum=None, _frame=None) -> None:
+        self.stopping = True
+        if signum is not None and self.child and self.child.poll() is None:
+            self.child.send_signal(signum)
+
+    def _done(self) -> bool:
+        if self.stopping:
+            return True
+        if self.opts.duration is not None and time.monotonic() - self.totals.started >= self.opts.duration:
+            return True
+        if self.child is not None and self.child.poll() is not None:
+            return not self.transient.populated()
+        return self._finished()
+
+    def _tick(self, timeout_ms: int) -> None:
+        self.probe.poll(timeout_ms)
+        if self.cgmap:
+            self._cgroup_changes(self.cgmap.poll())
+        lost = self.probe.lost()
+        if lost:
+            self.totals.lost += lost
+            self._lost(lost)
+            if self.cgmap:
+                self._cgroup_changes(self.cgmap.resweep())
+
+    def run(self) -> int:
+        """Trace until the duration ends, the command's cgroup empties, or a signal; the exit status."""
+        old = {s: signal.signal(s, self.request_stop) for s in STOP_SIGNALS}
+        try:
+            self.totals.started = time.monotonic()
+            if self.opts.command:
+                self.child = command.spawn(self.opts.command, self.transient)
+                self._spawned(self.child.pid)
+            while not self._done():
+                self._tick(POLL_MS)
+                self._polled(last=False)
+                self.sink.flush()
+            self._tick(0)      # what was sent before the end
+            self._polled(last=True)
+            if self.child is not None:
+                try:
+                    self.child.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+            return command.exit_status(self.child)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _spawned(self, pid: int) -> None:
+        """The command runs as pid (a child of fstrace)."""
+        self.resolver.forked(os.getpid(), pid)
+
+    def close(self) -> None:
+        probe_ = getattr(self, "probe", None)
+        if probe_ is not None:
+            probe_.close()
+        if self.cgmap:
+            self.cgmap.close()
+        if self.transient:
+            self.transient.remove()
+
+    @property
+    def duration(self) -> float:
+        return time.monotonic() - self.totals.started
