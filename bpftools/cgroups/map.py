@@ -38,7 +38,6 @@ The map is single-threaded: the caller polls ``fileno()`` and calls ``poll()``.
 from __future__ import annotations
 
 import os
-import re
 import stat
 import time
 from collections import OrderedDict, deque
@@ -47,8 +46,9 @@ from dataclasses import dataclass, replace
 
 from bpftools.cgroups.names import Names, names_from_path
 from bpftools.kernel import fanotify as fan
+from bpftools.kernel import mountinfo
+from bpftools.kernel.mountinfo import MOUNTINFO
 
-MOUNTINFO = "/proc/self/mountinfo"
 SOURCES = ("sweep", "fanotify", "tracepoint")
 LIVE = "live"
 DEFAULT_TTL = 60.0
@@ -56,7 +56,6 @@ DEFAULT_MAX_TOMBSTONES = 8192
 MAX_WAITING_EVENTS = 4096      # fanotify events waiting for a parent / creates waiting for an id
 MAX_READS_PER_POLL = 64        # bounds one poll() to 64 x 64 KiB of fanotify events
 
-_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 class Cgroup2Unavailable(RuntimeError):
@@ -66,10 +65,6 @@ class Cgroup2Unavailable(RuntimeError):
         super().__init__("cgroup attribution needs cgroup2; events still carry cgroup ids")
 
 
-def _unescape(field: str) -> str:
-    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
 def find_cgroup2_mount(mountinfo_text: str) -> str | None:
     """The mount point of the cgroup2 hierarchy in a ``/proc/<pid>/mountinfo`` text, or None.
 
@@ -77,19 +72,9 @@ def find_cgroup2_mount(mountinfo_text: str) -> str | None:
     is mounted below them); of the visible cgroup2 mounts, one of the whole
     hierarchy (root "/") is preferred.
     """
-    mounts = {}  # mount id -> (parent id, mount point, root)
-    cgroup2 = []
-    for line in mountinfo_text.splitlines():
-        fields = line.split(" ")
-        try:
-            sep = fields.index("-", 6)
-            mount_id, parent_id = int(fields[0]), int(fields[1])
-            fstype = fields[sep + 1]
-        except (ValueError, IndexError):
-            continue
-        mounts[mount_id] = (parent_id, _unescape(fields[4]), _unescape(fields[3]))
-        if fstype == "cgroup2":
-            cgroup2.append(mount_id)
+    parsed = mountinfo.parse(os.fsencode(mountinfo_text))
+    mounts = {m.mount_id: (m.parent_id, os.fsdecode(m.point), os.fsdecode(m.root)) for m in parsed}
+    cgroup2 = [m.mount_id for m in parsed if m.fstype == "cgroup2"]
     covering: dict[tuple[int, str], set[int]] = {}  # (mount id, its mount point) -> mounts stacked on it
     for mount_id, (parent, point, _) in mounts.items():
         covering.setdefault((parent, point), set()).add(mount_id)
@@ -109,9 +94,9 @@ def find_cgroup2_mount(mountinfo_text: str) -> str | None:
     return mounts[candidates[0]][1] if candidates else None
 
 
-def cgroup2_mount(mountinfo: str = MOUNTINFO) -> str:
+def cgroup2_mount(path: str = MOUNTINFO) -> str:
     """The cgroup2 mount point of this process; raises ``Cgroup2Unavailable``."""
-    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         mount = find_cgroup2_mount(f.read())
     if mount is None:
         raise Cgroup2Unavailable()

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from bpftools.errors import FstraceError
 from bpftools.kernel import fanotify as fan
-
-MOUNTINFO = "/proc/self/mountinfo"
+from bpftools.kernel import mountinfo
+from bpftools.kernel.mountinfo import MOUNTINFO, Mount
 
 # fanotify(7) event bits, and mark flags the binding does not name.
 FAN_ACCESS = 0x1
@@ -73,48 +73,6 @@ class ArmingError(FstraceError):
     """fsnotify could not be armed: the fsnotify backends cannot see events."""
 
     exit_code = 69
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One line of mountinfo (proc(5))."""
-
-    mount_id: int
-    dev: int            # the kernel's dev_t of the superblock: major << 20 | minor
-    root: bytes         # the directory of the filesystem mounted here
-    point: bytes        # where, relative to our root
-    fstype: str
-
-
-def kernel_dev(major: int, minor: int) -> int:
-    return major << 20 | minor
-
-
-def _unescape(field: bytes) -> bytes:
-    """mountinfo writes space, tab, newline and backslash as \\ooo."""
-    out, i = bytearray(), 0
-    while i < len(field):
-        if field[i] == 0x5C and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
-            out.append(int(field[i + 1:i + 4], 8))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return bytes(out)
-
-
-def parse_mountinfo(text: bytes) -> list[Mount]:
-    mounts = []
-    for line in text.splitlines():
-        fields = line.split(b" ")
-        try:
-            sep = fields.index(b"-", 6)
-            major, minor = fields[2].split(b":")
-            mounts.append(Mount(int(fields[0]), kernel_dev(int(major), int(minor)),
-                                _unescape(fields[3]), _unescape(fields[4]), fields[sep + 1].decode()))
-        except (ValueError, IndexError):
-            continue
-    return mounts
 
 
 def fanotify_mask(events) -> int:
@@ -197,8 +155,7 @@ class Armer:
 
     # --- internals -----------------------------------------------------------------------
     def _read(self) -> list[Mount]:
-        with open(self.mountinfo, "rb") as f:
-            return parse_mountinfo(f.read())
+        return mountinfo.read(self.mountinfo)
 
     def _traced_devs(self, mounts: list[Mount]) -> set[int]:
         if self.only:

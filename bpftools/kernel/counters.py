@@ -22,27 +22,16 @@ import os
 import struct
 
 from bpftools.abi import AGG_KEY, AGG_VALUE, EVENT_NAMES, Entry
+from bpftools.kernel.sysbpf import bpf
 
 EV_COUNT = len(EVENT_NAMES)
 
-SYS_BPF = 321                   # x86_64
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
 ATTR_SIZE = 64                  # covers the elem and batch members of union bpf_attr
 BATCH = 4096                    # entries per batched syscall
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def _bpf(cmd: int, attr: ctypes.Array) -> int:
-    rc = _libc.syscall(SYS_BPF, cmd, attr, ATTR_SIZE)
-    if rc < 0:
-        return -ctypes.get_errno()
-    return rc
-
 
 def _elem_attr(map_fd: int, key, value=None) -> ctypes.Array:
     attr = ctypes.create_string_buffer(ATTR_SIZE)
@@ -95,7 +84,7 @@ class Counters:
     def _point(self, index: int) -> None:
         key = ctypes.c_uint32(0)
         fd = ctypes.c_uint32(self.map_fds[index])
-        rc = _bpf(BPF_MAP_UPDATE_ELEM, _elem_attr(self.slot_fd, key, fd))
+        rc = bpf(BPF_MAP_UPDATE_ELEM, _elem_attr(self.slot_fd, key, fd))
         if rc < 0:
             raise CounterError(-rc, "switching the counter map failed: %s" % os.strerror(-rc))
         self.active = index
@@ -121,7 +110,7 @@ class Counters:
             struct.pack_into("=QQQQIIQQ", attr, 0, 0 if first else ctypes.addressof(token_in),
                              ctypes.addressof(token_out), ctypes.addressof(self._keys),
                              ctypes.addressof(self._values), BATCH, map_fd, 0, 0)
-            rc = _bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, attr)
+            rc = bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, attr)
             count = struct.unpack_from("=I", attr, 32)[0]
             if count:
                 entries += parse(self._keys.raw[:count * AGG_KEY.size], self._values.raw[:count * AGG_VALUE.size])
@@ -138,7 +127,7 @@ class Counters:
         value = ctypes.create_string_buffer(8 * self.cpus)
         for op in range(EV_COUNT):
             key = ctypes.c_uint32(op)
-            rc = _bpf(BPF_MAP_LOOKUP_ELEM, _elem_attr(self.overflow_fd, key, value))
+            rc = bpf(BPF_MAP_LOOKUP_ELEM, _elem_attr(self.overflow_fd, key, value))
             total = sum(struct.unpack_from("=%dQ" % self.cpus, value)) if rc == 0 else self._overflow_seen[op]
             delta.append(total - self._overflow_seen[op])
             self._overflow_seen[op] = total
@@ -147,4 +136,4 @@ class Counters:
     def forget(self, file_key: int) -> None:
         """Have the kernel send the name of this file key again at its next event."""
         key = ctypes.c_uint64(file_key)
-        _bpf(BPF_MAP_DELETE_ELEM, _elem_attr(self.named_fd, key))
+        bpf(BPF_MAP_DELETE_ELEM, _elem_attr(self.named_fd, key))

@@ -13,8 +13,8 @@ import errno
 import os
 import struct
 
-NR_BPF = 321
-NR_PERF_EVENT_OPEN = 298
+from bpftools.kernel.sysbpf import NR_PERF_EVENT_OPEN, bpf, syscall
+
 BPF_PROG_LOAD = 5
 BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_PROG_TYPE_TRACING = 26
@@ -26,9 +26,6 @@ ENOTSUPP = 524        # kernel-internal errno, leaks out of BPF attach paths
 # r0 = 0; exit
 _NOP_PROGRAM = bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
 
 def errno_text(err: int) -> str:
     if err == ENOTSUPP:
@@ -36,13 +33,13 @@ def errno_text(err: int) -> str:
     return "%s (%s)" % (errno.errorcode.get(err, "E%d" % err), os.strerror(err))
 
 
-def _syscall(nr: int, *args) -> tuple[int, int]:
-    ret = _libc.syscall(ctypes.c_long(nr), *args)
-    return ret, ctypes.get_errno() if ret < 0 else 0
+def _split(ret: int) -> tuple[int, int]:
+    """(what the kernel returned, its errno or 0)."""
+    return (ret, 0) if ret >= 0 else (-1, -ret)
 
 
 def _bpf(cmd: int, attr: ctypes.Array) -> tuple[int, int]:
-    return _syscall(NR_BPF, ctypes.c_long(cmd), attr, ctypes.c_long(len(attr)))
+    return _split(bpf(cmd, attr))
 
 
 def fentry_error(btf_id: int) -> str | None:
@@ -83,8 +80,8 @@ def kprobe_error(func: str, pmu_type_file: str = KPROBE_PMU_TYPE) -> str | None:
     attr = ctypes.create_string_buffer(72)
     struct.pack_into("=IIQQ", attr, 0, pmu_type, len(attr), 0, 1)   # type, size, config, sample_period
     struct.pack_into("=QQ", attr, 56, ctypes.addressof(name), 0)    # kprobe_func, probe_offset
-    fd, err = _syscall(NR_PERF_EVENT_OPEN, attr, ctypes.c_int(-1), ctypes.c_int(0), ctypes.c_int(-1),
-                       ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC))
+    fd, err = _split(syscall(NR_PERF_EVENT_OPEN, attr, ctypes.c_int(-1), ctypes.c_int(0), ctypes.c_int(-1),
+                             ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC)))
     if fd < 0:
         return "placing a kprobe on %s() failed: %s" % (func, errno_text(err))
     os.close(fd)

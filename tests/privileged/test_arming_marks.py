@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bpftools import abi
-from bpftools.kernel import arming
+from bpftools.kernel import arming, mountinfo
 
 
 def sb_marks(fd: int) -> dict[int, dict[str, int]]:
@@ -68,7 +68,7 @@ class Seen:
 
 def dev_of(path: Path) -> int:
     st = os.stat(path)
-    return arming.kernel_dev(os.major(st.st_dev), os.minor(st.st_dev))
+    return mountinfo.kernel_dev(os.major(st.st_dev), os.minor(st.st_dev))
 
 
 def test_every_real_filesystem_gets_one_ignore_only_mark(tmpfs):

@@ -1,6 +1,6 @@
 """The pure parts of bpftools/kernel/arming.py: mountinfo, masks, which mount a path is on."""
 from bpftools import abi
-from bpftools.kernel import arming
+from bpftools.kernel import arming, mountinfo
 
 MOUNTINFO = b"""\
 25 1 0:23 / / ro,relatime - 9p /dev/root ro,access=any
@@ -15,7 +15,7 @@ MOUNTINFO = b"""\
 
 
 def test_parse_mountinfo_unescapes_and_encodes_dev_like_the_kernel():
-    mounts = arming.parse_mountinfo(MOUNTINFO)
+    mounts = mountinfo.parse(MOUNTINFO)
     tmp = mounts[4]
     assert tmp.point == b"/tmp/with space\nnl"
     assert tmp.dev == 58 and tmp.fstype == "tmpfs" and tmp.root == b"/"
@@ -24,7 +24,7 @@ def test_parse_mountinfo_unescapes_and_encodes_dev_like_the_kernel():
 
 
 def test_mount_of_takes_the_longest_and_then_the_last_mount():
-    mounts = arming.parse_mountinfo(MOUNTINFO)
+    mounts = mountinfo.parse(MOUNTINFO)
     assert arming.mount_of(b"/tmp/with space\nnl/x", mounts).dev == 58
     assert arming.mount_of(b"/tmp/with", mounts).point == b"/tmp"
     assert arming.mount_of(b"/srv/a", mounts).fstype == "xfs"          # covers the ext4 below it
@@ -41,6 +41,6 @@ def test_mask_covers_exactly_the_traced_events():
 
 
 def test_pseudo_filesystems_are_not_traced():
-    mounts = arming.parse_mountinfo(MOUNTINFO)
+    mounts = mountinfo.parse(MOUNTINFO)
     assert [m.fstype for m in mounts if m.fstype not in arming.PSEUDO_FILESYSTEMS] == \
         ["9p", "overlay", "tmpfs", "tmpfs", "ext4", "xfs"]
