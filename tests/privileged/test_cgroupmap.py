@@ -261,7 +261,7 @@ def test_queue_overflow_resweeps(lab):
 
 def test_fanotify_off_without_cap_sys_admin_the_map_still_works(lab):
     cgid, path = lab.mkdir("seen-by-sweep")
-    code = ("import json, sys; from bpftools.cgroups import CgroupMap; "
+    code = ("import json, sys; from bpftools.cgroups.map import CgroupMap; "
             "m = CgroupMap({'sweep', 'fanotify'}, mount=sys.argv[1]); "
             "print(json.dumps([m.sources, m.label(int(sys.argv[2])), m.fileno()]))")
 
