@@ -1,0 +1,112 @@
+"""`fstrace report --from FILE` and `fstrace report --diff BEFORE AFTER`: reports without the kernel.
+
+Called by the report command (cli/counting.py) when one of the two is given;
+no root needed.  --from replays a saved trace through the report's own sink
+(session/replay.py); --diff compares two reports or traces (model/diff.py,
+views/diff.py).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from rich.console import Console
+
+from bpftools.errors import UsageError
+
+# report options that mean nothing without the kernel, and those that mean nothing for a diff
+LIVE_ONLY = ("duration", "backend", "mounts", "command")
+NOT_FOR_DIFF = LIVE_ONLY + ("by", "sort", "csv_dir", "pids", "comms", "event_spec", "cgroups", "path_prefixes",
+                            "source")
+OPTION_NAMES = {"duration": "-d/--duration", "backend": "--backend", "mounts": "--mount", "command": "-- CMD",
+                "by": "--by", "sort": "--sort", "csv_dir": "--csv", "pids": "--pid", "comms": "--comm",
+                "event_spec": "-e/--event", "cgroups": "--cgroup", "path_prefixes": "--path", "source": "--from",
+                "maps": "--map"}
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Did the user give this option (rather than click filling in its default)?"""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source != click.core.ParameterSource.DEFAULT
+
+
+def refuse(ctx: click.Context, names, mode: str) -> None:
+    for name in names:
+        if given(ctx, name):
+            raise UsageError("%s does not go with %s" % (OPTION_NAMES[name], mode))
+
+
+def warn(lines) -> None:
+    for line in lines:
+        sys.stderr.write("fstrace: warning: %s\n" % line)
+    sys.stderr.flush()
+
+
+def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json, csv_dir, svg_file, html_file,
+                pids, comms, event_spec, cgroups, path_prefixes) -> None:
+    """The report of a saved trace, in every format the live report has."""
+    from bpftools.cli import parse_event_option, parse_pids
+    from bpftools.cli.counting import filter_words, parse_prefixes, write_outputs
+    from bpftools.session import split_cgroup_specs
+    from bpftools.session.tracefile import ReplayFilter, open_input, replay
+    from bpftools.views import report as view
+
+    refuse(ctx, LIVE_ONLY + ("maps",), "--from (a saved trace has no kernel to ask)")
+    paths, ids, globs = split_cgroup_specs(cgroups, None)
+    asked = parse_event_option(event_spec, default=None) if event_spec else None
+    filters = ReplayFilter(events=asked, pids=parse_pids(pids), comms=tuple(comms), cgroup_paths=tuple(paths),
+                           cgroup_ids=tuple(ids), cgroup_globs=tuple(globs),
+                           path_prefixes=parse_prefixes(path_prefixes))
+    sink = view.ReportSink()
+    stream = open_input(source)
+    try:
+        info = replay(stream, source, sink, filters)
+    finally:
+        if source != "-":
+            stream.close()
+    warn(info.warnings)
+    meta = view.ReportMeta(backend=info.backend, kernel=info.kernel, command=info.command,
+                           command_cgroup=info.command_cgroup,
+                           filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes),
+                           source=info.source_record(asked), notes=tuple(info.not_recorded(asked)))
+    rep = view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
+    write_outputs(rep, as_json, csv_dir, svg_file, html_file)
+
+
+def report_diff(ctx: click.Context, before: str, after: str, *, maps, top_n, as_json, svg_file,
+                html_file) -> None:
+    """Two reports or traces compared; tables, JSON, SVG, HTML."""
+    from bpftools.cli.counting import _batch_width, _quiet_stdout, _write_file
+    from bpftools.model import diff as md
+    from bpftools.session.tracefile import load_side
+    from bpftools.views import diff as view
+
+    refuse(ctx, NOT_FOR_DIFF, "--diff (it compares two finished reports; filter when making them)")
+    if before == "-" and after == "-":
+        raise UsageError("--diff - -: only one side can come from standard input")
+    try:
+        path_maps = tuple(md.parse_map(m) for m in maps)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    sides = []
+    for name in (before, after):
+        side, warnings = load_side(name)
+        warn(warnings)
+        sides.append(side)
+    d = md.diff(sides[0], sides[1], path_maps)
+    top = top_n if given(ctx, "top_n") else None
+    try:
+        if as_json:
+            view.write_json(d, sys.stdout, top or 0)
+        else:
+            tty = sys.stdout.isatty()
+            console = Console(highlight=False, no_color="NO_COLOR" in os.environ or not tty,
+                              width=None if tty else _batch_width())
+            view.print_diff(d, console, view.DEFAULT_TOP if top is None else top)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    for path, write in ((svg_file, view.to_svg), (html_file, view.to_html)):
+        if path:
+            _write_file(path, write(d, view.DEFAULT_TOP if top is None else top))
