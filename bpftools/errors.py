@@ -31,6 +31,12 @@ class MissingKernelFeature(FstraceError):
         self.hint = hint
 
 
+class BadInput(FstraceError):
+    """A file that is not what the command reads: not a trace, not a report, damaged, too new (EX_DATAERR)."""
+
+    exit_code = 65
+
+
 class BpfLoadError(FstraceError):
     exit_code = 70
 

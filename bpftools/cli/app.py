@@ -1,4 +1,7 @@
-"""Running a session for a command: the one place that owns start, signals, a closed pipe and close."""
+"""Running a session for a command: the one place that owns start, signals, a closed pipe and close.
+
+And writing what a report-like command made: to stdout (tables or JSON) and to the files asked for.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +10,9 @@ import sys
 import time
 from collections.abc import Callable
 
+from rich.console import Console
+
+from bpftools.errors import UsageError
 from bpftools.session import open_session
 from bpftools.session.contract import Options, StartInfo
 from bpftools.session.runner import STOP_SIGNALS
@@ -53,3 +59,43 @@ def run_session(opts: Options, sink, announce: Callable[[StartInfo], None] | Non
         sink.close()
         session.close()
     return info, status
+
+
+def batch_width() -> int:
+    try:
+        return max(80, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return 120
+
+
+def write_file(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(text)
+    except OSError as e:
+        raise UsageError("cannot write %s: %s" % (path, e.strerror)) from None
+
+
+def write_report(rep, as_json: bool, csv_dir: str | None, svg_file: str | None, html_file: str | None) -> None:
+    """A report to stdout (tables or JSON) and to the files asked for."""
+    from bpftools.views import report as view
+
+    try:
+        if as_json:
+            view.write_json(rep, sys.stdout)
+        else:
+            tty = sys.stdout.isatty()
+            console = Console(highlight=False, no_color="NO_COLOR" in os.environ or not tty,
+                              width=None if tty else batch_width())
+            view.print_report(rep, console)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_stdout()
+    for path, write in ((svg_file, view.to_svg), (html_file, view.to_html)):
+        if path:
+            write_file(path, write(rep))
+    if csv_dir:
+        try:
+            view.write_csv(rep, csv_dir)
+        except OSError as e:
+            raise UsageError("cannot write CSV files into %s: %s" % (csv_dir, e.strerror)) from None

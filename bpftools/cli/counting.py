@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 
 from bpftools import model
-from bpftools.cli.app import quiet_stdout, run_session, say
+from bpftools.cli.app import batch_width, run_session, say, write_report
 from bpftools.cli.options import count_filters, filter_words, session_options
 from bpftools.errors import UsageError
 from bpftools.views.report import TABLES
@@ -31,6 +31,8 @@ Examples:
   fstrace report -- make -j2             everything make and its children did
   fstrace report --json -- ./job.sh      one JSON document (schema: man fstrace)
   fstrace report -d 1m --html r.html --csv r/   a picture for a ticket, CSVs
+  fstrace report --from t.jsonl          the report of a saved `trace --json`
+  fstrace report --diff a.json b.json    what changed between two runs
 """
 
 
@@ -67,7 +69,7 @@ def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids
     keys_fd = _terminal_fd()
     announce = None
     if batch or as_json or keys_fd is None or not sys.stdout.isatty():
-        console = Console(width=_batch_width(), no_color="NO_COLOR" in os.environ or not sys.stdout.isatty(),
+        console = Console(width=batch_width(), no_color="NO_COLOR" in os.environ or not sys.stdout.isatty(),
                           highlight=False)
         sink = view.Batch(console, state, meta, iterations, as_json, out=sys.stdout)
 
@@ -83,13 +85,6 @@ def _terminal_fd() -> int | None:
     return sys.stdin.fileno() if sys.stdin.isatty() else None
 
 
-def _batch_width() -> int:
-    try:
-        return max(80, int(os.environ.get("COLUMNS", "")))
-    except ValueError:
-        return 120
-
-
 @click.command(epilog=EPILOG_REPORT)
 @click.option("-d", "--duration", metavar="TIME", help="Count for TIME (30, 30s, 2m); default: until Ctrl-C "
                                                        "or until CMD and all it started have ended.")
@@ -103,22 +98,44 @@ def _batch_width() -> int:
 @click.option("--csv", "csv_dir", metavar="DIR", help="Also write one CSV file per table into DIR.")
 @click.option("--svg", "svg_file", metavar="FILE", help="Also write the report as a self-contained SVG picture.")
 @click.option("--html", "html_file", metavar="FILE", help="Also write the report as a self-contained HTML page.")
+@click.option("--from", "source", metavar="FILE",
+              help="Report on a saved `trace --json` file (- for stdin) instead of the kernel; no root needed.")
+@click.option("--diff", "diff", nargs=2, metavar="BEFORE AFTER",
+              help="Compare two runs, each a `report --json` document or a `trace --json` file: what is new, "
+                   "vanished and changed per cgroup, process name and file.")
+@click.option("--map", "maps", multiple=True, metavar="OLD=NEW",
+              help="With --diff: read BEFORE's paths under OLD as under NEW (a glob in OLD renames both "
+                   "sides), for per-run temporary directories.")
 @count_filters
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS…]")
-def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pids, comms, event_spec, cgroups,
-           path_prefixes, backend, mounts, command):
+@click.pass_context
+def report(ctx, duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, source, diff, maps, pids, comms,
+           event_spec, cgroups, path_prefixes, backend, mounts, command):
     """Count file activity over a time or a command, then summarise it.
 
     With -- CMD, run CMD in a new cgroup, count everything it and all its
     descendants do (daemons included) until the cgroup is empty, and exit
     with CMD's status.  Failed operations are always counted (by errno).
+
+    With --from, summarise a saved trace instead; with --diff, compare two
+    runs.  Neither needs root.
     """
+    from bpftools.cli import replay
     from bpftools.views import report as view
 
     tables = parse_tables(by)
     check_writable(svg_file, "file")
     check_writable(html_file, "file")
     check_writable(csv_dir, "directory")
+    if diff:
+        return replay.report_diff(ctx, diff[0], diff[1], maps=maps, top_n=top_n, as_json=as_json,
+                                  svg_file=svg_file, html_file=html_file)
+    if source is not None:
+        return replay.report_from(ctx, source, top_n=top_n, tables=tables, sort=sort, as_json=as_json,
+                                  csv_dir=csv_dir, svg_file=svg_file, html_file=html_file, pids=pids, comms=comms,
+                                  event_spec=event_spec, cgroups=cgroups, path_prefixes=path_prefixes)
+    if maps:
+        raise UsageError("--map goes with --diff")
     opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed=True, aggregate=True,
                            path_prefixes=path_prefixes, duration=duration, command=command)
     sink = view.ReportSink()
@@ -134,25 +151,7 @@ def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pid
                            command_cgroup=info.command_cgroup, exit_status=status if command else None,
                            filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes))
     rep = view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
-    try:
-        if as_json:
-            view.write_json(rep, sys.stdout)
-        else:
-            tty = sys.stdout.isatty()
-            console = Console(highlight=False, no_color="NO_COLOR" in os.environ or not tty,
-                              width=None if tty else _batch_width())
-            view.print_report(rep, console)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        quiet_stdout()
-    for path, write in ((svg_file, view.to_svg), (html_file, view.to_html)):
-        if path:
-            _write_file(path, write(rep))
-    if csv_dir:
-        try:
-            view.write_csv(rep, csv_dir)
-        except OSError as e:
-            raise UsageError("cannot write CSV files into %s: %s" % (csv_dir, e.strerror)) from None
+    write_report(rep, as_json, csv_dir, svg_file, html_file)
     sys.exit(status)
 
 
@@ -177,11 +176,3 @@ def check_writable(path: str | None, what: str) -> None:
     where = path if what == "directory" and os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(where) or not os.access(where, os.W_OK):
         raise UsageError("cannot write %s %s: %s is not a writable directory" % (what, path, where))
-
-
-def _write_file(path: str, text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(text)
-    except OSError as e:
-        raise UsageError("cannot write %s: %s" % (path, e.strerror)) from None

@@ -2,7 +2,7 @@
 
 Called by the report command (cli/counting.py) when one of the two is given;
 no root needed.  --from replays a saved trace through the report's own sink
-(session/replay.py); --diff compares two reports or traces (model/diff.py,
+(session/tracefile.py); --diff compares two reports or traces (model/diff.py,
 views/diff.py).
 """
 from __future__ import annotations
@@ -46,14 +46,14 @@ def warn(lines) -> None:
 def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json, csv_dir, svg_file, html_file,
                 pids, comms, event_spec, cgroups, path_prefixes) -> None:
     """The report of a saved trace, in every format the live report has."""
-    from bpftools.cli import parse_event_option, parse_pids
-    from bpftools.cli.counting import filter_words, parse_prefixes, write_outputs
-    from bpftools.session import split_cgroup_specs
+    from bpftools.cgroups.select import split_specs
+    from bpftools.cli.app import write_report
+    from bpftools.cli.options import filter_words, parse_event_option, parse_pids, parse_prefixes
     from bpftools.session.tracefile import ReplayFilter, open_input, replay
     from bpftools.views import report as view
 
     refuse(ctx, LIVE_ONLY + ("maps",), "--from (a saved trace has no kernel to ask)")
-    paths, ids, globs = split_cgroup_specs(cgroups, None)
+    paths, ids, globs = split_specs(cgroups, None)
     asked = parse_event_option(event_spec, default=None) if event_spec else None
     filters = ReplayFilter(events=asked, pids=parse_pids(pids), comms=tuple(comms), cgroup_paths=tuple(paths),
                            cgroup_ids=tuple(ids), cgroup_globs=tuple(globs),
@@ -71,13 +71,13 @@ def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json
                            filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes),
                            source=info.source_record(asked), notes=tuple(info.not_recorded(asked)))
     rep = view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
-    write_outputs(rep, as_json, csv_dir, svg_file, html_file)
+    write_report(rep, as_json, csv_dir, svg_file, html_file)
 
 
 def report_diff(ctx: click.Context, before: str, after: str, *, maps, top_n, as_json, svg_file,
                 html_file) -> None:
     """Two reports or traces compared; tables, JSON, SVG, HTML."""
-    from bpftools.cli.counting import _batch_width, _quiet_stdout, _write_file
+    from bpftools.cli.app import batch_width, quiet_stdout, write_file
     from bpftools.model import diff as md
     from bpftools.session.tracefile import load_side
     from bpftools.views import diff as view
@@ -102,11 +102,11 @@ def report_diff(ctx: click.Context, before: str, after: str, *, maps, top_n, as_
         else:
             tty = sys.stdout.isatty()
             console = Console(highlight=False, no_color="NO_COLOR" in os.environ or not tty,
-                              width=None if tty else _batch_width())
+                              width=None if tty else batch_width())
             view.print_diff(d, console, view.DEFAULT_TOP if top is None else top)
         sys.stdout.flush()
     except BrokenPipeError:
-        _quiet_stdout()
+        quiet_stdout()
     for path, write in ((svg_file, view.to_svg), (html_file, view.to_html)):
         if path:
-            _write_file(path, write(d, view.DEFAULT_TOP if top is None else top))
+            write_file(path, write(d, view.DEFAULT_TOP if top is None else top))

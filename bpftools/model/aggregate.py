@@ -81,7 +81,7 @@ class Aggregator:
             if key[2] == e.file and e.file in tick.files:
                 self.files[e.file] = tick.files[e.file]
             add_into(acc, e.counts)
-            if e.counts[EXEC] or e.pid not in self.comms:
+            if (e.counts[EXEC] and not e.err) or e.pid not in self.comms:   # a failed exec renames nothing
                 self.comms[e.pid] = e.comm
             if not e.err:
                 per_cgroup[e.cgroup_id] = per_cgroup.get(e.cgroup_id, 0) + sum(e.counts)

@@ -73,6 +73,8 @@ class StartInfo:
     backend_reasons: dict[str, str] = field(default_factory=dict)   # why not each other backend
     passed_over: tuple[str, ...] = ()                               # backends auto tried before this one
     armed: dict[str, str] = field(default_factory=dict)             # mount point -> fsnotify mark kind
+    failed: bool = False                                            # failed operations traced too
+    command: tuple[str, ...] = ()                                   # -- CMD
 
 
 @dataclass

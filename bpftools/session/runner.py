@@ -132,6 +132,7 @@ class Session:
             events=self.opts.events,
             command_cgroup=self.transient.path if self.transient else None,
             backend_reasons=dict(rep.reasons), passed_over=tuple(rep.passed_over), armed=dict(rep.armed),
+            failed=self.opts.failed, command=tuple(self.opts.command),
         )
 
     def _seed_fds(self) -> None:

@@ -27,15 +27,15 @@ Bad input, as a user would expect it:
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import sys
 from dataclasses import dataclass, field
 
 from bpftools.abi import EVENT_CODES, EVENT_NAMES
 from bpftools.cgroups.map import CgroupChange
-from bpftools.errors import FstraceError
-from bpftools.model import EV_COUNT, NO_FILE, Entry, Tick, within
+from bpftools.errors import BadInput
+from bpftools.cgroups.select import glob_selects, unknown_path, within
+from bpftools.model import EV_COUNT, NO_FILE, Entry, Tick
 
 RECORD_VERSION = 1          # of the records this fstrace writes and reads; a start record without one: 1
 RECORD_TYPES = ("start", "event", "cgroup", "lost", "summary")
@@ -43,12 +43,6 @@ FAST_TICK_S = 15.0          # as views/report.py: quarter-second ticks until the
 FAST_INTERVAL = 0.25
 SLOW_INTERVAL = 1.0
 _EXEC = EVENT_CODES["exec"]
-
-
-class TraceFileError(FstraceError):
-    """A file that cannot be read as a trace (EX_DATAERR)."""
-
-    exit_code = 65
 
 
 @dataclass
@@ -129,22 +123,13 @@ class ReplayFilter:
         return bool(self.cgroup_paths or self.cgroup_ids or self.cgroup_globs)
 
 
-def cgroup_selected(path: str, subtrees, globs) -> bool:
-    """Is a cgroup path inside one of subtrees, or does it or an ancestor match one of globs?"""
-    if any(within(path, sub) for sub in subtrees):
-        return True
-    parts = path.strip("/").split("/")
-    return any(fnmatch.fnmatchcase("/".join(parts[:n]), g.strip("/"))
-               for g in globs for n in range(1, len(parts) + 1))
-
-
 def path_selected(path: str | None, prefixes) -> bool:
     return path is not None and any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
 # --- reading ------------------------------------------------------------------------------
 def read_records(stream, info: TraceInfo):
-    """(line number, record) for each line of a binary stream of JSON Lines; TraceFileError on bad input.
+    """(line number, record) for each line of a binary stream of JSON Lines; BadInput on bad input.
 
     A last line that is cut off ends the records with a warning (info.truncated).
     """
@@ -165,27 +150,27 @@ def read_records(stream, info: TraceInfo):
                                      "reading the %d lines before it" % (name, lineno, lineno - 1))
                 return
             if lineno == 1:
-                raise TraceFileError("%s is not JSON Lines (line 1: %s); --from reads what "
+                raise BadInput("%s is not JSON Lines (line 1: %s); --from reads what "
                                      "`fstrace trace --json` writes" % (name, _reason(e))) from None
-            raise TraceFileError("%s:%d: not a JSON record (%s)" % (name, lineno, _reason(e))) from None
+            raise BadInput("%s:%d: not a JSON record (%s)" % (name, lineno, _reason(e))) from None
         if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
             if lineno == 1:
-                raise TraceFileError("%s is not a trace: line 1 is JSON but no record with a \"type\"; "
+                raise BadInput("%s is not a trace: line 1 is JSON but no record with a \"type\"; "
                                      "--from reads what `fstrace trace --json` writes" % name)
-            raise TraceFileError("%s:%d: not a trace record (a JSON object with a \"type\")" % (name, lineno))
+            raise BadInput("%s:%d: not a trace record (a JSON object with a \"type\")" % (name, lineno))
         if lineno == 1 and rec["type"] == "report":
-            raise TraceFileError("%s is a report --json document; --from reads a trace (`fstrace trace --json`), "
+            raise BadInput("%s is a report --json document; --from reads a trace (`fstrace trace --json`), "
                                  "--diff compares reports" % name)
         yield lineno, rec
     if lineno == 0:
-        raise TraceFileError("%s is empty: no trace records" % name)
+        raise BadInput("%s is empty: no trace records" % name)
 
 
 def _check_first_line(raw: bytes, name: str) -> None:
     if raw[:2] == b"\x1f\x8b":
-        raise TraceFileError("%s is gzip-compressed: try  zcat %s | fstrace report --from -" % (name, name))
+        raise BadInput("%s is gzip-compressed: try  zcat %s | fstrace report --from -" % (name, name))
     if raw.strip() in (b"{", b"["):
-        raise TraceFileError("%s is one JSON document, not JSON Lines (a report --json document? "
+        raise BadInput("%s is one JSON document, not JSON Lines (a report --json document? "
                              "--diff compares those; --from reads `fstrace trace --json` output)" % name)
 
 
@@ -247,7 +232,7 @@ class Folder:
             entries.append(Entry(cgid, key, pid, err, comm, tuple(counts)))
             if key != NO_FILE:
                 files[key] = self.key_paths[key]
-            cgroups[cgid] = self.cgroup_paths.get(cgid) or "/unknown:%d" % cgid
+            cgroups[cgid] = self.cgroup_paths.get(cgid) or unknown_path(cgid)
         tick = Tick(ts=end, elapsed=max(0.0, end - start), entries=entries, cgroups=cgroups,
                     files=files, lost=self.pending_lost)
         self.acc = {}
@@ -261,7 +246,7 @@ class Folder:
         info = self.info
         version = rec.get("version", 1)
         if not isinstance(version, int) or version > RECORD_VERSION:
-            raise TraceFileError("%s:%d: a trace of record version %s, written by a newer fstrace; this one "
+            raise BadInput("%s:%d: a trace of record version %s, written by a newer fstrace; this one "
                                  "reads version %d" % (info.name, lineno, version, RECORD_VERSION))
         info.starts += 1
         if info.starts > 1:
@@ -290,13 +275,13 @@ class Folder:
         code = EVENT_CODES.get(name) if isinstance(name, str) else None
         if code is None:
             if not isinstance(name, str):
-                raise TraceFileError("%s:%d: an event record without an event name" % (info.name, lineno))
+                raise BadInput("%s:%d: an event record without an event name" % (info.name, lineno))
             key = "event %r" % name
             info.unknown[key] = info.unknown.get(key, 0) + 1
             return
         ts, pid, cgid = _number(rec.get("ts")), rec.get("pid"), rec.get("cgroup_id")
         if ts is None or not isinstance(pid, int) or not isinstance(cgid, int):
-            raise TraceFileError("%s:%d: an event record without a number in ts, pid or cgroup_id"
+            raise BadInput("%s:%d: an event record without a number in ts, pid or cgroup_id"
                                  % (info.name, lineno))
         info.event_records += 1
         ret = rec.get("ret")
@@ -351,14 +336,15 @@ class Folder:
             path = self.cgroup_paths.get(cgid)
         f = self.filters
         subtrees = list(f.cgroup_paths) + [self.cgroup_paths[i] for i in f.cgroup_ids if i in self.cgroup_paths]
-        hit = cgid in f.cgroup_ids or (path is not None and cgroup_selected(path, subtrees, f.cgroup_globs))
+        hit = cgid in f.cgroup_ids or path is not None and (
+            any(within(path, sub) for sub in subtrees) or any(glob_selects(g, path) for g in f.cgroup_globs))
         self._wanted_cgroups[cgid] = hit
         return hit
 
     def cgroup(self, rec: dict, lineno: int) -> None:
         action, cgid, path, ts = rec.get("action"), rec.get("id"), rec.get("path"), _number(rec.get("ts"))
         if action not in ("mkdir", "rmdir") or not isinstance(cgid, int) or not isinstance(path, str) or ts is None:
-            raise TraceFileError("%s:%d: a cgroup record without action, id, path and ts" % (self.info.name, lineno))
+            raise BadInput("%s:%d: a cgroup record without action, id, path and ts" % (self.info.name, lineno))
         self.cgroup_paths.setdefault(cgid, path)
         self._wanted_cgroups.pop(cgid, None)
         if self.filters.cgroups and not self._cgroup_wanted(cgid, path):
@@ -369,7 +355,7 @@ class Folder:
     def lost(self, rec: dict, lineno: int) -> None:
         count = rec.get("count")
         if not isinstance(count, int) or count < 0:
-            raise TraceFileError("%s:%d: a lost record without a count" % (self.info.name, lineno))
+            raise BadInput("%s:%d: a lost record without a count" % (self.info.name, lineno))
         self.info.lost += count
         self.pending_lost += count
         ts = _number(rec.get("ts"))
@@ -407,7 +393,7 @@ def _number(v) -> float | None:
 def replay(stream, name: str, sink, filters: ReplayFilter = ReplayFilter()) -> TraceInfo:
     """Read a trace from a binary stream and hand sink what a live session would: cgroup changes, Ticks.
 
-    Returns what the trace said about itself; raises TraceFileError on input that is not a trace.
+    Returns what the trace said about itself; raises BadInput on input that is not a trace.
     """
     info = TraceInfo(name)
     folder = Folder(info, filters, sink)
@@ -434,13 +420,13 @@ def replay(stream, name: str, sink, filters: ReplayFilter = ReplayFilter()) -> T
 
 # --- one side of a diff --------------------------------------------------------------------
 def open_input(name: str):
-    """A binary stream for a file name ("-": standard input); TraceFileError when it cannot be read."""
+    """A binary stream for a file name ("-": standard input); BadInput when it cannot be read."""
     if name == "-":
         return sys.stdin.buffer
     try:
         return open(name, "rb")
     except OSError as e:
-        raise TraceFileError("cannot read %s: %s" % (name, e.strerror)) from None
+        raise BadInput("cannot read %s: %s" % (name, e.strerror)) from None
 
 
 def count_trace(stream, name: str, filters: ReplayFilter = ReplayFilter()):
@@ -478,11 +464,11 @@ def load_side(name: str):
             try:
                 doc = json.loads(first + rest)
             except ValueError as e:
-                raise TraceFileError("%s is not a report --json document (%s)" % (name, _reason(e))) from None
+                raise BadInput("%s is not a report --json document (%s)" % (name, _reason(e))) from None
             try:
                 return mdiff.side_from_document(doc, name), []
             except mdiff.DiffInputError as e:
-                raise TraceFileError("%s: %s" % (name, e)) from None
+                raise BadInput("%s: %s" % (name, e)) from None
         agg, info = count_trace(_Prepend(first, stream), name)
     finally:
         if name != "-":

@@ -6,6 +6,7 @@ import json
 from bpftools.escape import decode_fs, decode_name, errno_name
 from bpftools.session.contract import StreamSink
 from bpftools.session.paths import BoundedDict
+from bpftools.session.tracefile import RECORD_VERSION
 
 # key -> what it holds; the order of keys in every event record.
 EVENT_FIELDS = (
@@ -68,12 +69,12 @@ class JsonSink(StreamSink):
 
     def start(self, info, ts: float, pid: int) -> None:
         self._write({
-            "type": "start", "ts": round(ts, 6), "backend": info.backend, "kernel": info.kernel,
-            "pid": pid, "headers": info.headers, "headers_match": info.headers_match,
+            "type": "start", "version": RECORD_VERSION, "ts": round(ts, 6), "backend": info.backend,
+            "kernel": info.kernel, "pid": pid, "headers": info.headers, "headers_match": info.headers_match,
             "events": list(info.events), "tracepoints": info.tracepoints, "skipped": info.skipped,
             "missing_syscalls": info.missing_syscalls, "cgroup_sources": info.cgroup_sources,
             "command_cgroup": info.command_cgroup, "backend_reasons": info.backend_reasons,
-            "armed": info.armed,
+            "armed": info.armed, "failed": info.failed, "command": list(info.command),
         })
 
     def event(self, ev) -> None:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
@@ -51,6 +51,8 @@ class ReportMeta:
     command_cgroup: str | None = None
     exit_status: int | None = None
     filters: tuple[str, ...] = ()
+    source: dict | None = None          # report --from: the trace file and what it recorded (REPORT JSON)
+    notes: tuple[str, ...] = ()         # what the counts leave out, said below the tables
 
 
 @dataclass
@@ -112,6 +114,14 @@ def build(agg: Aggregator, meta: ReportMeta, top: int = 10, by: tuple[str, ...] 
 
 
 def scope_text(meta: ReportMeta) -> str:
+    if meta.source is not None:
+        return "replayed from %s (%s)" % (meta.source["file"], _scope_words(meta))
+    return _scope_words(meta)
+
+
+def _scope_words(meta: ReportMeta) -> str:
+    if meta.command_cgroup and not meta.command:
+        return "command in cgroup %s" % meta.command_cgroup
     if meta.command:
         status = "" if meta.exit_status is None else ", exit status %d" % meta.exit_status
         return "command: %s (cgroup %s%s)" % (" ".join(meta.command), meta.command_cgroup, status)
@@ -141,6 +151,8 @@ def document(rep: Report) -> dict:
         "points": [{"start": round(s, 6), "seconds": round(d, 6)} for s, d in rep.points],
         "series": [{"cgroup": path, "name": name, "events": counts} for path, name, counts in rep.series],
     }
+    doc["source"] = rep.meta.source
+    doc["notes"] = list(rep.meta.notes)
     return doc
 
 
@@ -259,6 +271,8 @@ def renderables(rep: Report, width: int) -> list:
                                [(terminal_safe(name), str(sum(counts)), "%.0f" % _peak(counts, rep.points),
                                  Text(spark(_resample(counts, spark_w), spark_w), style="cyan"))
                                 for _, name, counts in rep.series]))
+    if rep.meta.notes:
+        out.append(Group(*[Text("note: " + terminal_safe(n), style="yellow") for n in rep.meta.notes]))
     return out
 
 

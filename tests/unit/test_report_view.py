@@ -28,7 +28,7 @@ def test_document_has_stable_keys_and_the_run_totals():
     doc = json.loads(json.dumps(report.document(sample())))
     assert list(doc) == ["type", "version", "scope", "backend", "kernel", "start", "end", "duration_s", "top",
                          "sort", "totals", "cgroups", "processes", "files", "dirs", "event_types", "errors",
-                         "cgroup_lifecycle", "timeline"]
+                         "cgroup_lifecycle", "timeline", "source", "notes"]
     assert doc["scope"] == {"command": ["make", "-j2"], "command_cgroup": "/fstrace-run-1", "exit_status": 3,
                             "filters": []}
     assert doc["totals"]["events"] == 4 * 402 and doc["totals"]["failed"] == 28

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from bpftools.abi import EVENT_NAMES
+from bpftools.errors import BadInput
 from bpftools.model import Aggregator
 from bpftools.session import tracefile as rp
 from bpftools.views import report
@@ -166,7 +167,7 @@ def test_lost_records_reach_the_report():
 
 # --- bad input ---------------------------------------------------------------------------
 def read_error(data: bytes) -> str:
-    with pytest.raises(rp.TraceFileError) as e:
+    with pytest.raises(BadInput) as e:
         rp.replay(io.BytesIO(data), "t.jsonl", Ticks())
     assert "\n" not in str(e.value)
     return str(e.value)
@@ -281,10 +282,35 @@ def test_load_side_tells_a_trace_from_a_report(tmp_path):
 def test_load_side_says_why_a_document_is_no_side(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"type": "report", "version": 7}, indent=1))
-    with pytest.raises(rp.TraceFileError, match="r.json: a report document of version 7"):
+    with pytest.raises(BadInput, match="r.json: a report document of version 7"):
         rp.load_side(str(path))
     path.write_text("{\n \"type\": \"report\",\n")
-    with pytest.raises(rp.TraceFileError, match="is not a report --json document"):
+    with pytest.raises(BadInput, match="is not a report --json document"):
         rp.load_side(str(path))
-    with pytest.raises(rp.TraceFileError, match="cannot read .*nothing.json: No such file"):
+    with pytest.raises(BadInput, match="cannot read .*nothing.json: No such file"):
         rp.load_side(str(tmp_path / "nothing.json"))
+
+
+# --- against the recorded kernel ------------------------------------------------------------
+def test_a_recorded_trace_replays_to_the_counts_the_kernel_counted(tmp_path):
+    """tests/replay: the same workload recorded streaming (trace --json) and counting (report)."""
+    import test_replay as recorded
+    from bpftools.views.jsonl import JsonSink
+
+    out = io.BytesIO()
+    recorded.replay("stream", JsonSink(out), False, tmp_path)
+    sink = report.ReportSink()
+    info = rp.replay(io.BytesIO(out.getvalue()), "stream.jsonl", sink)
+    assert info.not_recorded() == [] and info.warnings == []
+    from_trace = report.document(report.build(sink.agg, report.ReportMeta(), top=0))
+    live_sink = report.ReportSink()
+    recorded.replay("count", live_sink, True, tmp_path)
+    live = report.document(report.build(live_sink.agg, report.ReportMeta(), top=0))
+    assert from_trace["totals"] == live["totals"]
+    assert from_trace["totals"]["by_event"]["create"] == 9 and from_trace["totals"]["by_event"]["rename"] == 1
+    for key in ("files", "dirs", "cgroups", "event_types"):
+        assert from_trace[key] == live[key], key
+    assert [(p["comm"], p["events"], p["failed"]) for p in from_trace["processes"]] == \
+        [(p["comm"], p["events"], p["failed"]) for p in live["processes"]]
+    assert [{**e, "top_process": None} for e in from_trace["errors"]] == \
+        [{**e, "top_process": None} for e in live["errors"]]
