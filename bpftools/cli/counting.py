@@ -89,7 +89,7 @@ def _terminal_fd() -> int | None:
 @click.option("-d", "--duration", metavar="TIME", help="Count for TIME (30, 30s, 2m); default: until Ctrl-C "
                                                        "or until CMD and all it started have ended.")
 @click.option("--top", "top_n", type=click.IntRange(min=0), default=10, show_default=True, metavar="N",
-              help="Rows per table (0: all), in every format.")
+              help="Rows per table (0: all), in every format (--diff --json: every row unless given).")
 @click.option("--by", "by", metavar="LIST",
               help="Tables to show, comma-separated: %s (default: all)." % ",".join(("all",) + TABLES))
 @click.option("-s", "--sort", type=click.Choice(model.SORT_KEYS), default=model.DEFAULT_SORT, show_default=True,
@@ -120,7 +120,7 @@ def report(ctx, duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file
     With --from, summarise a saved trace instead; with --diff, compare two
     runs.  Neither needs root.
     """
-    from bpftools.cli import replay
+    from bpftools.cli import saved
     from bpftools.views import report as view
 
     tables = parse_tables(by)
@@ -128,12 +128,12 @@ def report(ctx, duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file
     check_writable(html_file, "file")
     check_writable(csv_dir, "directory")
     if diff:
-        return replay.report_diff(ctx, diff[0], diff[1], maps=maps, top_n=top_n, as_json=as_json,
-                                  svg_file=svg_file, html_file=html_file)
+        return saved.report_diff(ctx, diff[0], diff[1], maps=maps, top_n=top_n, as_json=as_json,
+                                 svg_file=svg_file, html_file=html_file)
     if source is not None:
-        return replay.report_from(ctx, source, top_n=top_n, tables=tables, sort=sort, as_json=as_json,
-                                  csv_dir=csv_dir, svg_file=svg_file, html_file=html_file, pids=pids, comms=comms,
-                                  event_spec=event_spec, cgroups=cgroups, path_prefixes=path_prefixes)
+        return saved.report_from(ctx, source, top_n=top_n, tables=tables, sort=sort, as_json=as_json,
+                                 csv_dir=csv_dir, svg_file=svg_file, html_file=html_file, pids=pids, comms=comms,
+                                 event_spec=event_spec, cgroups=cgroups, path_prefixes=path_prefixes)
     if maps:
         raise UsageError("--map goes with --diff")
     opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed=True, aggregate=True,

@@ -1,4 +1,4 @@
-"""`fstrace report --from FILE` and `fstrace report --diff BEFORE AFTER`: reports without the kernel.
+"""`fstrace report --from FILE` and `fstrace report --diff BEFORE AFTER`: reports from saved files, no kernel.
 
 Called by the report command (cli/counting.py) when one of the two is given;
 no root needed.  --from replays a saved trace through the report's own sink
