@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 from bpftools.abi import EVENT_CODES, EVENT_NAMES, parse_events
+from bpftools.cgroups.select import within
 
 EV_COUNT = len(EVENT_NAMES)
 TABLES = ("cgroup", "process", "file")
@@ -78,12 +79,9 @@ class PathMap:
     def apply(self, path: str, side: str) -> str | None:
         """The rewritten path, or None when this map does not touch it (side: "before" or "after")."""
         if not self.glob:
-            if side != "before":
+            if side != "before" or not within(path, self.old):
                 return None
-            if path == self.old or path.startswith(self.old.rstrip("/") + "/"):
-                return self.new.rstrip("/") + path[len(self.old.rstrip("/")):] if self.old != "/" else \
-                    self.new.rstrip("/") + path
-            return None
+            return (self.new.rstrip("/") + path[len(self.old.rstrip("/")):]) or "/"
         want = [p for p in self.old.split("/") if p]
         have = path.split("/")[1:] if path.startswith("/") else None
         if have is None or len(have) < len(want):

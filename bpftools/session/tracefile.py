@@ -1,4 +1,4 @@
-"""Replay: a saved `fstrace trace --json` file as the counts a live report makes.
+"""A saved `fstrace trace --json` file, read back as the counts a live report makes.
 
 `fstrace report --from FILE` reads the JSON Lines records of a trace (the
 record contract: start, event, cgroup, lost, summary; man fstrace, JSON
@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 
 from bpftools.abi import EVENT_CODES, EVENT_NAMES
 from bpftools.cgroups.map import CgroupChange
-from bpftools.errors import BadInput
 from bpftools.cgroups.select import glob_selects, unknown_path, within
-from bpftools.model import EV_COUNT, NO_FILE, Entry, Tick
+from bpftools.errors import BadInput
+from bpftools.model import EV_COUNT, NO_FILE, Aggregator, Entry, Tick, group_rows
+from bpftools.model import diff as mdiff
 
 RECORD_VERSION = 1          # of the records this fstrace writes and reads; a start record without one: 1
-RECORD_TYPES = ("start", "event", "cgroup", "lost", "summary")
 FAST_TICK_S = 15.0          # as views/report.py: quarter-second ticks until then, one-second ticks after
 FAST_INTERVAL = 0.25
 SLOW_INTERVAL = 1.0
@@ -124,7 +124,7 @@ class ReplayFilter:
 
 
 def path_selected(path: str | None, prefixes) -> bool:
-    return path is not None and any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
+    return path is not None and any(within(path, p) for p in prefixes)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -431,8 +431,6 @@ def open_input(name: str):
 
 def count_trace(stream, name: str, filters: ReplayFilter = ReplayFilter()):
     """A trace folded into a cumulative model.Aggregator: (aggregator, TraceInfo)."""
-    from bpftools.model import Aggregator
-
     class _Sink:
         def __init__(self):
             self.agg = Aggregator(cumulative=True)
@@ -453,9 +451,6 @@ def load_side(name: str):
 
     Returns (model.diff.Side, warnings).
     """
-    from bpftools import model
-    from bpftools.model import diff as mdiff
-
     stream = open_input(name)
     try:
         first = stream.readline()
@@ -474,7 +469,7 @@ def load_side(name: str):
         if name != "-":
             stream.close()
     entries = agg.entries()
-    rows = {t: model.group_rows(entries, t, agg.cgroups, agg.files) for t in mdiff.TABLES}
+    rows = {t: group_rows(entries, t, agg.cgroups, agg.files) for t in mdiff.TABLES}
     totals, failed = agg.run_totals()
     failed_recorded = info.failed if info.failed is not None else (True if info.failed_seen else None)
     side = mdiff.side_from_rows(name, rows, totals, failed, kind="trace",
