@@ -143,24 +143,24 @@ def read_records(stream, info: TraceInfo):
             continue
         try:
             rec = json.loads(raw)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             if not raw.endswith(b"\n") and lineno > 1:
                 info.truncated = True
                 info.warnings.append("%s: line %d is cut off (the trace did not end cleanly); "
                                      "reading the %d lines before it" % (name, lineno, lineno - 1))
                 return
             if lineno == 1:
-                raise BadInput("%s is not JSON Lines (line 1: %s); --from reads what "
-                                     "`fstrace trace --json` writes" % (name, _reason(e))) from None
+                raise BadInput("%s is not JSON Lines (line 1: %s), not what `fstrace trace --json` writes"
+                               % (name, _reason(e))) from None
             raise BadInput("%s:%d: not a JSON record (%s)" % (name, lineno, _reason(e))) from None
         if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
             if lineno == 1:
-                raise BadInput("%s is not a trace: line 1 is JSON but no record with a \"type\"; "
-                                     "--from reads what `fstrace trace --json` writes" % name)
+                raise BadInput("%s is not a trace: line 1 is JSON but not a record with a \"type\", not what "
+                               "`fstrace trace --json` writes" % name)
             raise BadInput("%s:%d: not a trace record (a JSON object with a \"type\")" % (name, lineno))
         if lineno == 1 and rec["type"] == "report":
             raise BadInput("%s is a report --json document; --from reads a trace (`fstrace trace --json`), "
-                                 "--diff compares reports" % name)
+                           "--diff compares reports" % name)
         yield lineno, rec
     if lineno == 0:
         raise BadInput("%s is empty: no trace records" % name)
@@ -171,12 +171,14 @@ def _check_first_line(raw: bytes, name: str) -> None:
         raise BadInput("%s is gzip-compressed: try  zcat %s | fstrace report --from -" % (name, name))
     if raw.strip() in (b"{", b"["):
         raise BadInput("%s is one JSON document, not JSON Lines (a report --json document? "
-                             "--diff compares those; --from reads `fstrace trace --json` output)" % name)
+                       "--diff compares those; --from reads `fstrace trace --json` output)" % name)
 
 
-def _reason(e: ValueError) -> str:
+def _reason(e: Exception) -> str:
     if isinstance(e, UnicodeDecodeError):
         return "not UTF-8 text"
+    if isinstance(e, RecursionError):
+        return "nested too deep"
     return str(e).split(":")[0]
 
 
@@ -247,7 +249,7 @@ class Folder:
         version = rec.get("version", 1)
         if not isinstance(version, int) or version > RECORD_VERSION:
             raise BadInput("%s:%d: a trace of record version %s, written by a newer fstrace; this one "
-                                 "reads version %d" % (info.name, lineno, version, RECORD_VERSION))
+                           "reads version %d" % (info.name, lineno, version, RECORD_VERSION))
         info.starts += 1
         if info.starts > 1:
             return
@@ -282,7 +284,7 @@ class Folder:
         ts, pid, cgid = _number(rec.get("ts")), rec.get("pid"), rec.get("cgroup_id")
         if ts is None or not isinstance(pid, int) or not isinstance(cgid, int):
             raise BadInput("%s:%d: an event record without a number in ts, pid or cgroup_id"
-                                 % (info.name, lineno))
+                           % (info.name, lineno))
         info.event_records += 1
         ret = rec.get("ret")
         err = -ret if isinstance(ret, int) and ret < 0 else 0
@@ -458,7 +460,7 @@ def load_side(name: str):
         if rest is not None:
             try:
                 doc = json.loads(first + rest)
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 raise BadInput("%s is not a report --json document (%s)" % (name, _reason(e))) from None
             try:
                 return mdiff.side_from_document(doc, name), []

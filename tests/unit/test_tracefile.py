@@ -185,6 +185,10 @@ def test_binary_data_is_an_error():
     assert "not UTF-8" in read_error(b"\xff\xfe\x00garbage\n")
 
 
+def test_json_nested_too_deep_is_an_error_not_a_crash():
+    assert "nested too deep" in read_error(jsonl(start()).getvalue() + b"[" * 100000 + b"\n")
+
+
 def test_a_gzipped_trace_gets_a_hint():
     assert "zcat" in read_error(b"\x1f\x8b\x08\x00\x00\x00\n")
 
