@@ -8,6 +8,7 @@ views/diff.py).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -43,6 +44,25 @@ def warn(lines) -> None:
     sys.stderr.flush()
 
 
+class _PipeInterrupt:
+    """SIGINT while reading a pipe: `trace --json | report --from -` gets Ctrl-C on both ends.
+
+    The first one lets the writer finish (its summary record, then the end of
+    the input, follows); a second one stops reading here.  Either way the
+    report of what was read is written.
+    """
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum, frame):
+        if self.seen:
+            raise KeyboardInterrupt
+        self.seen = True
+        sys.stderr.write("fstrace: reading to the end of the input (Ctrl-C again: stop here and report)\n")
+        sys.stderr.flush()
+
+
 def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json, csv_dir, svg_file, html_file,
                 pids, comms, event_spec, cgroups, path_prefixes) -> None:
     """The report of a saved trace, in every format the live report has."""
@@ -60,9 +80,12 @@ def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json
                            path_prefixes=parse_prefixes(path_prefixes))
     sink = view.ReportSink()
     stream = open_input(source)
+    old = signal.signal(signal.SIGINT, _PipeInterrupt()) if source == "-" else None
     try:
         info = replay(stream, source, sink, filters)
     finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
         if source != "-":
             stream.close()
     warn(info.warnings)

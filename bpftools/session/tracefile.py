@@ -66,6 +66,7 @@ class TraceInfo:
     starts: int = 0
     complete: bool = False                  # a summary record closed the trace
     truncated: bool = False                 # the last line was cut off
+    interrupted: int = 0                    # Ctrl-C stopped the reading after this line
     unknown: dict[str, int] = field(default_factory=dict)   # skipped record types / events -> how many
     warnings: list[str] = field(default_factory=list)
 
@@ -86,7 +87,9 @@ class TraceInfo:
         if self.lost:
             out.append("%d records were lost by the trace (its ring buffer was full): the counts are short"
                        % self.lost)
-        if self.truncated:
+        if self.interrupted:
+            out.append("the reading was interrupted: counted up to line %d of the trace" % self.interrupted)
+        elif self.truncated:
             out.append("the trace's last line was cut off: counted up to the line before it")
         elif not self.complete:
             out.append("the trace has no summary record (it was cut short): counted up to its last record")
@@ -102,7 +105,7 @@ class TraceInfo:
             "events_traced": list(self.events) if self.events is not None else None,
             "events_missing": [e for e in wanted if e not in self.events] if self.events is not None else None,
             "failed_traced": self.failed if self.failed is not None else (True if self.failed_seen else None),
-            "lost": self.lost, "complete": self.complete and not self.truncated,
+            "lost": self.lost, "complete": self.complete and not self.truncated and not self.interrupted,
         }
 
 
@@ -401,21 +404,26 @@ def replay(stream, name: str, sink, filters: ReplayFilter = ReplayFilter()) -> T
     folder = Folder(info, filters, sink)
     handlers = {"start": folder.start, "event": folder.event, "cgroup": folder.cgroup, "lost": folder.lost,
                 "summary": folder.summary}
-    for lineno, rec in read_records(stream, info):
-        info.records += 1
-        handler = handlers.get(rec["type"])
-        if handler is None:
-            key = "record %r" % rec["type"]
-            info.unknown[key] = info.unknown.get(key, 0) + 1
-            continue
-        handler(rec, lineno)
+    lineno = 0
+    try:
+        for lineno, rec in read_records(stream, info):
+            info.records += 1
+            handler = handlers.get(rec["type"])
+            if handler is None:
+                key = "record %r" % rec["type"]
+                info.unknown[key] = info.unknown.get(key, 0) + 1
+                continue
+            handler(rec, lineno)
+    except KeyboardInterrupt:           # as a live report: Ctrl-C ends the counting, the report follows
+        info.interrupted = lineno
+        info.warnings.append("%s: interrupted after line %d; reporting what was read" % (name, lineno))
     folder.finish()
     if info.unknown:
         info.warnings.append("%s: skipped what this fstrace does not know (a newer trace?): %s" % (
             name, ", ".join("%s x%d" % kv for kv in sorted(info.unknown.items()))))
     if info.starts == 0:
         info.warnings.append("%s: no start record: which events were traced is unknown" % name)
-    if not info.complete and not info.truncated:
+    if not info.complete and not info.truncated and not info.interrupted:
         info.warnings.append("%s: no summary record: the trace did not end cleanly" % name)
     return info
 

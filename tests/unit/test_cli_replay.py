@@ -191,3 +191,59 @@ def test_diff_refuses_a_side_that_is_neither(tmp_path):
     proc = fstrace("report", "--diff", str(bad), str(bad))
     assert proc.returncode == 65
     assert proc.stderr.decode() == "fstrace: error: %s: not a report --json document\n" % bad
+
+
+WRITER = r'''
+import json, signal, sys, time
+def rec(r):
+    sys.stdout.write(json.dumps(r) + "\n"); sys.stdout.flush()
+stop = []
+signal.signal(signal.SIGINT, (lambda *a: stop.append(1)) if sys.argv[1] == "clean" else signal.SIG_IGN)
+rec({"type": "start", "ts": 1000.0, "backend": "tracepoint", "kernel": "k", "pid": 1, "events": ["create"],
+     "failed": True})
+rec({"type": "event", "ts": 1000.1, "event": "create", "path": "/a", "pid": 5, "comm": "w", "cgroup_id": 1,
+     "cgroup": "/", "ret": 0})
+print("ready", file=sys.stderr, flush=True)
+while not stop:
+    time.sleep(0.02)
+rec({"type": "event", "ts": 1000.2, "event": "create", "path": "/b", "pid": 5, "comm": "w", "cgroup_id": 1,
+     "cgroup": "/", "ret": 0})
+rec({"type": "summary", "ts": 1001.0, "events": 2, "lost": 0, "backend": "tracepoint", "duration_s": 1.0})
+'''
+
+
+def pipeline(mode: str, interrupts: int):
+    """writer | fstrace report --from - --json, Ctrl-C'd (SIGINT to both) interrupts times."""
+    import signal
+    import time
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              process_group=0)
+    report = subprocess.Popen([FSTRACE, "report", "--from", "-", "--json"], stdin=writer.stdout,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=writer.pid)
+    writer.stdout.close()
+    try:
+        assert writer.stderr.readline() == b"ready\n"
+        time.sleep(1.0)                     # the report is up and reading
+        for _ in range(interrupts):
+            os.killpg(writer.pid, signal.SIGINT)
+            time.sleep(0.5)
+        out, err = report.communicate(timeout=30)
+    finally:
+        for p in (writer, report):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return report.returncode, json.loads(out), err.decode()
+
+
+def test_ctrl_c_on_a_pipeline_reports_everything_the_writer_wrote_before_it_ended():
+    rc, doc, err = pipeline("clean", 1)
+    assert rc == 0 and doc["totals"]["by_event"]["create"] == 2 and doc["source"]["complete"] is True
+    assert err == "fstrace: reading to the end of the input (Ctrl-C again: stop here and report)\n"
+
+
+def test_a_second_ctrl_c_reports_what_was_read():
+    rc, doc, err = pipeline("stubborn", 2)
+    assert rc == 0 and doc["totals"]["by_event"]["create"] == 1 and doc["source"]["complete"] is False
+    assert "interrupted after line 2; reporting what was read" in err
+    assert any("interrupted" in n for n in doc["notes"])
