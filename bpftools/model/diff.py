@@ -56,6 +56,7 @@ class Side:
     command: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()                 # what its source said it did not record
     failed_recorded: bool | None = True         # False: failed operations were not recorded
+    filters: tuple[str, ...] = ()               # a report's filters (--path /srv, ...), as its scope says
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,8 @@ def side_from_document(doc: dict, name: str) -> Side:
             events = tuple(e for e in events if e in source["events_traced"])
         return Side(name, "report", tables, by_event, int(totals.get("failed", 0)), int(doc.get("top") or 0),
                     events, int(totals.get("lost", 0)), tuple(scope.get("command") or ()),
-                    tuple(doc.get("notes") or ()), source.get("failed_traced", True) if source else True)
+                    tuple(doc.get("notes") or ()), source.get("failed_traced", True) if source else True,
+                    tuple(str(w) for w in scope.get("filters") or ()))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         if isinstance(e, DiffInputError):
             raise
@@ -265,6 +267,10 @@ def _rekey(table: dict[str, Counts], name: str, maps, side: str, keep: list[bool
     return out
 
 
+def _filter_text(filters: tuple[str, ...]) -> str:
+    return "with " + " ".join(filters) if filters else "without filters"
+
+
 def diff(before: Side, after: Side, maps: tuple[PathMap, ...] = ()) -> Diff:
     """The rows that differ between two sides, per table, the largest change first (ties: by key)."""
     events = tuple(e for e in EVENT_NAMES if e in before.events and e in after.events)
@@ -280,6 +286,10 @@ def diff(before: Side, after: Side, maps: tuple[PathMap, ...] = ()) -> Diff:
         if side.lost:
             notes.append("%s (%s) lost %d records: its counts are short" % (label, side.name, side.lost))
         notes += ["%s (%s): %s" % (label, side.name, n) for n in side.notes]
+    if before.filters != after.filters:
+        notes.append("BEFORE (%s) counted %s, AFTER (%s) %s: what only one of them counted compares as new or "
+                     "vanished" % (before.name, _filter_text(before.filters), after.name,
+                                   _filter_text(after.filters)))
     failed = before.failed_recorded is not False and after.failed_recorded is not False
     if not failed:
         notes.append("failed operations not compared: %s did not record them"

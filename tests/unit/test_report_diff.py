@@ -140,6 +140,13 @@ def test_a_cut_report_and_loss_are_noted():
     assert any("BEFORE (a) lost 3 records" in n for n in d.notes)
 
 
+def test_different_filters_are_noted():
+    d = md.diff(side("a", filters=["--path /srv"]), side("b"))
+    assert "BEFORE (a) counted with --path /srv, AFTER (b) without filters: what only one of them counted " \
+        "compares as new or vanished" in d.notes
+    assert not any("counted with" in n for n in md.diff(side("a"), side("b")).notes)
+
+
 def test_a_document_that_is_no_report_is_refused():
     with pytest.raises(md.DiffInputError, match="not a report --json document"):
         md.side_from_document({"type": "diff"}, "x")
