@@ -14,7 +14,14 @@ import sys
 import click
 from rich.console import Console
 
+from bpftools.cgroups.select import split_specs
+from bpftools.cli.app import batch_width, quiet_stdout, write_file, write_report
+from bpftools.cli.options import filter_words, parse_event_option, parse_pids, parse_prefixes
 from bpftools.errors import UsageError
+from bpftools.model import diff as md
+from bpftools.session.tracefile import ReplayFilter, load_side, open_input, replay
+from bpftools.views import diff as diff_view
+from bpftools.views import report as report_view
 
 # report options that mean nothing without the kernel, and those that mean nothing for a diff
 LIVE_ONLY = ("duration", "backend", "mounts", "command")
@@ -66,19 +73,13 @@ class _PipeInterrupt:
 def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json, csv_dir, svg_file, html_file,
                 pids, comms, event_spec, cgroups, path_prefixes) -> None:
     """The report of a saved trace, in every format the live report has."""
-    from bpftools.cgroups.select import split_specs
-    from bpftools.cli.app import write_report
-    from bpftools.cli.options import filter_words, parse_event_option, parse_pids, parse_prefixes
-    from bpftools.session.tracefile import ReplayFilter, open_input, replay
-    from bpftools.views import report as view
-
     refuse(ctx, LIVE_ONLY + ("maps",), "--from (a saved trace has no kernel to ask)")
     paths, ids, globs = split_specs(cgroups, None)
     asked = parse_event_option(event_spec, default=None) if event_spec else None
     filters = ReplayFilter(events=asked, pids=parse_pids(pids), comms=tuple(comms), cgroup_paths=tuple(paths),
                            cgroup_ids=tuple(ids), cgroup_globs=tuple(globs),
                            path_prefixes=parse_prefixes(path_prefixes))
-    sink = view.ReportSink()
+    sink = report_view.ReportSink()
     stream = open_input(source)
     old = signal.signal(signal.SIGINT, _PipeInterrupt()) if source == "-" else None
     try:
@@ -89,22 +90,17 @@ def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json
         if source != "-":
             stream.close()
     warn(info.warnings)
-    meta = view.ReportMeta(backend=info.backend, kernel=info.kernel, command=info.command,
-                           command_cgroup=info.command_cgroup,
-                           filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes),
-                           source=info.source_record(asked), notes=tuple(info.not_recorded(asked)))
-    rep = view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
+    meta = report_view.ReportMeta(backend=info.backend, kernel=info.kernel, command=info.command,
+                                  command_cgroup=info.command_cgroup,
+                                  filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes),
+                                  source=info.source_record(asked), notes=tuple(info.not_recorded(asked)))
+    rep = report_view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
     write_report(rep, as_json, csv_dir, svg_file, html_file)
 
 
 def report_diff(ctx: click.Context, before: str, after: str, *, maps, top_n, as_json, svg_file,
                 html_file) -> None:
     """Two reports or traces compared; tables, JSON, SVG, HTML."""
-    from bpftools.cli.app import batch_width, quiet_stdout, write_file
-    from bpftools.model import diff as md
-    from bpftools.session.tracefile import load_side
-    from bpftools.views import diff as view
-
     refuse(ctx, NOT_FOR_DIFF, "--diff (it compares two finished reports; filter when making them)")
     if before == "-" and after == "-":
         raise UsageError("--diff - -: only one side can come from standard input")
@@ -118,18 +114,18 @@ def report_diff(ctx: click.Context, before: str, after: str, *, maps, top_n, as_
         warn(warnings)
         sides.append(side)
     d = md.diff(sides[0], sides[1], path_maps)
-    top = top_n if given(ctx, "top_n") else None
+    top = top_n if given(ctx, "top_n") else None        # unless given: every row in JSON, 10 in tables
     try:
         if as_json:
-            view.write_json(d, sys.stdout, top or 0)
+            diff_view.write_json(d, sys.stdout, top or 0)
         else:
             tty = sys.stdout.isatty()
             console = Console(highlight=False, no_color="NO_COLOR" in os.environ or not tty,
                               width=None if tty else batch_width())
-            view.print_diff(d, console, view.DEFAULT_TOP if top is None else top)
+            diff_view.print_diff(d, console, diff_view.DEFAULT_TOP if top is None else top)
         sys.stdout.flush()
     except BrokenPipeError:
         quiet_stdout()
-    for path, write in ((svg_file, view.to_svg), (html_file, view.to_html)):
+    for path, write in ((svg_file, diff_view.to_svg), (html_file, diff_view.to_html)):
         if path:
-            write_file(path, write(d, view.DEFAULT_TOP if top is None else top))
+            write_file(path, write(d, diff_view.DEFAULT_TOP if top is None else top))
