@@ -177,3 +177,15 @@ def test_top_cuts_tables_and_pictures_and_the_json_only_when_asked():
     assert "@font-face" not in svg and "url(http" not in svg          # nothing fetched from the network
     page = vd.to_html(d)
     assert "<title>fstrace report --diff</title>" in page and "/w/only-b" in page
+
+
+def test_the_man_page_names_every_key_of_the_diff_document():
+    import re
+    from pathlib import Path
+    man = (Path(__file__).resolve().parents[2] / "man/fstrace.8").read_text()
+    section = man.split(".SS DIFF JSON")[1].split("\n.SH ")[0]
+    named = set(re.findall(r"^\.BR? (\w+)", section, re.M)) | set(re.findall(r"^\.RB \( (\w+)", section, re.M))
+    doc = vd.document(md.diff(BEFORE, side("c", processes=[(1, "sh", evs(open=1))])))
+    keys = set(doc) | set(doc["before"]) | set(doc["totals"]) | set(doc["counts"]["files"])
+    keys |= {k for t in ("cgroups", "processes", "files") for r in doc[t] for k in r}
+    assert keys - named == set()
