@@ -35,7 +35,7 @@ from bpftools.abi import EVENT_CODES, EVENT_NAMES
 from bpftools.cgroups.map import CgroupChange
 from bpftools.cgroups.select import glob_selects, unknown_path, within
 from bpftools.errors import BadInput
-from bpftools.model import EV_COUNT, NO_FILE, Aggregator, Entry, Tick, group_rows
+from bpftools.model import EV_COUNT, MAX_REPORT_ENTRIES, NO_FILE, OTHER_FILE, Aggregator, Entry, Tick, group_rows
 from bpftools.model import diff as mdiff
 
 RECORD_VERSION = 1          # of the records this fstrace writes and reads; a start record without one: 1
@@ -43,6 +43,7 @@ FAST_TICK_S = 15.0          # as views/report.py: quarter-second ticks until the
 FAST_INTERVAL = 0.25
 SLOW_INTERVAL = 1.0
 _EXEC = EVENT_CODES["exec"]
+MAX_PATHS = MAX_REPORT_ENTRIES  # distinct paths kept apart (memory); events on others count as "(other files)"
 
 
 @dataclass
@@ -67,6 +68,7 @@ class TraceInfo:
     complete: bool = False                  # a summary record closed the trace
     truncated: bool = False                 # the last line was cut off
     interrupted: int = 0                    # Ctrl-C stopped the reading after this line
+    other_files: int = 0                    # events on paths beyond MAX_PATHS
     unknown: dict[str, int] = field(default_factory=dict)   # skipped record types / events -> how many
     warnings: list[str] = field(default_factory=list)
 
@@ -93,6 +95,9 @@ class TraceInfo:
             out.append("the trace's last line was cut off: counted up to the line before it")
         elif not self.complete:
             out.append("the trace has no summary record (it was cut short): counted up to its last record")
+        if self.other_files:
+            out.append("the trace names more than %d files: %d events on the others are counted as "
+                       "\"(other files)\"" % (MAX_PATHS, self.other_files))
         if self.starts > 1:
             out.append("the file holds %d traces one after the other: counted together" % self.starts)
         return out
@@ -235,7 +240,7 @@ class Folder:
         entries, files, cgroups = [], {}, {}
         for (cgid, key, pid, err), (counts, comm) in self.acc.items():
             entries.append(Entry(cgid, key, pid, err, comm, tuple(counts)))
-            if key != NO_FILE:
+            if key > 0:
                 files[key] = self.key_paths[key]
             cgroups[cgid] = self.cgroup_paths.get(cgid) or unknown_path(cgid)
         tick = Tick(ts=end, elapsed=max(0.0, end - start), entries=entries, cgroups=cgroups,
@@ -308,8 +313,12 @@ class Folder:
         if path is not None:
             key = self.path_keys.get(path)
             if key is None:
-                key = self.path_keys[path] = len(self.key_paths)
-                self.key_paths.append(path)
+                if len(self.key_paths) > MAX_PATHS:     # as a live report: the rest are "(other files)"
+                    key = OTHER_FILE
+                    self.info.other_files += 1
+                else:
+                    key = self.path_keys[path] = len(self.key_paths)
+                    self.key_paths.append(path)
         k = (cgid, key, pid, err)
         a = self.acc.get(k)
         raw_comm = comm.encode("utf-8", "surrogateescape")

@@ -318,3 +318,11 @@ def test_a_recorded_trace_replays_to_the_counts_the_kernel_counted(tmp_path):
         [(p["comm"], p["events"], p["failed"]) for p in live["processes"]]
     assert [{**e, "top_process": None} for e in from_trace["errors"]] == \
         [{**e, "top_process": None} for e in live["errors"]]
+
+
+def test_paths_beyond_the_limit_count_as_other_files(monkeypatch):
+    monkeypatch.setattr(rp, "MAX_PATHS", 2)
+    sink, info = run(start(), *[ev(1000.1, "create", "/f%d" % i) for i in range(5)], summary(1001.0))
+    rep = report.build(sink.agg, report.ReportMeta(), top=0)
+    assert {r.key: r.total for r in rep.tables["file"]} == {"/f0": 1, "/f1": 1, "(other files)": 3}
+    assert any("more than 2 files: 3 events" in n for n in info.not_recorded())
