@@ -212,6 +212,15 @@ rec({"type": "summary", "ts": 1001.0, "events": 2, "lost": 0, "backend": "tracep
 '''
 
 
+def unread(pipe) -> int:
+    """Bytes in a pipe that its reader has not read yet."""
+    import fcntl
+    import termios
+    n = bytearray(4)
+    fcntl.ioctl(pipe.fileno(), termios.FIONREAD, n)
+    return int.from_bytes(n, sys.byteorder)
+
+
 def pipeline(mode: str, interrupts: int):
     """writer | fstrace report --from - --json, Ctrl-C'd (SIGINT to both) interrupts times."""
     import signal
@@ -220,15 +229,18 @@ def pipeline(mode: str, interrupts: int):
                               process_group=0)
     report = subprocess.Popen([FSTRACE, "report", "--from", "-", "--json"], stdin=writer.stdout,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=writer.pid)
-    writer.stdout.close()
     try:
         assert writer.stderr.readline() == b"ready\n"
-        time.sleep(1.0)                     # the report is up and reading
+        deadline = time.monotonic() + 30
+        while unread(writer.stdout) and time.monotonic() < deadline:
+            time.sleep(0.05)                # the report reads (so its Ctrl-C handler is in place)
+        time.sleep(0.2)
         for _ in range(interrupts):
             os.killpg(writer.pid, signal.SIGINT)
             time.sleep(0.5)
         out, err = report.communicate(timeout=30)
     finally:
+        writer.stdout.close()
         for p in (writer, report):
             if p.poll() is None:
                 p.kill()
