@@ -49,6 +49,7 @@ def run_session(opts: Options, sink, announce: Callable[[StartInfo], None] | Non
         sink.start(info, time.time(), os.getpid())
         sink.flush()
         status = session.run()
+        session.totals.exit_status = status if opts.command else None
         sink.summary(time.time(), session.totals, info.backend, session.duration)
         sink.flush()
     except BrokenPipeError:

@@ -82,6 +82,7 @@ class Totals:
     events: int = 0
     lost: int = 0
     started: float = field(default_factory=time.monotonic)
+    exit_status: int | None = None      # -- CMD's, once the run has ended
 
 
 class Sink(Protocol):

@@ -58,6 +58,7 @@ class TraceInfo:
     failed: bool | None = None              # failed operations traced; None: the start record does not say
     command: tuple[str, ...] = ()
     command_cgroup: str | None = None
+    exit_status: int | None = None          # the command's, from the summary record
     start: float | None = None
     end: float | None = None
     lost: int = 0                           # records the ring buffer had no room for
@@ -379,6 +380,8 @@ class Folder:
     def summary(self, rec: dict, lineno: int) -> None:
         info = self.info
         info.complete = True
+        if isinstance(rec.get("exit_status"), int) and not isinstance(rec.get("exit_status"), bool):
+            info.exit_status = rec["exit_status"]
         lost = rec.get("lost")
         if isinstance(lost, int) and lost > info.lost:       # the summary's total is the authority
             self.pending_lost += lost - info.lost

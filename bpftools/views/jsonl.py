@@ -102,7 +102,7 @@ class JsonSink(StreamSink):
 
     def summary(self, ts: float, totals, backend: str, duration: float) -> None:
         self._write({"type": "summary", "ts": round(ts, 6), "events": totals.events, "lost": totals.lost,
-                     "backend": backend, "duration_s": round(duration, 3)})
+                     "backend": backend, "duration_s": round(duration, 3), "exit_status": totals.exit_status})
 
     def flush(self) -> None:
         self.out.flush()

@@ -83,6 +83,7 @@ def test_a_saved_trace_counts_what_the_live_report_counts(runs):
     assert under(rep, runs["base"])[out + "/grow"] == {"create": 1, "modify": 50, "close_write": 1}
     assert rep["source"]["events_missing"] == [] and rep["source"]["complete"] is True
     assert rep["scope"]["command_cgroup"].startswith("/fstrace-run-")
+    assert rep["scope"]["command"][-1] == "b" and rep["scope"]["exit_status"] == 0
 
 
 def test_a_default_trace_says_it_left_out_reads_and_writes(runs):

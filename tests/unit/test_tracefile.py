@@ -154,6 +154,11 @@ def test_a_default_trace_says_what_it_did_not_record():
     assert src["lost"] == 5 and src["complete"] is True
 
 
+def test_the_commands_exit_status_comes_from_the_summary():
+    _, info = run(start(command=["make"]), ev(1000.1, "create", "/a"), {**summary(1001.0), "exit_status": 2})
+    assert info.command == ("make",) and info.exit_status == 2
+
+
 def test_a_complete_trace_of_everything_has_nothing_to_say():
     _, info = run(start(failed=True), ev(1000.1, "create", "/a"), summary(1001.0))
     assert info.not_recorded() == []
