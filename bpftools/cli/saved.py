@@ -93,7 +93,8 @@ def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json
     meta = report_view.ReportMeta(backend=info.backend, kernel=info.kernel, command=info.command,
                                   command_cgroup=info.command_cgroup,
                                   exit_status=info.exit_status if info.command else None,
-                                  filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes),
+                                  filters=info.filters + filter_words(pids, comms, event_spec, cgroups,
+                                                                      path_prefixes),
                                   source=info.source_record(asked), notes=tuple(info.not_recorded(asked)))
     rep = report_view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
     write_report(rep, as_json, csv_dir, svg_file, html_file)

@@ -133,6 +133,7 @@ class Session:
             command_cgroup=self.transient.path if self.transient else None,
             backend_reasons=dict(rep.reasons), passed_over=tuple(rep.passed_over), armed=dict(rep.armed),
             failed=self.opts.failed, command=tuple(self.opts.command),
+            filters={"pids": list(self.opts.pids), "comms": list(self.opts.comms), "cgroups": list(self.opts.cgroups)},
         )
 
     def _seed_fds(self) -> None:

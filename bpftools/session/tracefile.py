@@ -59,6 +59,7 @@ class TraceInfo:
     command: tuple[str, ...] = ()
     command_cgroup: str | None = None
     exit_status: int | None = None          # the command's, from the summary record
+    filters: tuple[str, ...] = ()           # the trace's own filters, as options ("--cgroup x")
     start: float | None = None
     end: float | None = None
     lost: int = 0                           # records the ring buffer had no room for
@@ -112,6 +113,7 @@ class TraceInfo:
             "events_missing": [e for e in wanted if e not in self.events] if self.events is not None else None,
             "failed_traced": self.failed if self.failed is not None else (True if self.failed_seen else None),
             "lost": self.lost, "complete": self.complete and not self.truncated and not self.interrupted,
+            "trace_filters": list(self.filters),
         }
 
 
@@ -274,6 +276,13 @@ class Folder:
             info.command = tuple(str(a) for a in rec["command"])
         if isinstance(rec.get("command_cgroup"), str):
             info.command_cgroup = rec["command_cgroup"]
+        filters = rec.get("filters") if isinstance(rec.get("filters"), dict) else {}
+        words = []
+        if filters.get("pids"):
+            words.append("--pid %s" % ",".join(str(p) for p in filters["pids"]))
+        words += ["--comm %s" % c for c in filters.get("comms") or ()]
+        words += ["--cgroup %s" % c for c in filters.get("cgroups") or ()]
+        info.filters = tuple(words)
         ts = _number(rec.get("ts"))
         if ts is not None:
             info.start = ts

@@ -60,6 +60,15 @@ def test_report_from_stdin_as_json_needs_no_root(trace):
     assert {f["path"] for f in doc["files"]} == {"/w/a", "/w/b", "/w/c", "/w/missing", "/bin/cp"}
 
 
+def test_the_traces_own_filters_are_in_the_scope(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(jsonl(start(filters={"pids": [], "comms": ["nginx"], "cgroups": ["system.slice"]}),
+                           ev(1000.1, "create", "/a", comm="nginx"), summary(1001.0)).getvalue())
+    doc = json.loads(fstrace("report", "--from", str(path), "--json", "--path", "/").stdout)
+    assert doc["scope"]["filters"] == ["--comm nginx", "--cgroup system.slice", "--path /"]
+    assert doc["source"]["trace_filters"] == ["--comm nginx", "--cgroup system.slice"]
+
+
 def test_report_from_keeps_every_format_and_filter(trace, tmp_path):
     proc = fstrace("report", "--from", str(trace), "--json", "-e", "create,modify", "--path", "/w", "--top", "1",
                    "--csv", str(tmp_path / "csv"), "--svg", str(tmp_path / "r.svg"), "--html", str(tmp_path / "r.html"))
