@@ -6,6 +6,7 @@ a top is given (so a script sees everything by default).
 """
 from __future__ import annotations
 
+import html
 import io
 import json
 
@@ -14,10 +15,11 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from bpftools.abi import EVENT_NAMES
+from bpftools.abi import EVENT_CODES, EVENT_NAMES
 from bpftools.escape import terminal_safe
+from bpftools.model import CLASSES
 from bpftools.model.diff import COMMAND_CGROUP, TABLES, Diff, DiffRow, Side
-from bpftools.views.report import _FONT_FACE, HTML_PAGE, REPORT_WIDTH
+from bpftools.views.report import _FONT_FACE, _VIEWBOX, HTML_PAGE, REPORT_WIDTH
 from bpftools.views.tables import events_dict
 
 JSON_KEYS = {"cgroup": "cgroups", "process": "processes", "file": "files"}
@@ -99,29 +101,34 @@ def header(d: Diff) -> Text:
     return t
 
 
+def _class_deltas(row: DiffRow) -> list[int]:
+    """A row's differences per column class of the report tables (read = access, write = modify, ...)."""
+    delta = row.delta()
+    return [sum(delta[EVENT_CODES[e]] for e in events) for _, events in CLASSES]
+
+
 def table(d: Diff, name: str, top: int) -> Table:
+    """The rows that differ, with their totals and a signed difference per column class that changed."""
     rows = d.tables[name][:top] if top else d.tables[name]
     n = d.counts(name)
     title = "%s: %d new, %d vanished, %d changed, %d unchanged" % (
         TITLES[name], n["new"], n["vanished"], n["changed"], d.unchanged[name])
     if top and len(d.tables[name]) > top:
         title += " (the %d largest changes shown)" % top
-    columns = [c for c, _ in enumerate(EVENT_NAMES) if any(r.delta()[c] for r in rows)]
+    deltas = [_class_deltas(r) for r in rows]
+    columns = [c for c in range(len(CLASSES)) if any(x[c] for x in deltas)]
     fails = any((r.failed_after or 0) != (r.failed_before or 0) for r in rows)
     t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold", pad_edge=False,
               show_edge=False, padding=(0, 1, 0, 0))
-    t.add_column("", no_wrap=True)
+    t.add_column("", no_wrap=True, min_width=8)
     t.add_column(Text(HEADINGS[name], style="bold"), no_wrap=True, overflow="ellipsis", max_width=70)
-    for heading in ("before", "after", "change"):
-        t.add_column(Text(heading, style="bold"), justify="right", no_wrap=True)
-    for c in columns:
-        t.add_column(Text(EVENT_NAMES[c], style="bold"), justify="right", no_wrap=True)
-    if fails:
-        t.add_column(Text("fail", style="bold"), justify="right", no_wrap=True)
-    for r in rows:
+    numbers = [h for h in ("before", "after", "change")] + [CLASSES[c][0] for c in columns]
+    numbers += ["fail"] if fails else []
+    for heading in numbers:
+        t.add_column(Text(heading, style="bold"), justify="right", no_wrap=True, min_width=max(len(heading), 4))
+    for r, delta in zip(rows, deltas):
         mark, style = MARKS[r.status]
         label = r.key + ("  (the command's cgroup)" if r.key == COMMAND_CGROUP else "")
-        delta = r.delta()
         cells = [Text(mark, style=style), Text(terminal_safe(label)), _total(r.total_before),
                  _total(r.total_after), Text("%d" % r.change, style="bold")]
         cells += [Text(_signed(delta[c]), style="green" if delta[c] > 0 else "red") for c in columns]
@@ -146,6 +153,50 @@ def print_diff(d: Diff, console: Console, top: int = DEFAULT_TOP) -> None:
 
 
 # --- pictures -----------------------------------------------------------------------------
+CHART_ROWS = 12
+GREEN, RED = "#2ca02c", "#d62728"
+
+
+def chart_svg(d: Diff, top: int = DEFAULT_TOP, width: int = 860) -> str:
+    """The largest changes of all three tables (top of them, at most CHART_ROWS) as signed bars of
+    events after minus before: an <svg> element."""
+    n = min(top, CHART_ROWS) if top else CHART_ROWS
+    rows = sorted((r for t in TABLES for r in d.tables[t]), key=lambda r: -r.change)[:n]
+    bar_h, top, label_w = 18, 34, 330
+    height = top + bar_h * max(1, len(rows)) + 16
+    mid = label_w + (width - label_w - 20) / 2
+    half = (width - label_w - 20) / 2 - 50
+    deltas = [(r.total_after or 0) - (r.total_before or 0) for r in rows]
+    scale = max((abs(x) for x in deltas), default=0) or 1
+    esc = html.escape
+    parts = [
+        '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
+        'font-family="DejaVu Sans, Arial, sans-serif" font-size="12">' % (width, height, width, height),
+        '<rect width="100%" height="100%" fill="#ffffff"/>',
+        '<text x="10" y="20" font-size="14" font-weight="bold" fill="#222">%s</text>'
+        % esc("Largest changes: events after − before"),
+        '<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#444"/>' % (mid, top - 4, mid, height - 12),
+    ]
+    for i, (r, delta) in enumerate(zip(rows, deltas)):
+        y = top + i * bar_h
+        name = "%s %s" % (r.table, r.key)
+        if len(name) > 48:
+            name = name[:22] + "…" + name[-25:]
+        mark = {"new": " (new)", "vanished": " (vanished)"}.get(r.status, "")
+        parts.append('<text x="10" y="%d" fill="#222">%s</text>' % (y + 12, esc(name + mark)))
+        w = half * abs(delta) / scale
+        x = mid if delta >= 0 else mid - w
+        parts.append('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s"/>'
+                     % (x, y + 2, w, bar_h - 5, GREEN if delta >= 0 else RED))
+        tx, anchor = (mid + w + 4, "start") if delta >= 0 else (mid - w - 4, "end")
+        parts.append('<text x="%.1f" y="%d" text-anchor="%s" fill="#444">%s</text>'
+                     % (tx, y + 12, anchor, esc("%+d" % delta)))
+    if not rows:
+        parts.append('<text x="%d" y="%d" fill="#888">no change</text>' % (label_w, top + 12))
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
 def _recorded(d: Diff, top: int) -> Console:
     console = Console(record=True, width=REPORT_WIDTH, file=io.StringIO(), force_terminal=True,
                       color_system="truecolor")
@@ -154,12 +205,23 @@ def _recorded(d: Diff, top: int) -> Console:
 
 
 def to_svg(d: Diff, top: int = DEFAULT_TOP) -> str:
-    """The diff tables as one self-contained SVG (nothing fetched from the network)."""
-    return _FONT_FACE.sub("", _recorded(d, top).export_svg(title="fstrace report --diff")) + "\n"
+    """The diff as one self-contained SVG (nothing fetched from the network): the bars above the tables."""
+    tables = _FONT_FACE.sub("", _recorded(d, top).export_svg(title="fstrace report --diff"))
+    w, h = (float(v) for v in _VIEWBOX.search(tables).groups())
+    chart = chart_svg(d, top)
+    chart_h = float(_VIEWBOX.search(chart).group(2)) + 10
+    width = max(w, 860.0)
+    inner = tables.replace("<svg ", '<svg x="0" y="%.1f" width="%.1f" height="%.1f" ' % (chart_h, w, h), 1)
+    return "\n".join([
+        '<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.1f %.1f">'
+        % (width, chart_h + h, width, chart_h + h),
+        '<rect width="100%" height="100%" fill="#ffffff"/>',
+        chart, inner, "</svg>",
+    ]) + "\n"
 
 
 def to_html(d: Diff, top: int = DEFAULT_TOP) -> str:
-    """The diff tables as one self-contained HTML page."""
+    """The diff as one self-contained HTML page: the bars inline, the tables as styled text."""
     page = _recorded(d, top).export_html(inline_styles=True, code_format=HTML_PAGE)
-    return page.replace("<!--chart-->", "", 1).replace("<title>fstrace report</title>",
-                                                        "<title>fstrace report --diff</title>", 1)
+    return page.replace("<!--chart-->", chart_svg(d, top), 1).replace("<title>fstrace report</title>",
+                                                                  "<title>fstrace report --diff</title>", 1)

@@ -175,8 +175,10 @@ def test_top_cuts_tables_and_pictures_and_the_json_only_when_asked():
     svg = vd.to_svg(d, top=1)
     assert svg.startswith("<svg") and "grow" in svg and "only" not in svg
     assert "@font-face" not in svg and "url(http" not in svg          # nothing fetched from the network
+    assert svg.count("<svg") == 3 and "Largest changes" in svg     # the bars, then rich's tables
     page = vd.to_html(d)
     assert "<title>fstrace report --diff</title>" in page and "/w/only-b" in page
+    assert "file /w/only-b (new)" in page and 'fill="#2ca02c"' in page and 'fill="#d62728"' in page
 
 
 def test_the_man_page_names_every_key_of_the_diff_document():
