@@ -13,7 +13,7 @@ from rich.console import Console
 
 from bpftools import model
 from bpftools.cli.app import quiet_stdout, run_session, say
-from bpftools.cli.options import count_filters, filter_words, session_options
+from bpftools.cli.options import RunsCommand, count_filters, filter_words, open_output, output_option, session_options
 from bpftools.errors import UsageError
 from bpftools.views.report import TABLES
 
@@ -29,7 +29,7 @@ EPILOG_REPORT = """\b
 Examples:
   fstrace report -d 30s                  what the whole machine did in 30 s
   fstrace report -- make -j2             everything make and its children did
-  fstrace report --json -- ./job.sh      one JSON document (schema: man fstrace)
+  fstrace report --json -o job.json -- ./job.sh   one JSON document (schema: man fstrace)
   fstrace report -d 1m --html r.html --csv r/   a picture for a ticket, CSVs
 """
 
@@ -90,7 +90,7 @@ def _batch_width() -> int:
         return 120
 
 
-@click.command(epilog=EPILOG_REPORT)
+@click.command(cls=RunsCommand, epilog=EPILOG_REPORT)
 @click.option("-d", "--duration", metavar="TIME", help="Count for TIME (30, 30s, 2m); default: until Ctrl-C "
                                                        "or until CMD and all it started have ended.")
 @click.option("--top", "top_n", type=click.IntRange(min=0), default=10, show_default=True, metavar="N",
@@ -99,13 +99,14 @@ def _batch_width() -> int:
               help="Tables to show, comma-separated: %s (default: all)." % ",".join(("all",) + TABLES))
 @click.option("-s", "--sort", type=click.Choice(model.SORT_KEYS), default=model.DEFAULT_SORT, show_default=True,
               help="Sort column of the tables.")
-@click.option("--json", "as_json", is_flag=True, help="Write one JSON document to stdout instead of tables.")
+@click.option("--json", "as_json", is_flag=True, help="Write one JSON document instead of tables.")
+@output_option("the report (tables or JSON)")
 @click.option("--csv", "csv_dir", metavar="DIR", help="Also write one CSV file per table into DIR.")
 @click.option("--svg", "svg_file", metavar="FILE", help="Also write the report as a self-contained SVG picture.")
 @click.option("--html", "html_file", metavar="FILE", help="Also write the report as a self-contained HTML page.")
 @count_filters
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS…]")
-def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pids, comms, event_spec, cgroups,
+def report(duration, top_n, by, sort, as_json, output, csv_dir, svg_file, html_file, pids, comms, event_spec, cgroups,
            path_prefixes, backend, mounts, command):
     """Count file activity over a time or a command, then summarise it.
 
@@ -119,6 +120,7 @@ def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pid
     check_writable(svg_file, "file")
     check_writable(html_file, "file")
     check_writable(csv_dir, "directory")
+    out = open_output(output, binary=False)
     opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed=True, aggregate=True,
                            path_prefixes=path_prefixes, duration=duration, command=command)
     sink = view.ReportSink()
@@ -136,15 +138,17 @@ def report(duration, top_n, by, sort, as_json, csv_dir, svg_file, html_file, pid
     rep = view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
     try:
         if as_json:
-            view.write_json(rep, sys.stdout)
+            view.write_json(rep, out)
         else:
-            tty = sys.stdout.isatty()
-            console = Console(highlight=False, no_color="NO_COLOR" in os.environ or not tty,
+            tty = out.isatty()
+            console = Console(file=out, highlight=False, no_color="NO_COLOR" in os.environ or not tty,
                               width=None if tty else _batch_width())
             view.print_report(rep, console)
-        sys.stdout.flush()
+        out.flush()
     except BrokenPipeError:
         quiet_stdout()
+    if out is not sys.stdout:
+        out.close()
     for path, write in ((svg_file, view.to_svg), (html_file, view.to_html)):
         if path:
             _write_file(path, write(rep))
@@ -174,6 +178,12 @@ def check_writable(path: str | None, what: str) -> None:
     """Fail before counting, not after, when an output cannot be written."""
     if path is None:
         return
+    if what == "directory" and os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError("cannot write CSV files into %s: it exists and is not a directory" % path)
+    if what == "file" and os.path.isdir(path):
+        raise UsageError("cannot write %s %s: it is a directory" % (what, path))
+    if what == "file" and os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError("cannot write %s %s: permission denied" % (what, path))
     where = path if what == "directory" and os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(where) or not os.access(where, os.W_OK):
         raise UsageError("cannot write %s %s: %s is not a writable directory" % (what, path, where))

@@ -258,3 +258,18 @@ def test_picture_opens_in_chromium_with_chart_and_tables(family, name, tmp_path)
     assert chart > 50, "no chart line in the top of the page"
     text = sum(1 for row in rows[300:] for px in row if max(px) - min(px) > 40 or sum(px) < 300)
     assert text > 5000, "no tables below the chart"
+
+
+@pytest.mark.parametrize("fmt", ["--json", "--by=event"])
+def test_output_file_holds_the_report_and_stdout_the_commands_lines(workdir, fmt):
+    out = workdir / "report.out"
+    proc = subprocess.run([FSTRACE, "report", fmt, "-o", str(out), "--path", str(workdir),
+                           "--", "sh", "-c", "echo the command speaks; echo x > %s/f" % workdir],
+                          capture_output=True, timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == b"the command speaks\n"
+    if fmt == "--json":
+        doc = json.loads(out.read_text())
+        assert doc["totals"]["by_event"]["create"] == 1
+    else:
+        assert out.read_text().startswith("fstrace report  command: sh -c")

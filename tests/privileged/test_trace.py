@@ -154,3 +154,13 @@ def test_unprivileged_user_gets_one_line():
     assert proc.returncode == 77
     err = proc.stderr.decode()
     assert err.count("\n") == 1 and "needs root" in err and "Traceback" not in err
+
+
+def test_output_file_holds_the_events_and_stdout_the_commands_lines(workdir):
+    out = workdir / "events.jsonl"
+    proc = run_trace(["--json", "-o", str(out), "--", "sh", "-c", "echo the command speaks; echo x > %s/f" % workdir])
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == b"the command speaks\n"
+    recs = records(out.read_bytes())
+    assert recs[0]["type"] == "start" and recs[-1]["type"] == "summary"
+    assert "create" in [r["event"] for r in recs if r.get("path") == str(workdir / "f")]
