@@ -140,7 +140,7 @@ class Aggregator:
                 k = (errno_label(err), EVENT_NAMES[code])
                 row = out.setdefault(k, {"errno": k[0], "event": k[1], "count": 0, "_p": {}, "_f": {}})
                 row["count"] += n
-                comm = self.comms.get(pid, b"").decode("utf-8", "backslashreplace")
+                comm = self.comms.get(pid, b"").decode("utf-8", "surrogateescape")
                 p = "%s[%d]" % (comm, pid)
                 row["_p"][p] = row["_p"].get(p, 0) + n
                 path = file_path(f, self.files)

@@ -235,7 +235,7 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
     for key, (counts, failed, w, comm) in acc.items():
         row = Row(by, key, str(key), counts, failed, cgroup=cgroup_path(cgroups, busiest(w)))
         if by == "process":
-            row.comm = comm.decode("utf-8", "backslashreplace")
+            row.comm = comm.decode("utf-8", "surrogateescape")
             row.label = "%s[%d]" % (row.comm, key)
         else:
             row.extra["cgroups"] = len(w)

@@ -11,7 +11,7 @@ import time
 
 from bpftools.abi import KEY_FD, REC_NAME, Record
 from bpftools.cgroups.select import unknown_path
-from bpftools.escape import decode_name
+from bpftools.escape import fs_text
 from bpftools.model import Tick
 from bpftools.session.paths import BoundedDict, join
 from bpftools.session.runner import Session
@@ -51,7 +51,7 @@ class CountingSession(Session):
         else:
             path = self.resolver.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1)
         if path is not None:
-            self.file_names[key] = (path, decode_name(path))
+            self.file_names[key] = (path, fs_text(path))
 
     def _path_wanted(self, path: str) -> bool:
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.opts.path_prefixes)

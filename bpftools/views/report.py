@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bpftools import model
-from bpftools.escape import terminal_safe
+from bpftools.escape import decode_fs, terminal_safe
 from bpftools.model import Aggregator
 from bpftools.session.contract import CountSink
 from bpftools.views.tables import cgroup_name, events_dict, row_record, rows_table, spark
@@ -121,8 +121,8 @@ def scope_text(meta: ReportMeta) -> str:
 
 
 # --- JSON ---------------------------------------------------------------------------------
-def document(rep: Report) -> dict:
-    """The report --json document (docs/top-report.md: REPORT JSON)."""
+def document(rep: Report, text=decode_fs) -> dict:
+    """The report --json document (docs/top-report.md: REPORT JSON); text renders names (row_record)."""
     doc = {
         "type": "report", "version": 1,
         "scope": {"command": list(rep.meta.command) or None, "command_cgroup": rep.meta.command_cgroup,
@@ -134,12 +134,12 @@ def document(rep: Report) -> dict:
                    "by_event": events_dict(rep.totals)},
     }
     for g in ROW_TABLES:
-        doc[JSON_KEYS[g]] = [row_record(r) for r in rep.tables[g]]
-    doc["errors"] = rep.errors
-    doc["cgroup_lifecycle"] = rep.lifecycle
+        doc[JSON_KEYS[g]] = [row_record(r, text) for r in rep.tables[g]]
+    doc["errors"] = [dict(e, top_process=text(e["top_process"]), top_path=text(e["top_path"])) for e in rep.errors]
+    doc["cgroup_lifecycle"] = [dict(life, path=text(life["path"])) for life in rep.lifecycle]
     doc["timeline"] = {
         "points": [{"start": round(s, 6), "seconds": round(d, 6)} for s, d in rep.points],
-        "series": [{"cgroup": path, "name": name, "events": counts} for path, name, counts in rep.series],
+        "series": [{"cgroup": text(path), "name": text(name), "events": counts} for path, name, counts in rep.series],
     }
     return doc
 
@@ -162,8 +162,8 @@ def flatten(rec: dict) -> dict:
 
 
 def csv_tables(rep: Report) -> dict[str, list[dict]]:
-    """Table name -> flat records, one CSV file each."""
-    doc = document(rep)
+    """Table name -> flat records, one CSV file each; names escaped as in text (terminal_safe)."""
+    doc = document(rep, terminal_safe)
     out = {}
     for g in rep.by:
         if g == "timeline":

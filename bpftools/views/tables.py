@@ -15,7 +15,7 @@ from rich.text import Text
 from bpftools import model
 from bpftools.abi import EVENT_NAMES
 from bpftools.cgroups.names import display_name
-from bpftools.escape import terminal_safe
+from bpftools.escape import decode_fs, terminal_safe
 from bpftools.views.text import shorten_middle
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -171,19 +171,26 @@ def events_dict(counts) -> dict[str, int]:
     return {name: counts[i] for i, name in enumerate(EVENT_NAMES)}
 
 
-def row_record(row: model.Row) -> dict:
-    """A row as a JSON object / CSV line: stable keys per grouping (see docs/top-report.md)."""
+def _opt(text, name: str | None) -> str | None:
+    return None if name is None else text(name)
+
+
+def row_record(row: model.Row, text=decode_fs) -> dict:
+    """A row as a JSON object / CSV line: stable keys per grouping (see docs/top-report.md).
+
+    text renders names: decode_fs (exact, the default) for JSON, terminal_safe for CSV.
+    """
     rec: dict = {}
     if row.group == "cgroup":
         names = model.names_from_path(row.key)
-        rec.update(path=row.key, unit=names.unit, container=names.container, pod=names.pod)
+        rec.update(path=text(row.key), unit=names.unit, container=names.container, pod=names.pod)
     elif row.group == "process":
-        rec.update(pid=row.key, comm=row.comm, cgroup=row.cgroup)
+        rec.update(pid=row.key, comm=_opt(text, row.comm), cgroup=_opt(text, row.cgroup))
     elif row.group in ("file", "dir"):
-        rec.update(path=row.key, cgroups=row.extra.get("cgroups", 0), busiest_cgroup=row.cgroup)
+        rec.update(path=text(row.key), cgroups=row.extra.get("cgroups", 0), busiest_cgroup=_opt(text, row.cgroup))
     elif row.group == "event":
         rec.update(event=row.key, cgroups=row.extra["cgroups"], processes=row.extra["processes"],
-                   files=row.extra["files"], busiest_cgroup=row.cgroup)
+                   files=row.extra["files"], busiest_cgroup=_opt(text, row.cgroup))
     if row.group == "cgroup":       # its own events, and with every cgroup below it
         own = row.extra["own"]
         rec.update(total=sum(own), failed=row.extra["own_failed"], events=events_dict(own),

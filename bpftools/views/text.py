@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import time
 
-from bpftools.escape import decode_name, errno_name, terminal_safe
+from bpftools.escape import errno_name, terminal_safe, text_name
 from bpftools.session.contract import StreamSink
 
 # basic ANSI colours read on light and dark backgrounds alike
@@ -42,11 +42,11 @@ def event_line(ev, colour: bool) -> str:
     second = int(ev.ts)
     stamp = "%s.%06d" % (_clock(second), int((ev.ts - second) * 1e6))
     what = ev.event + ("/" if ev.dir else "")
-    path = terminal_safe(decode_name(ev.path) or "?")
+    path = text_name(ev.path) or "?"
     if ev.path2 is not None:
-        path += " -> " + terminal_safe(decode_name(ev.path2))
+        path += " -> " + text_name(ev.path2)
     err = errno_name(ev.ret)
-    who = "%s[%d]" % (terminal_safe(decode_name(ev.comm)), ev.pid)
+    who = "%s[%d]" % (text_name(ev.comm), ev.pid)
     if colour:
         what = "\x1b[%sm%-14s\x1b[0m" % (EVENT_COLOURS[ev.event], what)
         if err:

@@ -164,3 +164,16 @@ def test_output_file_holds_the_events_and_stdout_the_commands_lines(workdir):
     recs = records(out.read_bytes())
     assert recs[0]["type"] == "start" and recs[-1]["type"] == "summary"
     assert "create" in [r["event"] for r in recs if r.get("path") == str(workdir / "f")]
+
+
+@pytest.mark.parametrize("command", [["trace"], ["report", "--by", "file"]])
+def test_a_bidi_override_or_backslash_in_a_name_never_reaches_text_raw(workdir, command):
+    script = "touch %s/rtl$(printf '\\342\\200\\256')txt %s/'back\\slash' %s/\"$(printf 'nl\\nname')\"" % (
+        workdir, workdir, workdir)
+    proc = subprocess.run([FSTRACE, *command, "--", "sh", "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    assert "\u202e" not in out and "rtl\\u202etxt" in out
+    assert "back\\\\slash" in out and "nl\\nname" in out
+    assert not any(c < " " and c != "\n" for c in out)
+    assert {p.name for p in workdir.iterdir()} == {"rtl\u202etxt", "back\\slash", "nl\nname"}

@@ -144,3 +144,36 @@ def test_chart_of_an_idle_run_says_so():
 def test_flatten_spreads_event_dicts():
     assert report.flatten({"path": "/", "events": {"open": 1}, "subtree_events": {"open": 2}}) == {
         "path": "/", "open": 1, "subtree_open": 2}
+
+
+HOSTILE = "/srv/esc\x1b[31m-rtl\u202etxt-back\\slash-bad\udcff"
+
+
+def hostile_report():
+    agg = Aggregator(cumulative=True)
+    files = {100: HOSTILE}
+    agg.add(model.Tick(ts=1000.0, elapsed=1.0, entries=[model.Entry(1, 100, 7, 0, b"ev\xe2\x80\xaeil", (1,) + (0,) * 9)],
+                       cgroups={1: "/"}, files=files))
+    return report.build(agg, META)
+
+
+def test_csv_escapes_names_as_text_does_and_json_keeps_them_exact(tmp_path):
+    rep = hostile_report()
+    report.write_csv(rep, str(tmp_path))
+    raw = (tmp_path / "files.csv").read_bytes() + (tmp_path / "processes.csv").read_bytes()
+    assert b"\x1b" not in raw and "\u202e".encode() not in raw
+    with open(tmp_path / "files.csv", newline="") as f:
+        assert next(csv.DictReader(f))["path"] == "/srv/esc\\x1b[31m-rtl\\u202etxt-back\\\\slash-bad\\xff"
+    with open(tmp_path / "processes.csv", newline="") as f:
+        assert next(csv.DictReader(f))["comm"] == "ev\\u202eil"
+    doc = json.loads(json.dumps(report.document(rep), ensure_ascii=False))
+    assert doc["files"][0]["path"] == "/srv/esc\x1b[31m-rtl\u202etxt-back\\slash-bad\\xff"
+    assert doc["processes"][0]["comm"] == "ev\u202eil"
+
+
+def test_terminal_report_never_shows_a_hostile_name_raw():
+    console = Console(file=io.StringIO(), width=200, no_color=True)
+    report.print_report(hostile_report(), console)
+    out = console.file.getvalue()
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "back\\\\slash" in out and "rtl\\u202etxt" in out

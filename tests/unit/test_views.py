@@ -4,7 +4,7 @@ import pytest
 
 from bpftools.cgroups.names import Names
 from bpftools.cgroups.select import split_specs as split_cgroup_specs
-from bpftools.escape import decode_name, errno_name, terminal_safe
+from bpftools.escape import decode_fs, decode_name, errno_name, fs_text, terminal_safe, text_name
 from bpftools.session.contract import FileEvent
 from bpftools.views import jsonl, text
 
@@ -25,10 +25,27 @@ def test_decode_name_escapes_invalid_utf8_without_dropping_bytes():
 
 @pytest.mark.parametrize("raw,safe", [
     ("a\nb", "a\\nb"), ("\x1b[31m", "\\x1b[31m"), ("tab\there", "tab\\there"), ("\x7f\x85", "\\x7f\\x85"),
-    ("é ok", "é ok"),
+    ("é ok", "é ok"), ("nl\\nname", "nl\\\\nname"), ("rtl\u202etxt", "rtl\\u202etxt"),
+    ("\u2066iso\u2069", "\\u2066iso\\u2069"), ("zero\u200bwidth", "zero\\u200bwidth"),
+    ("bad\udcff", "bad\\xff"),
 ])
 def test_terminal_safe(raw, safe):
     assert terminal_safe(raw) == safe
+
+
+def test_a_backslash_and_a_newline_never_look_alike_in_text():
+    assert text_name(b"nl\\nname") == "nl\\\\nname"          # the name has a backslash and an n
+    assert text_name(b"nl\nname") == "nl\\nname"               # the name has a newline
+    assert text_name(b"x\xff\\xff") == "x\\xff\\\\xff"          # an undecodable byte, then the text \xff
+
+
+def test_json_keeps_names_exact_while_text_escapes_them():
+    raw = b"/srv/back\\slash-rtl\xe2\x80\xaetxt-\x1b"
+    assert decode_name(raw) == "/srv/back\\slash-rtl\u202etxt-\x1b"
+    assert decode_fs(fs_text(raw)) == decode_name(raw)
+    line = text.event_line(ev(path=raw, path2=None, event="create"), colour=False)
+    assert line.endswith("/srv/back\\\\slash-rtl\\u202etxt-\\x1b")
+    assert json.loads(json.dumps(jsonl.event_record(ev(path=raw))))["path"] == "/srv/back\\slash-rtl\u202etxt-\x1b"
 
 
 def test_errno_name():
