@@ -1,4 +1,10 @@
-"""Running a session for a command: the one place that owns start, signals, a closed pipe and close."""
+"""Running a session for a command: the one place that owns start, signals, a closed pipe and close.
+
+Exit status policy (man/fstrace.8, EXIT STATUS): a reader that goes away
+(| head) ends the run quietly with status 0 (or, with -- CMD, CMD's
+status); an error after the start record still closes JSON output with
+its summary record.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +13,9 @@ import sys
 import time
 from collections.abc import Callable
 
+from rich.console import Console
+
+from bpftools.errors import FstraceError
 from bpftools.session import open_session
 from bpftools.session.contract import Options, StartInfo
 from bpftools.session.runner import STOP_SIGNALS
@@ -22,6 +31,13 @@ def quiet_stdout() -> None:
     """The reader went away (| head): end quietly, like any filter."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
+
+
+class PipeConsole(Console):
+    """A rich Console that lets a closed pipe reach run_session (rich would exit 1 on its own)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
 
 
 def run_session(opts: Options, sink, announce: Callable[[StartInfo], None] | None = None
@@ -42,7 +58,12 @@ def run_session(opts: Options, sink, announce: Callable[[StartInfo], None] | Non
             announce(info)
         sink.start(info, time.time(), os.getpid())
         sink.flush()
-        status = session.run()
+        try:
+            status = session.run()
+        except FstraceError:        # e.g. CMD not found: the output still ends with its summary
+            sink.summary(time.time(), session.totals, info.backend, session.duration)
+            sink.flush()
+            raise
         sink.summary(time.time(), session.totals, info.backend, session.duration)
         sink.flush()
     except BrokenPipeError:

@@ -9,10 +9,9 @@ import os
 import sys
 
 import click
-from rich.console import Console
 
 from bpftools import model
-from bpftools.cli.app import quiet_stdout, run_session, say
+from bpftools.cli.app import PipeConsole, quiet_stdout, run_session, say
 from bpftools.cli.options import RunsCommand, count_filters, filter_words, open_output, output_option, session_options
 from bpftools.errors import UsageError
 from bpftools.views.report import TABLES
@@ -67,14 +66,14 @@ def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids
     keys_fd = _terminal_fd()
     announce = None
     if batch or as_json or keys_fd is None or not sys.stdout.isatty():
-        console = Console(width=_batch_width(), no_color="NO_COLOR" in os.environ or not sys.stdout.isatty(),
+        console = PipeConsole(width=_batch_width(), no_color="NO_COLOR" in os.environ or not sys.stdout.isatty(),
                           highlight=False)
         sink = view.Batch(console, state, meta, iterations, as_json, out=sys.stdout)
 
         def announce(info):
             say("counting with the %s backend on kernel %s, a table every %gs" % (info.backend, info.kernel, interval))
     else:
-        sink = view.Interactive(Console(highlight=False), state, meta, keys_fd)
+        sink = view.Interactive(PipeConsole(highlight=False), state, meta, keys_fd)
     run_session(opts, sink, announce)
 
 
@@ -141,7 +140,7 @@ def report(duration, top_n, by, sort, as_json, output, csv_dir, svg_file, html_f
             view.write_json(rep, out)
         else:
             tty = out.isatty()
-            console = Console(file=out, highlight=False, no_color="NO_COLOR" in os.environ or not tty,
+            console = PipeConsole(file=out, highlight=False, no_color="NO_COLOR" in os.environ or not tty,
                               width=None if tty else _batch_width())
             view.print_report(rep, console)
         out.flush()

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from bpftools.errors import CommandNotFound
+from bpftools.errors import CommandNotExecutable, CommandNotFound
 
 
 class TransientCgroup:
@@ -53,7 +53,7 @@ def spawn(command, cgroup: TransientCgroup) -> subprocess.Popen:
     except FileNotFoundError:
         raise CommandNotFound("%s: command not found" % command[0]) from None
     except PermissionError:
-        raise CommandNotFound("%s: permission denied" % command[0]) from None
+        raise CommandNotExecutable("%s: permission denied" % command[0]) from None
 
 
 def exit_status(child: subprocess.Popen | None) -> int:

@@ -141,11 +141,39 @@ def test_pid_filter_follows_one_running_process(workdir):
     assert [r["event"] for r in evs if r["path"] == str(workdir / "traced")] == ["create", "close_write"]
 
 
-def test_command_not_found_exits_127():
-    proc = run_trace(["--", "/nonexistent/fstrace-no-such-command"])
+def test_command_not_found_exits_127_and_json_still_ends_with_its_summary():
+    proc = run_trace(["--json", "--", "/nonexistent/fstrace-no-such-command"])
     assert proc.returncode == 127
     assert proc.stderr.decode().strip().splitlines()[-1] == (
         "fstrace: error: /nonexistent/fstrace-no-such-command: command not found")
+    assert [r["type"] for r in records(proc.stdout)] == ["start", "summary"]
+
+
+def test_command_not_executable_exits_126_as_shells_do(workdir):
+    script = workdir / "not-executable.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    proc = run_trace(["--", str(script)])
+    assert proc.returncode == 126
+    assert proc.stderr.decode().strip().splitlines()[-1] == "fstrace: error: %s: permission denied" % script
+
+
+@pytest.mark.parametrize("command", [["trace"], ["trace", "--json"], ["top", "-b", "-i", "0.1"],
+                                     ["top", "--json", "-i", "0.1"]])
+def test_a_reader_that_goes_away_ends_the_run_quietly_with_status_0(command):
+    proc = subprocess.run("%s %s | head -c 10 >/dev/null; echo ${PIPESTATUS[0]}" % (FSTRACE, " ".join(command)),
+                          shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert proc.stdout == "0\n", proc.stderr
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr
+
+
+def test_mount_without_an_fsnotify_backend_is_a_missing_feature_whatever_the_backend():
+    start = records(run_trace(["--json", "-d", "0.1"]).stdout)[0]
+    if start["backend"] != "tracepoint":
+        pytest.skip("an fsnotify backend runs here: --mount works (tests/kernels covers it)")
+    for args in (["--mount", "/"], ["--backend", "tracepoint", "--mount", "/"]):
+        proc = run_trace(["-d", "0.1", *args])
+        assert proc.returncode == 69, (args, proc.stderr)
+        assert "--mount needs an fsnotify backend" in proc.stderr.decode()
 
 
 def test_unprivileged_user_gets_one_line():

@@ -115,3 +115,40 @@ def test_json_renders_a_cgroup_name_that_is_not_utf8_like_a_path():
     out = io.BytesIO()
     jsonl.JsonSink(out).event(ev(cgroup=cgroup))
     assert json.loads(out.getvalue())["cgroup"] == "/bad-\\xff.service"
+
+
+def test_text_loss_is_said_at_most_once_a_second_and_every_record_is_counted():
+    import io
+    from bpftools.session.contract import Totals
+    now = [100.0]
+    err = io.StringIO()
+    sink = text.TextSink(io.BytesIO(), err, colour=False, clock=lambda: now[0])
+    for i in range(69):                 # 69 single losses over 3.4 s
+        sink.lost(1, 0.0)
+        now[0] += 0.05
+    totals = Totals()
+    totals.events, totals.lost = 10, 69
+    sink.summary(0.0, totals, "tracepoint", 3.45)
+    lines = err.getvalue().splitlines()
+    said = [int(line.split()[2]) for line in lines if line.startswith("fstrace: lost ")]
+    assert len(said) == 5 and said[0] == 1 and sum(said) == 69
+    assert lines[-1] == "fstrace: 10 events in 3.5 s, 69 lost"
+
+
+def test_trace_says_each_thing_once_with_the_true_reason():
+    from bpftools.session.contract import StartInfo
+    info = StartInfo(backend="tracepoint", kernel="6.18.44", headers="headers 6.1.0 do not match running kernel 6.18.44",
+                     headers_match=False, tracepoints=[], skipped={}, missing_syscalls=[],
+                     cgroup_sources={"sweep": "live"}, events=("open",), command_cgroup=None,
+                     backend_reasons={"fentry": "loading an fentry program failed: EPERM (Operation not permitted)",
+                                      "kprobe": "this kernel has no kprobe support"},
+                     passed_over=("fentry", "kprobe"), armed={})
+    assert text.start_lines(info) == [
+        "fstrace: backend tracepoint on kernel 6.18.44; events: open",
+        "fstrace: not using fentry: loading an fentry program failed: EPERM (Operation not permitted)",
+        "fstrace: not using kprobe: this kernel has no kprobe support"]
+    from dataclasses import replace
+    forced = text.start_lines(replace(info, backend="kprobe", passed_over=()))
+    assert forced[1] == ("fstrace: warning: headers 6.1.0 do not match running kernel 6.18.44; "
+                         "the kprobe backend may misread kernel structures")
+    assert sum("headers" in line for line in forced) == 1
