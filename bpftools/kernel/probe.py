@@ -73,6 +73,9 @@ def tracefs() -> str:
     for d in TRACEFS_DIRS:
         if os.path.isdir(os.path.join(d, "events")):
             return d
+    for d in TRACEFS_DIRS:
+        if os.path.ismount(d) and not os.access(d, os.R_OK | os.X_OK):
+            raise NotPrivileged("tracefs at %s is mounted but not readable by this user: run fstrace as root" % d)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"tracefs", TRACEFS_DIRS[0].encode(), b"tracefs",
                   MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
