@@ -81,8 +81,8 @@ class Aggregator:
             if key[2] == e.file and e.file in tick.files:
                 self.files[e.file] = tick.files[e.file]
             add_into(acc, e.counts)
-            if e.counts[EXEC] or e.pid not in self.comms:
-                self.comms[e.pid] = e.comm
+            if (e.counts[EXEC] and not e.err) or e.pid not in self.comms:
+                self.comms[e.pid] = e.comm      # a failed exec (a PATH search) renames nothing
             if not e.err:
                 per_cgroup[e.cgroup_id] = per_cgroup.get(e.cgroup_id, 0) + sum(e.counts)
         self.timeline.append((tick.ts - tick.elapsed, tick.elapsed, per_cgroup))

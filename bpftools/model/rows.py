@@ -229,7 +229,7 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
             a[0] = list(map(add, a[0], e.counts))
         w = a[2]
         w[e.cgroup_id] = w.get(e.cgroup_id, 0) + n
-        if e.counts[EXEC]:          # the name after an exec is the process's name now
+        if e.counts[EXEC] and not e.err:    # the name after an exec is the process's name now
             a[3] = e.comm
     rows = []
     for key, (counts, failed, w, comm) in acc.items():

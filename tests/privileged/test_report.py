@@ -273,3 +273,13 @@ def test_output_file_holds_the_report_and_stdout_the_commands_lines(workdir, fmt
         assert doc["totals"]["by_event"]["create"] == 1
     else:
         assert out.read_text().startswith("fstrace report  command: sh -c")
+
+
+def test_the_commands_process_is_named_by_the_command_not_fstrace(workdir):
+    for _ in range(3):          # the order of the kernel's entries varies from run to run
+        proc = subprocess.run([FSTRACE, "report", "--json", "--", "tar", "-cf", "/dev/null", "/etc/hostname"],
+                              capture_output=True, timeout=RUN_TIMEOUT)
+        assert proc.returncode == 0, proc.stderr.decode()
+        doc = json.loads(proc.stdout)
+        assert {p["comm"] for p in doc["processes"]} == {"tar"}
+        assert all(e["top_process"].startswith("tar[") for e in doc["errors"])
