@@ -205,3 +205,33 @@ def test_a_bidi_override_or_backslash_in_a_name_never_reaches_text_raw(workdir, 
     assert "back\\\\slash" in out and "nl\\nname" in out
     assert not any(c < " " and c != "\n" for c in out)
     assert {p.name for p in workdir.iterdir()} == {"rtl\u202etxt", "back\\slash", "nl\nname"}
+
+
+def test_a_cgroup_path_removed_and_made_again_is_still_followed(test_cgroup, workdir):
+    import signal
+    import time
+
+    def touch_in_cgroup(name):
+        subprocess.run(["touch", str(workdir / name)], check=True,
+                       preexec_fn=lambda: Path(test_cgroup, "cgroup.procs").write_text("0"))
+
+    tracer = subprocess.Popen([FSTRACE, "trace", "--json", "-e", "create", "--cgroup", test_cgroup],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert json.loads(tracer.stdout.readline())["type"] == "start"
+        touch_in_cgroup("before")
+        old_id = os.stat(test_cgroup).st_ino
+        os.rmdir(test_cgroup)
+        os.mkdir(test_cgroup)
+        assert os.stat(test_cgroup).st_ino != old_id
+        time.sleep(0.5)         # the mkdir reaches fstrace through the ring buffer
+        touch_in_cgroup("after")
+        time.sleep(0.3)
+        tracer.send_signal(signal.SIGINT)
+        out, err = tracer.communicate(timeout=60)
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+            tracer.wait()
+    paths = [r["path"] for r in records(out) if r["type"] == "event"]
+    assert paths == [str(workdir / "before"), str(workdir / "after")], err.decode()
