@@ -246,40 +246,24 @@ def png_pixels(path: Path):
 CHART_BLUE = (0x1F, 0x77, 0xB4)     # the first series of views/report.py: PALETTE
 
 
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"     # kept for a reader to look at
+
+
 @pytest.mark.parametrize("name", ["r.svg", "r.html"])
 def test_picture_opens_in_chromium_with_chart_and_tables(family, name, tmp_path):
     _, _, _, out = family
     browser = chromium()
-    png = tmp_path / "shot.png"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    png = SHOTS / ("report-%s.png" % name.replace(".", "-"))
     screenshot(browser, (out / name).as_uri(), png, tmp_path / "profile")
     width, height, rows = png_pixels(png)
     assert (width, height) == (1600, 2400)
-    chart = sum(1 for row in rows[:300] for px in row if px == CHART_BLUE)
+    chart = sum(1 for row in rows[:450] for px in row if px == CHART_BLUE)
     assert chart > 50, "no chart line in the top of the page"
-    text = sum(1 for row in rows[300:] for px in row if max(px) - min(px) > 40 or sum(px) < 300)
+    text = sum(1 for row in rows[450:] for px in row if max(px) - min(px) > 40 or sum(px) < 300)
     assert text > 5000, "no tables below the chart"
-
-
-@pytest.mark.parametrize("fmt", ["--json", "--by=event"])
-def test_output_file_holds_the_report_and_stdout_the_commands_lines(workdir, fmt):
-    out = workdir / "report.out"
-    proc = subprocess.run([FSTRACE, "report", fmt, "-o", str(out), "--path", str(workdir),
-                           "--", "sh", "-c", "echo the command speaks; echo x > %s/f" % workdir],
-                          capture_output=True, timeout=RUN_TIMEOUT)
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert proc.stdout == b"the command speaks\n"
-    if fmt == "--json":
-        doc = json.loads(out.read_text())
-        assert doc["totals"]["by_event"]["create"] == 1
-    else:
-        assert out.read_text().startswith("fstrace report  command: sh -c")
-
-
-def test_the_commands_process_is_named_by_the_command_not_fstrace(workdir):
-    for _ in range(3):          # the order of the kernel's entries varies from run to run
-        proc = subprocess.run([FSTRACE, "report", "--json", "--", "tar", "-cf", "/dev/null", "/etc/hostname"],
-                              capture_output=True, timeout=RUN_TIMEOUT)
-        assert proc.returncode == 0, proc.stderr.decode()
-        doc = json.loads(proc.stdout)
-        assert {p["comm"] for p in doc["processes"]} == {"tar"}
-        assert all(e["top_process"].startswith("tar[") for e in doc["errors"])
+    pixels = width * height
+    light = sum(1 for row in rows for px in row if sum(px) > 700)
+    dark = sum(1 for row in rows for px in row if sum(px) < 150)
+    assert light > 0.7 * pixels, "not a light page (a dark terminal picture under a light chart?)"
+    assert dark < 0.1 * pixels, "a dark block in the page"
