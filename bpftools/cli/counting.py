@@ -21,6 +21,7 @@ Examples:
   fstrace top                            live view, by cgroup (press ? for keys)
   fstrace top -g file --cgroup system.slice/nginx.service
   fstrace top -b -n 3                    three plain tables, one per second
+  fstrace top -g comm -a                 per command name, running totals (iotop -a)
   fstrace top --json -n 10 | jq .total   one JSON document per tick
 """
 
@@ -40,32 +41,41 @@ Examples:
               help="Rows per cgroup (a tree, counts rolled up), process, file or event type.")
 @click.option("-s", "--sort", type=click.Choice(model.SORT_KEYS), default=model.DEFAULT_SORT, show_default=True,
               help="Sort column.")
-@click.option("-r", "--reverse", is_flag=True, help="Smallest first.")
+@click.option("-r", "--reverse", is_flag=True, help="Smallest first (names: Z to A).")
+@click.option("-a", "--accumulate", is_flag=True,
+              help="Running totals since the start (or since `a` was pressed) instead of rates per tick.")
 @click.option("-b", "--batch", is_flag=True, help="Plain tables, one per tick (also when stdout is not a terminal).")
 @click.option("-n", "--iterations", type=click.IntRange(min=1), metavar="N", help="Stop after N ticks.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document per tick (implies -b).")
-@click.option("--failed", is_flag=True, help="Also count operations that failed (a fail column).")
+@click.option("--failed", is_flag=True, help="Also count operations that failed (a fail column; -s failed "
+                                               "implies it).")
 @count_filters
-def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids, comms, event_spec, cgroups,
-        path_prefixes, backend, mounts):
+def top(interval, group, sort, reverse, accumulate, batch, iterations, as_json, failed, pids, comms, event_spec,
+        cgroups, path_prefixes, backend, mounts):
     """A live view of file activity per cgroup, process, file or event type.
 
     Counts are kept in the kernel and read once per tick, so they are exact
     at any event rate.  Keys: ? shows them all; < > sort, r reverses, g
-    groups, Enter drills in, / filters, p pauses, + - change the interval,
-    q quits.
+    groups (1-5), a toggles running totals, Enter drills in, / filters, p
+    pauses, + - change the interval, q quits.  On a terminal that cannot
+    draw a live view (TERM=dumb) it prints plain tables, as -b does.
     """
     from bpftools.views import top as view
 
     if interval <= 0:
         raise UsageError("bad --interval %g: give a positive number of seconds" % interval)
+    failed = failed or sort == "failed"     # the sort column is always shown
     opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed, aggregate=True,
                            path_prefixes=path_prefixes)
-    state = view.ViewState(group=group, sort=sort, reverse=reverse, interval=interval)
+    state = view.ViewState(group=group, sort=sort, reverse=reverse, interval=interval, failed=failed,
+                           accumulate=accumulate)
     meta = view.Meta(filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes))
     keys_fd = _terminal_fd()
     announce = None
-    if batch or as_json or keys_fd is None or not sys.stdout.isatty():
+    dumb = os.environ.get("TERM", "") in ("dumb", "unknown", "")
+    if dumb and not (batch or as_json) and keys_fd is not None and sys.stdout.isatty():
+        say("TERM=%s cannot draw the live view: plain tables instead (as with -b)" % os.environ.get("TERM", ""))
+    if batch or as_json or keys_fd is None or not sys.stdout.isatty() or dumb:
         console = PipeConsole(width=_batch_width(), no_color="NO_COLOR" in os.environ or not sys.stdout.isatty(),
                           highlight=False)
         sink = view.Batch(console, state, meta, iterations, as_json, out=sys.stdout)
@@ -73,7 +83,7 @@ def top(interval, group, sort, reverse, batch, iterations, as_json, failed, pids
         def announce(info):
             say("counting with the %s backend on kernel %s, a table every %gs" % (info.backend, info.kernel, interval))
     else:
-        sink = view.Interactive(PipeConsole(highlight=False), state, meta, keys_fd)
+        sink = view.Interactive(PipeConsole(highlight=False), state, meta, keys_fd, iterations)
     run_session(opts, sink, announce)
 
 

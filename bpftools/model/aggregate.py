@@ -51,6 +51,14 @@ class Aggregator:
         self.files: dict[int, str] = {}
         self.timeline: list[tuple[float, float, dict[int, int]]] = []   # (start, seconds, cgroup id -> events)
         self.lives: dict[int, CgroupLife] = {}
+        self.since: float | None = None         # when accumulating began (the start of its first tick)
+
+    def set_cumulative(self, on: bool) -> None:
+        """Start (from the next tick) or stop keeping running totals."""
+        if on == self.cumulative:
+            return
+        self.cumulative = on
+        self.totals, self.comms, self.timeline, self.since = {}, {}, [], None
 
     def add(self, tick: Tick) -> None:
         if self.first_ts is None:
@@ -62,8 +70,12 @@ class Aggregator:
         add_into(self.overflow, tick.overflow)
         self.lost += tick.lost
         self.tick_counts, self.tick_failed, trends = summarize(tick.entries, tick.cgroups, tick.files)
+        if tick.elapsed > 0:        # rates: ticks of different lengths (+ and - in top) compare
+            trends = {k: n / tick.elapsed for k, n in trends.items()}
         self.trends.append(trends)
         if self.cumulative:
+            if self.since is None:
+                self.since = tick.ts - tick.elapsed
             self._accumulate(tick)
 
     def _accumulate(self, tick: Tick) -> None:
@@ -102,7 +114,11 @@ class Aggregator:
         self.cgroups.setdefault(cgid, path)
 
     # --- views of the last tick (top) ----------------------------------------------
-    def rows(self, by: str, focus: tuple[Focus, ...] = ()) -> list[Row]:
+    def rows(self, by: str, focus: tuple[Focus, ...] = (), accumulated: bool = False) -> list[Row]:
+        """Rows of the last tick, or (accumulated, with cumulative on) of everything since it was turned on."""
+        if accumulated and self.cumulative:
+            return group_rows(focused(self.entries(), focus, self.cgroups, self.files), by, self.cgroups,
+                              self.files)
         t = self.last
         if t is None:
             return []
