@@ -27,6 +27,9 @@ from bpftools.model.rows import (
 )
 
 
+MAX_PPIDS = 100_000     # parent pids remembered (forgotten all at once beyond)
+
+
 class Aggregator:
     """Ticks in; the last tick (top) and, with cumulative=True, the whole run (report) out."""
 
@@ -52,6 +55,7 @@ class Aggregator:
         self.timeline: list[tuple[float, float, dict[int, int]]] = []   # (start, seconds, cgroup id -> events)
         self.lives: dict[int, CgroupLife] = {}
         self.since: float | None = None         # when accumulating began (the start of its first tick)
+        self.ppids: dict[int, int] = {}         # pid -> parent pid, as the ticks said
 
     def set_cumulative(self, on: bool) -> None:
         """Start (from the next tick) or stop keeping running totals."""
@@ -67,6 +71,9 @@ class Aggregator:
         self.elapsed += tick.elapsed
         self.ticks += 1
         self.last = tick
+        if len(self.ppids) > MAX_PPIDS:
+            self.ppids = {}
+        self.ppids.update(tick.ppids)
         add_into(self.overflow, tick.overflow)
         self.lost += tick.lost
         self.tick_counts, self.tick_failed, trends = summarize(tick.entries, tick.cgroups, tick.files)
@@ -117,12 +124,17 @@ class Aggregator:
     def rows(self, by: str, focus: tuple[Focus, ...] = (), accumulated: bool = False) -> list[Row]:
         """Rows of the last tick, or (accumulated, with cumulative on) of everything since it was turned on."""
         if accumulated and self.cumulative:
-            return group_rows(focused(self.entries(), focus, self.cgroups, self.files), by, self.cgroups,
+            rows = group_rows(focused(self.entries(), focus, self.cgroups, self.files), by, self.cgroups,
                               self.files)
-        t = self.last
-        if t is None:
+        elif self.last is None:
             return []
-        return group_rows(focused(t.entries, focus, t.cgroups, t.files), by, t.cgroups, t.files)
+        else:
+            t = self.last
+            rows = group_rows(focused(t.entries, focus, t.cgroups, t.files), by, t.cgroups, t.files)
+        if by == "process":
+            for row in rows:
+                row.extra["ppid"] = self.ppids.get(row.key)
+        return rows
 
     def trend(self, row: Row) -> list[int]:
         """The row's total in each of the last HISTORY ticks, oldest first."""

@@ -78,6 +78,7 @@ class Tick:
     lost: int = 0                   # ring-buffer records lost (names, cgroup changes)
     uptime: float = 0.0             # of the machine
     tracked: int = 0                # cgroups alive
+    ppids: dict = field(default_factory=dict)    # pid -> parent pid, where known
 
 
 @dataclass(frozen=True)

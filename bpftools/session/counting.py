@@ -83,8 +83,13 @@ class CountingSession(Session):
             kept.append(e)
         elapsed, self._collected = now - self._collected, now
         lost, self._lost_delivered = self.totals.lost - self._lost_delivered, self.totals.lost
+        ppids = {}
+        for pid in {e.pid for e in kept}:
+            ppid = self.resolver.ppid(pid)      # from the fork records, else /proc
+            if ppid is not None:
+                ppids[pid] = ppid
         return Tick(
-            ts=self._offset + now, elapsed=elapsed, entries=kept,
+            ts=self._offset + now, elapsed=elapsed, entries=kept, ppids=ppids,
             cgroups={cgid: path or unknown_path(cgid) for cgid, path in cgroup_paths.items()},
             files=files, overflow=overflow, lost=lost, uptime=time.clock_gettime(time.CLOCK_BOOTTIME),
             tracked=sum(1 for info in self.cgmap.entries() if info.alive) if self.cgmap else 0,

@@ -142,13 +142,14 @@ def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None 
     elif by == "comm":
         extra_cols = [("procs", 6)]
     elif by == "process" and width >= 100:
-        extra_cols = [("cgroup", min(28, (width - 70) // 2))]
+        extra_cols = [("parent", 7), ("cgroup", min(28, (width - 78) // 2))]
     fixed = (num_w + 1) * (1 + failed) + (trend_w + 1 if show_trend else 0) + sum(w + 1 for _, w in extra_cols)
     classes = () if by == "event" else fit_classes(width, fixed, num_w, sort)
     name_w = max(name_min(width), width - fixed - len(classes) * (num_w + 1) - 1)
 
     # (heading, width, right-aligned) per column
-    columns = [(HEADINGS[by], name_w, False)] + [(n, w, by == "event") for n, w in extra_cols]
+    columns = [(HEADINGS[by], name_w, False)] + [(n, w, by in ("event", "comm") or n == "parent")
+                                                 for n, w in extra_cols]
     columns += [(c, num_w, True) for c in classes] + [("total", num_w, True)]
     columns += [("fail", num_w, True)] if failed else []
     columns += [("trend", trend_w, False)] if show_trend else []
@@ -171,7 +172,9 @@ def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None 
         elif by == "comm":
             line.append(" " + _cell(str(row.extra["processes"]), extra_cols[0][1], True))
         elif extra_cols:
-            line.append(" " + _cell(terminal_safe(cgroup_name(row.cgroup)), extra_cols[0][1], False))
+            ppid = row.extra.get("ppid")
+            line.append(" " + _cell("-" if ppid is None else str(ppid), extra_cols[0][1], True))
+            line.append(" " + _cell(terminal_safe(cgroup_name(row.cgroup)), extra_cols[1][1], False))
         for c in classes:
             n = row.klass(c)
             line.append(" " + _cell(value(n), num_w, True), style="" if n else "dim")
@@ -207,6 +210,8 @@ def row_record(row: model.Row, text=decode_fs) -> dict:
         rec.update(path=text(row.key), unit=names.unit, container=names.container, pod=names.pod)
     elif row.group == "process":
         rec.update(pid=row.key, comm=_opt(text, row.comm), cgroup=_opt(text, row.cgroup))
+        if "ppid" in row.extra:         # top knows parents; a report does not keep them
+            rec["ppid"] = row.extra["ppid"]
     elif row.group == "comm":
         rec.update(comm=text(row.key), processes=row.extra["processes"], busiest_cgroup=_opt(text, row.cgroup))
     elif row.group in ("file", "dir"):

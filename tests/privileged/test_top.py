@@ -297,3 +297,21 @@ def _order(screen: str, a: int, b: int) -> str | None:
     if None in pos.values():
         return None
     return "first" if pos[a] < pos[b] else "second"
+
+
+def test_json_processes_carry_their_parent(web_service, workdir):
+    cg_dir, cg_rel = web_service
+    top = subprocess.Popen([FSTRACE, "top", "--json", "-i", "0.5", "-n", "6", "--cgroup", cg_rel],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_line(top.stderr, b"fstrace: counting")
+        sh = start_in(cg_dir, ["sh", "-c", "touch %s/a; sleep 0.2; touch %s/b" % (workdir, workdir)])
+        sh.wait(timeout=30)
+        out, _ = top.communicate(timeout=60)
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait()
+    procs = [p for line in out.decode().splitlines() for p in json.loads(line)["processes"]]
+    touches = [p for p in procs if p["comm"] == "touch"]
+    assert touches and all(p["ppid"] == sh.pid for p in touches), procs

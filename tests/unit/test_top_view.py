@@ -292,3 +292,16 @@ def test_trends_are_rates_so_a_longer_interval_draws_no_spike():
                  ts=1003.0))         # the same rate over a tick twice as long (+)
     row = next(r for r in agg.rows("process") if r.key == 42)
     assert agg.trend(row) == [320.0, 320.0]
+
+
+def test_process_rows_show_their_parent():
+    agg = Aggregator()
+    agg.add(model.Tick(ts=1001.0, elapsed=1.0, entries=list(ENTRIES), cgroups={1: "/", 10: WEB, 11: "/db", 12: NESTED},
+                       files={}, ppids={42: 1, 43: 42}))
+    snap = model.snapshot(agg, "process")
+    out = render(snap, ViewState(group="process"), 120, 24)
+    head = next(line for line in out.splitlines() if line.startswith("PROCESS"))
+    assert head.split()[1] == "parent"
+    assert re.search(r"^worker\[43\]\s+42\s", out, re.M)
+    rec = top.snapshot_record(model.snapshot(agg, groupings=model.GROUPINGS), META)
+    assert {p["pid"]: p["ppid"] for p in rec["processes"]} == {42: 1, 43: 42, 50: None, 1: None}
