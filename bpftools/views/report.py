@@ -443,7 +443,8 @@ tr:nth-child(even) td { background: #fafbfc; }
 .note { color: #666; font-size: 12px; }
 """
 
-# Click a heading to sort by it (numbers by their exact value), again to reverse.
+# Click a heading to sort by it (numbers by their exact value), again to reverse.  A link can carry a
+# sort: #sort=TABLE.COLUMN (both counted from 0) clicks that heading once the page has loaded.
 HTML_SCRIPT = """
 document.querySelectorAll('table.sortable').forEach(function (table) {
   table.querySelectorAll('th').forEach(function (th, col) {
@@ -462,6 +463,11 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
     });
   });
 });
+var wanted = /^#sort=(\\d+)\\.(\\d+)$/.exec(location.hash);
+if (wanted) {
+  var table = document.querySelectorAll('table.sortable')[+wanted[1]];
+  if (table && table.tHead.rows[0].cells[+wanted[2]]) { table.tHead.rows[0].cells[+wanted[2]].click(); }
+}
 """
 
 

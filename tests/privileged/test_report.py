@@ -267,3 +267,19 @@ def test_picture_opens_in_chromium_with_chart_and_tables(family, name, tmp_path)
     dark = sum(1 for row in rows for px in row if sum(px) < 150)
     assert light > 0.7 * pixels, "not a light page (a dark terminal picture under a light chart?)"
     assert dark < 0.1 * pixels, "a dark block in the page"
+
+
+def test_html_tables_sort_in_a_real_browser(family, tmp_path):
+    """#sort=1.1 clicks the pid heading of the process table once the page has loaded: pids come largest first."""
+    import re
+    _, doc, _, out = family
+    proc = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           "--user-data-dir=%s" % (tmp_path / "profile"), "--dump-dom",
+                           (out / "r.html").as_uri() + "#sort=1.1"], capture_output=True, timeout=120, check=True)
+    dom = proc.stdout.decode()
+    table = dom.split('<table class="sortable">')[2].split("</table>")[0]
+    assert 'class="num sorted-down"' in table.split("</thead>")[0]
+    pids = [int(p) for p in re.findall(r'<tr><td class="name"[^>]*>[^<]*</td><td class="num" data-v="(\d+)"', table)]
+    assert len(pids) == len(doc["processes"]) > 1
+    assert pids == sorted(pids, reverse=True)          # the page was sorted by total; now by pid
