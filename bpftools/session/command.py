@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 
@@ -44,6 +45,16 @@ class TransientCgroup:
                     raise
                 sys.stderr.write("fstrace: cgroup %s still holds processes; left in place\n" % path)
                 return
+
+
+def check(command) -> None:
+    """Fail before anything starts, as a shell would, when command cannot run: 127 not found, 126 not executable."""
+    name = command[0]
+    path = name if "/" in name else shutil.which(name)
+    if path is None or not os.path.exists(path):
+        raise CommandNotFound("%s: command not found" % name)
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise CommandNotExecutable("%s: permission denied" % name)
 
 
 def spawn(command, cgroup: TransientCgroup) -> subprocess.Popen:

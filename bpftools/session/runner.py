@@ -110,6 +110,7 @@ class Session:
     def start(self) -> StartInfo:
         """Load and attach the probe; from the return on, nothing the user asked for is missed."""
         if self.opts.command:
+            command.check(self.opts.command)
             if not self.mount:
                 raise UsageError("-- CMD needs cgroup2 to follow the command and its children")
             self.transient = command.TransientCgroup(self.mount)

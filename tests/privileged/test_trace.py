@@ -141,12 +141,12 @@ def test_pid_filter_follows_one_running_process(workdir):
     assert [r["event"] for r in evs if r["path"] == str(workdir / "traced")] == ["create", "close_write"]
 
 
-def test_command_not_found_exits_127_and_json_still_ends_with_its_summary():
-    proc = run_trace(["--json", "--", "/nonexistent/fstrace-no-such-command"])
-    assert proc.returncode == 127
-    assert proc.stderr.decode().strip().splitlines()[-1] == (
-        "fstrace: error: /nonexistent/fstrace-no-such-command: command not found")
-    assert [r["type"] for r in records(proc.stdout)] == ["start", "summary"]
+def test_command_not_found_exits_127_before_anything_starts():
+    for command in ("/nonexistent/fstrace-no-such-command", "fstrace-no-such-command"):
+        proc = run_trace(["--json", "--", command])
+        assert proc.returncode == 127
+        assert proc.stderr.decode() == "fstrace: error: %s: command not found\n" % command
+        assert proc.stdout == b""       # no start record: nothing started
 
 
 def test_command_not_executable_exits_126_as_shells_do(workdir):

@@ -66,3 +66,20 @@ def test_outputs_are_checked_before_anything_starts(args, message, tmp_path):
     assert proc.stderr.startswith("fstrace: error: " + message.format(**fill)), proc.stderr
     assert proc.stderr.count("\n") == 1
     assert existing.read_text() == "keep me"
+
+
+def test_command_check_answers_as_a_shell(tmp_path):
+    from bpftools.errors import CommandNotExecutable, CommandNotFound
+    from bpftools.session.command import check
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(CommandNotExecutable, match="job.sh: permission denied"):
+        check([str(script)])
+    with pytest.raises(CommandNotExecutable):
+        check([str(tmp_path)])
+    with pytest.raises(CommandNotFound, match="no-such-command-here: command not found"):
+        check(["no-such-command-here"])
+    script.chmod(0o755)
+    check([str(script)])
+    check(["sh", "-c", "true"])
+    assert CommandNotFound.exit_code == 127 and CommandNotExecutable.exit_code == 126
