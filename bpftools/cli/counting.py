@@ -129,7 +129,7 @@ def report(duration, top_n, by, sort, as_json, output, csv_dir, svg_file, html_f
     check_writable(svg_file, "file")
     check_writable(html_file, "file")
     check_writable(csv_dir, "directory")
-    out = open_output(output, binary=False)
+    out = open_output(output, binary=False, command=command)
     opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed=True, aggregate=True,
                            path_prefixes=path_prefixes, duration=duration, command=command)
     sink = view.ReportSink()

@@ -77,8 +77,14 @@ def output_option(what: str):
                              "there); FILE is created or truncated before anything starts." % what)
 
 
-def open_output(path: str | None, binary: bool):
-    """The -o FILE stream, opened now so that a bad FILE fails before counting; stdout without -o (or -o -)."""
+def open_output(path: str | None, binary: bool, command=()):
+    """The -o FILE stream, opened now so that a bad FILE fails before counting; stdout without -o (or -o -).
+
+    A -- CMD that cannot run is refused first, so that it leaves no empty FILE behind.
+    """
+    if command:
+        from bpftools.session.command import check
+        check(command)
     if path is None or path == "-":
         return sys.stdout.buffer if binary else sys.stdout
     if os.path.isdir(path):

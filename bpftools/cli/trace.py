@@ -45,7 +45,7 @@ def trace(as_json, output, duration, pids, comms, event_spec, cgroups, failed, b
         click.echo("// backend %s; cflags: %s" % (shown, " ".join(flags)))
         click.echo(text)
         return
-    out = open_output(output, binary=True)
+    out = open_output(output, binary=True, command=command)
     if as_json:
         from bpftools.views.jsonl import JsonSink
         sink = JsonSink(out)
