@@ -6,14 +6,21 @@ PY    := /usr/bin/python3
 VENV  := .venv
 KREL  := $(shell uname -r)
 APT_PACKAGES := python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip tmux strace man-db
+TEST_APT_PACKAGES := chromium        # the report's pictures are checked in headless Chromium
 PYTEST_ARGS ?=
 
-.PHONY: install deps headers venv run test test-unit bench bench-quick clean
+.PHONY: install deps test-deps apt headers venv run test test-unit bench bench-quick clean
 
 install: deps headers venv
 
 deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+	@$(MAKE) -s apt PACKAGES="$(APT_PACKAGES)"
+
+test-deps:
+	@$(MAKE) -s apt PACKAGES="$(TEST_APT_PACKAGES)"
+
+apt:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -55,7 +62,7 @@ run: install
 # The whole suite: unit tests and the root/BPF tests on the host's kernel,
 # then the fsnotify backends' kernel matrix (Debian's kernels under qemu,
 # about 11 minutes here once the kernels are installed).
-test: install
+test: install test-deps
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
 	$(VENV)/bin/python tests/kernels/run.py
 

@@ -41,5 +41,15 @@ class BpfLoadError(FstraceError):
     exit_code = 70
 
 
+class NoBackend(FstraceError):
+    """No backend can run here, each for a missing feature (none failed to load)."""
+
+    exit_code = 69
+
+
+class CommandNotExecutable(FstraceError):
+    exit_code = 126
+
+
 class CommandNotFound(FstraceError):
     exit_code = 127

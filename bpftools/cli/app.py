@@ -1,6 +1,11 @@
 """Running a session for a command: the one place that owns start, signals, a closed pipe and close.
 
 And writing what a report-like command made: to stdout (tables or JSON) and to the files asked for.
+
+Exit status policy (man/fstrace.8, EXIT STATUS): a reader that goes away
+(| head) ends the run quietly with status 0 (or, with -- CMD, CMD's
+status); an error after the start record still closes JSON output with
+its summary record.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from bpftools.errors import UsageError
+from bpftools.errors import FstraceError, UsageError
 from bpftools.session import open_session
 from bpftools.session.contract import Options, StartInfo
 from bpftools.session.runner import STOP_SIGNALS
@@ -28,6 +33,13 @@ def quiet_stdout() -> None:
     """The reader went away (| head): end quietly, like any filter."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
+
+
+class PipeConsole(Console):
+    """A rich Console that lets a closed pipe reach run_session (rich would exit 1 on its own)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
 
 
 def run_session(opts: Options, sink, announce: Callable[[StartInfo], None] | None = None
@@ -48,7 +60,12 @@ def run_session(opts: Options, sink, announce: Callable[[StartInfo], None] | Non
             announce(info)
         sink.start(info, time.time(), os.getpid())
         sink.flush()
-        status = session.run()
+        try:
+            status = session.run()
+        except FstraceError:        # e.g. CMD not found: the output still ends with its summary
+            sink.summary(time.time(), session.totals, info.backend, session.duration)
+            sink.flush()
+            raise
         session.totals.exit_status = status if opts.command else None
         sink.summary(time.time(), session.totals, info.backend, session.duration)
         sink.flush()
@@ -77,21 +94,23 @@ def write_file(path: str, text: str) -> None:
         raise UsageError("cannot write %s: %s" % (path, e.strerror)) from None
 
 
-def write_report(rep, as_json: bool, csv_dir: str | None, svg_file: str | None, html_file: str | None) -> None:
-    """A report to stdout (tables or JSON) and to the files asked for."""
+def write_report(rep, out, as_json: bool, csv_dir: str | None, svg_file: str | None, html_file: str | None) -> None:
+    """A report to out (-o FILE or stdout: tables or JSON) and to the files asked for."""
     from bpftools.views import report as view
 
     try:
         if as_json:
-            view.write_json(rep, sys.stdout)
+            view.write_json(rep, out)
         else:
-            tty = sys.stdout.isatty()
-            console = Console(highlight=False, no_color="NO_COLOR" in os.environ or not tty,
-                              width=None if tty else batch_width())
+            tty = out.isatty()
+            console = PipeConsole(file=out, highlight=False, no_color="NO_COLOR" in os.environ or not tty,
+                                  width=None if tty else batch_width())
             view.print_report(rep, console)
-        sys.stdout.flush()
+        out.flush()
     except BrokenPipeError:
         quiet_stdout()
+    if out is not sys.stdout:
+        out.close()
     for path, write in ((svg_file, view.to_svg), (html_file, view.to_html)):
         if path:
             write_file(path, write(rep))

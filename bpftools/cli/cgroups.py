@@ -18,7 +18,7 @@ import click
 from bpftools.cgroups import map as cgroup_map
 from bpftools.cli.app import run_session
 from bpftools.cli.options import parse_duration
-from bpftools.errors import MissingKernelFeature
+from bpftools.errors import FstraceError, MissingKernelFeature
 from bpftools.escape import terminal_safe
 from bpftools.kernel.probe import CGROUPS_ONLY
 from bpftools.session.contract import Options
@@ -93,11 +93,21 @@ def cgroups_command(as_json, watch, duration):
         now = time.time()
         recs = sorted((entry_record(i, now, mount) for i in cgmap.entries()), key=lambda r: r["path"])
         sources = cgmap.sources
-    from bpftools.kernel import probe
-    sources["tracepoint"] = ("available (used by --watch and trace)"
-                             if all(probe.tracepoint_exists(probe.tracefs(), tp) for tp in probe.CGROUP_TRACEPOINTS)
-                             else "off: no cgroup tracepoints on this kernel")
+    sources["tracepoint"] = _tracepoint_state()
     if as_json:
         click.echo(json.dumps({"mount": mount, "sources": sources, "cgroups": recs}, ensure_ascii=False))
     else:
         click.echo("\n".join(snapshot_lines(recs, sources)))
+
+
+def _tracepoint_state() -> str:
+    """Whether --watch and trace can use the cgroup tracepoints; the listing never depends on it."""
+    from bpftools.kernel import probe
+    try:
+        tdir = probe.tracefs()
+    except FstraceError as e:
+        return "unknown: %s" % e
+    if all(probe.tracepoint_exists(tdir, tp) for tp in probe.CGROUP_TRACEPOINTS):
+        return "available (used by --watch and trace)"
+    return "off: no cgroup tracepoints on this kernel"
+

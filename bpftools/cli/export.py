@@ -29,6 +29,7 @@ Examples:
   fstrace export --listen :19435 --cgroup-depth 3
   fstrace export --exclude 'user.slice' --max-series 2000
   curl -s localhost:19435/metrics | grep ^fstrace_events_total
+  curl -s localhost:19435/ready          200 once counting has begun, 503 before
 """
 
 
@@ -63,6 +64,9 @@ def parse_listen(text: str) -> tuple[str, int]:
 @count_filters
 def export_command(listen, interval, depth, include, exclude, max_series, ttl, per_process, **filters):
     """Serve file activity per cgroup as Prometheus metrics on /metrics.
+
+    /ready answers 503 until the BPF programs are attached, then 200 (for
+    a readiness probe).
 
     Counts are kept in the kernel and read once per interval; scrapes are
     answered from a thread with the last counts, in the Prometheus text

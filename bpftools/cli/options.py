@@ -1,7 +1,9 @@
 """What every command's options mean: the shared filter options and their parsers, declared once."""
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 import click
 
@@ -58,6 +60,41 @@ def filter_words(pids, comms, event_spec, cgroups, path_prefixes=()) -> tuple[st
     words += ["--cgroup %s" % c for c in cgroups]
     words += ["--path %s" % p for p in path_prefixes]
     return tuple(words)
+
+
+class RunsCommand(click.Command):
+    """A command that may run `-- CMD`: a `--` with nothing after it is a usage error, not "everything"."""
+
+    def parse_args(self, ctx, args):
+        if args and args[-1] == "--" and "--" not in args[:-1]:
+            raise UsageError("nothing after --: give the command to run, e.g. fstrace %s -- make -j2" % self.name)
+        return super().parse_args(ctx, args)
+
+
+def output_option(what: str):
+    return click.option("-o", "--output", "output", metavar="FILE",
+                        help="Write %s to FILE instead of standard output (the command's own output stays "
+                             "there); FILE is created or truncated before anything starts." % what)
+
+
+def open_output(path: str | None, binary: bool, command=()):
+    """The -o FILE stream, opened now so that a bad FILE fails before counting; stdout without -o (or -o -).
+
+    A -- CMD that cannot run is refused first, so that it leaves no empty FILE behind.
+    """
+    if command:
+        from bpftools.session.command import check
+        check(command)
+    if path is None or path == "-":
+        return sys.stdout.buffer if binary else sys.stdout
+    if os.path.isdir(path):
+        raise UsageError("cannot write -o %s: it is a directory" % path)
+    try:
+        if binary:
+            return open(path, "wb")
+        return open(path, "w", encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise UsageError("cannot write -o %s: %s" % (path, e.strerror)) from None
 
 
 def _decorate(f, decorators):

@@ -12,10 +12,9 @@ import signal
 import sys
 
 import click
-from rich.console import Console
 
 from bpftools.cgroups.select import split_specs
-from bpftools.cli.app import batch_width, quiet_stdout, write_file, write_report
+from bpftools.cli.app import PipeConsole, batch_width, quiet_stdout, write_file, write_report
 from bpftools.cli.options import filter_words, parse_event_option, parse_pids, parse_prefixes
 from bpftools.errors import UsageError
 from bpftools.model import diff as md
@@ -70,7 +69,7 @@ class _PipeInterrupt:
         sys.stderr.flush()
 
 
-def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json, csv_dir, svg_file, html_file,
+def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json, out, csv_dir, svg_file, html_file,
                 pids, comms, event_spec, cgroups, path_prefixes) -> None:
     """The report of a saved trace, in every format the live report has."""
     refuse(ctx, LIVE_ONLY + ("maps",), "--from (a saved trace has no kernel to ask)")
@@ -97,10 +96,10 @@ def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json
                                                                       path_prefixes),
                                   source=info.source_record(asked), notes=tuple(info.not_recorded(asked)))
     rep = report_view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
-    write_report(rep, as_json, csv_dir, svg_file, html_file)
+    write_report(rep, out, as_json, csv_dir, svg_file, html_file)
 
 
-def report_diff(ctx: click.Context, before: str, after: str, *, maps, top_n, as_json, svg_file,
+def report_diff(ctx: click.Context, before: str, after: str, *, maps, top_n, as_json, out, svg_file,
                 html_file) -> None:
     """Two reports or traces compared; tables, JSON, SVG, HTML."""
     refuse(ctx, NOT_FOR_DIFF, "--diff (it compares two finished reports; filter when making them)")
@@ -119,15 +118,17 @@ def report_diff(ctx: click.Context, before: str, after: str, *, maps, top_n, as_
     top = top_n if given(ctx, "top_n") else None        # unless given: every row in JSON, 10 in tables
     try:
         if as_json:
-            diff_view.write_json(d, sys.stdout, top or 0)
+            diff_view.write_json(d, out, top or 0)
         else:
-            tty = sys.stdout.isatty()
-            console = Console(highlight=False, no_color="NO_COLOR" in os.environ or not tty,
-                              width=None if tty else batch_width())
+            tty = out.isatty()
+            console = PipeConsole(file=out, highlight=False, no_color="NO_COLOR" in os.environ or not tty,
+                                  width=None if tty else batch_width())
             diff_view.print_diff(d, console, diff_view.DEFAULT_TOP if top is None else top)
-        sys.stdout.flush()
+        out.flush()
     except BrokenPipeError:
         quiet_stdout()
+    if out is not sys.stdout:
+        out.close()
     for path, write in ((svg_file, diff_view.to_svg), (html_file, diff_view.to_html)):
         if path:
             write_file(path, write(d, diff_view.DEFAULT_TOP if top is None else top))

@@ -7,7 +7,7 @@ import sys
 import click
 
 from bpftools.cli.app import run_session
-from bpftools.cli.options import session_options, trace_filters
+from bpftools.cli.options import RunsCommand, open_output, output_option, session_options, trace_filters
 
 EPILOG = """\b
 Examples:
@@ -16,16 +16,18 @@ Examples:
   fstrace trace -e create,delete,rename --cgroup system.slice
   fstrace trace -e all -- make -j2       a command and all it starts, with reads/writes
   fstrace trace --failed -c nginx        include failed attempts of nginx
+  fstrace trace --json -o ev.jsonl -- ./job.sh   events to a file, the job's output to the terminal
 """
 
 
-@click.command(epilog=EPILOG)
+@click.command(cls=RunsCommand, epilog=EPILOG)
 @click.option("--json", "as_json", is_flag=True, help="Write JSON Lines (start, event, cgroup, lost, summary).")
+@output_option("the events")
 @click.option("-d", "--duration", metavar="TIME", help="Stop after TIME (30, 30s, 500ms, 2m, 1h).")
 @trace_filters
 @click.option("--dump-bpf", is_flag=True, hidden=True, help="Print the BPF program and its flags, then exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS…]")
-def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, mounts, dump_bpf, command):
+def trace(as_json, output, duration, pids, comms, event_spec, cgroups, failed, backend, mounts, dump_bpf, command):
     """Print file events as they happen, one per line.
 
     With -- CMD, run CMD in a new cgroup, trace only it and everything it
@@ -43,12 +45,16 @@ def trace(as_json, duration, pids, comms, event_spec, cgroups, failed, backend, 
         click.echo("// backend %s; cflags: %s" % (shown, " ".join(flags)))
         click.echo(text)
         return
-    out = sys.stdout.buffer
+    out = open_output(output, binary=True, command=command)
     if as_json:
         from bpftools.views.jsonl import JsonSink
         sink = JsonSink(out)
     else:
         from bpftools.views.text import TextSink
-        sink = TextSink(out, sys.stderr, colour=sys.stdout.isatty() and "NO_COLOR" not in os.environ)
-    _, status = run_session(opts, sink)
+        sink = TextSink(out, sys.stderr, colour=out.isatty() and "NO_COLOR" not in os.environ)
+    try:
+        _, status = run_session(opts, sink)
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
     sys.exit(status)

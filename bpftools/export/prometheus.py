@@ -1,12 +1,17 @@
 """The exporter's two faces: a counting sink that feeds an ExportState, and the scrape side.
 
-The session hands ExportSink one model.Tick per interval; prometheus_client's
-HTTP server answers scrapes from its own threads through Collector, with
-what the state last published.
+The session hands ExportSink one model.Tick per interval; an HTTP server
+answers from its own threads: /metrics through prometheus_client's WSGI app
+and Collector, with what the state last published, and /ready with 200 once
+the probes are attached and counting (503 before), for a readiness probe.
 """
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from bpftools.abi import EVENT_NAMES
 from bpftools.errors import UsageError
@@ -15,17 +20,43 @@ from bpftools.model import Tick
 from bpftools.session.contract import CountSink
 
 
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args) -> None:
+        """No line per scrape on stderr."""
+
+
+def app(state: ExportState, metrics):
+    """The WSGI app: /ready answers whether counting has begun, everything else goes to metrics."""
+    def route(environ, start_response):
+        if environ.get("PATH_INFO") == "/ready":
+            ready = state.published is not None
+            start_response("200 OK" if ready else "503 Service Unavailable",
+                           [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ready\n" if ready else b"starting: the BPF programs are not attached yet\n"]
+        return metrics(environ, start_response)
+    return route
+
+
 def serve(state: ExportState, host: str, port: int):
-    """Start answering scrapes (from a thread): the server and its thread."""
-    from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+    """Start answering scrapes and readiness checks (from a thread): the server and its thread."""
+    from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)     # the exporter's own CPU and memory
     registry.register(Collector(state))
+    server_class = type("Server", (_Server,), {})
     try:
-        return start_http_server(port, addr=host, registry=registry)
+        server_class.address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        httpd = make_server(host, port, app(state, make_wsgi_app(registry)), server_class, handler_class=_Quiet)
     except OSError as e:
         raise UsageError("cannot listen on %s: %s" % (url_host(host, port), e.strerror or e)) from None
+    thread = threading.Thread(target=httpd.serve_forever, name="fstrace-http", daemon=True)
+    thread.start()
+    return httpd, thread
 
 def url_host(host: str, port: int) -> str:
     return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from bpftools import abi
-from bpftools.errors import BpfLoadError, FstraceError, MissingDependency, MissingKernelFeature, NotPrivileged
+from bpftools.errors import (
+    BpfLoadError,
+    FstraceError,
+    MissingDependency,
+    MissingKernelFeature,
+    NoBackend,
+    NotPrivileged,
+)
 from bpftools.kernel import arming, btf, features
 from bpftools.kernel.counters import Counters
 from bpftools.kernel.ringbuf import RingBuffer
@@ -72,6 +79,9 @@ def tracefs() -> str:
     for d in TRACEFS_DIRS:
         if os.path.isdir(os.path.join(d, "events")):
             return d
+    for d in TRACEFS_DIRS:
+        if os.path.ismount(d) and not os.access(d, os.R_OK | os.X_OK):
+            raise NotPrivileged("tracefs at %s is mounted but not readable by this user: run fstrace as root" % d)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"tracefs", TRACEFS_DIRS[0].encode(), b"tracefs",
                   MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
@@ -236,10 +246,10 @@ def program(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> tuple[list[str], 
 
 
 def check_fsnotify_backend(backend: str, headers: KernelHeaders, forced: bool) -> btf.Btf:
-    """Why backend cannot hook fsnotify() here (MissingKernelFeature), else the kernel's BTF."""
-    if not headers.matches and not forced:
-        raise MissingKernelFeature(backend + " backend", "%s, so kernel struct offsets would be wrong "
-                                            "(--backend %s uses them anyway)" % (headers.describe(), backend))
+    """Why backend cannot hook fsnotify() here (MissingKernelFeature), else the kernel's BTF.
+
+    What the kernel refuses or lacks is checked first: that is the true reason when it applies.
+    """
     try:
         kernel_btf = btf.Btf.load()
         func_id, params = kernel_btf.func_params(HOOK)
@@ -251,6 +261,9 @@ def check_fsnotify_backend(backend: str, headers: KernelHeaders, forced: bool) -
     why = features.fentry_error(func_id) if backend == "fentry" else features.kprobe_error(HOOK)
     if why:
         raise MissingKernelFeature(backend + " backend", why)
+    if not headers.matches and not forced:
+        raise MissingKernelFeature(backend + " backend", "%s, so kernel struct offsets would be wrong "
+                                            "(--backend %s uses them anyway)" % (headers.describe(), backend))
     return kernel_btf
 
 
@@ -293,6 +306,7 @@ class Probe:
         headers = kernel_headers()
         forced = cfg.backend != "auto"
         reasons: dict[str, str] = {}
+        failed_to_load = False
         for backend in (cfg.backend,) if forced else BACKENDS:
             try:
                 self._load(backend, headers, forced)
@@ -301,8 +315,10 @@ class Probe:
                 if forced:
                     raise
                 reasons[backend] = e.hint if isinstance(e, MissingKernelFeature) else str(e)
+                failed_to_load |= isinstance(e, BpfLoadError)
         else:
-            raise BpfLoadError("no backend can run here: " + "; ".join("%s: %s" % kv for kv in reasons.items()))
+            why = "no backend can run here: " + "; ".join("%s: %s" % kv for kv in reasons.items())
+            raise BpfLoadError(why) if failed_to_load else NoBackend(why)
         chosen = self.report.backend
         for other in BACKENDS:
             if other != chosen and other not in reasons:

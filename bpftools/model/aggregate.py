@@ -26,6 +26,8 @@ from bpftools.model.rows import (
     trend_key,
 )
 
+MAX_PPIDS = 100_000     # parent pids remembered (forgotten all at once beyond)
+
 
 class Aggregator:
     """Ticks in; the last tick (top) and, with cumulative=True, the whole run (report) out."""
@@ -51,6 +53,15 @@ class Aggregator:
         self.files: dict[int, str] = {}
         self.timeline: list[tuple[float, float, dict[int, int]]] = []   # (start, seconds, cgroup id -> events)
         self.lives: dict[int, CgroupLife] = {}
+        self.since: float | None = None         # when accumulating began (the start of its first tick)
+        self.ppids: dict[int, int] = {}         # pid -> parent pid, as the ticks said
+
+    def set_cumulative(self, on: bool) -> None:
+        """Start (from the next tick) or stop keeping running totals."""
+        if on == self.cumulative:
+            return
+        self.cumulative = on
+        self.totals, self.comms, self.timeline, self.since = {}, {}, [], None
 
     def add(self, tick: Tick) -> None:
         if self.first_ts is None:
@@ -59,11 +70,18 @@ class Aggregator:
         self.elapsed += tick.elapsed
         self.ticks += 1
         self.last = tick
+        if len(self.ppids) > MAX_PPIDS:
+            self.ppids = {}
+        self.ppids.update(tick.ppids)
         add_into(self.overflow, tick.overflow)
         self.lost += tick.lost
         self.tick_counts, self.tick_failed, trends = summarize(tick.entries, tick.cgroups, tick.files)
+        if tick.elapsed > 0:        # rates: ticks of different lengths (+ and - in top) compare
+            trends = {k: n / tick.elapsed for k, n in trends.items()}
         self.trends.append(trends)
         if self.cumulative:
+            if self.since is None:
+                self.since = tick.ts - tick.elapsed
             self._accumulate(tick)
 
     def _accumulate(self, tick: Tick) -> None:
@@ -81,8 +99,8 @@ class Aggregator:
             if key[2] == e.file and e.file in tick.files:
                 self.files[e.file] = tick.files[e.file]
             add_into(acc, e.counts)
-            if (e.counts[EXEC] and not e.err) or e.pid not in self.comms:   # a failed exec renames nothing
-                self.comms[e.pid] = e.comm
+            if (e.counts[EXEC] and not e.err) or e.pid not in self.comms:
+                self.comms[e.pid] = e.comm      # a failed exec (a PATH search) renames nothing
             if not e.err:
                 per_cgroup[e.cgroup_id] = per_cgroup.get(e.cgroup_id, 0) + sum(e.counts)
         self.timeline.append((tick.ts - tick.elapsed, tick.elapsed, per_cgroup))
@@ -102,11 +120,20 @@ class Aggregator:
         self.cgroups.setdefault(cgid, path)
 
     # --- views of the last tick (top) ----------------------------------------------
-    def rows(self, by: str, focus: tuple[Focus, ...] = ()) -> list[Row]:
-        t = self.last
-        if t is None:
+    def rows(self, by: str, focus: tuple[Focus, ...] = (), accumulated: bool = False) -> list[Row]:
+        """Rows of the last tick, or (accumulated, with cumulative on) of everything since it was turned on."""
+        if accumulated and self.cumulative:
+            rows = group_rows(focused(self.entries(), focus, self.cgroups, self.files), by, self.cgroups,
+                              self.files)
+        elif self.last is None:
             return []
-        return group_rows(focused(t.entries, focus, t.cgroups, t.files), by, t.cgroups, t.files)
+        else:
+            t = self.last
+            rows = group_rows(focused(t.entries, focus, t.cgroups, t.files), by, t.cgroups, t.files)
+        if by == "process":
+            for row in rows:
+                row.extra["ppid"] = self.ppids.get(row.key)
+        return rows
 
     def trend(self, row: Row) -> list[int]:
         """The row's total in each of the last HISTORY ticks, oldest first."""
@@ -140,7 +167,7 @@ class Aggregator:
                 k = (errno_label(err), EVENT_NAMES[code])
                 row = out.setdefault(k, {"errno": k[0], "event": k[1], "count": 0, "_p": {}, "_f": {}})
                 row["count"] += n
-                comm = self.comms.get(pid, b"").decode("utf-8", "backslashreplace")
+                comm = self.comms.get(pid, b"").decode("utf-8", "surrogateescape")
                 p = "%s[%d]" % (comm, pid)
                 row["_p"][p] = row["_p"].get(p, 0) + n
                 path = file_path(f, self.files)

@@ -42,7 +42,7 @@ CLASS_NAMES = tuple(name for name, _ in CLASSES)
 _CLASS_CODES = {name: tuple(EVENT_CODES[e] for e in evs) for name, evs in CLASSES}
 EXEC = EVENT_CODES["exec"]
 
-GROUPINGS = ("cgroup", "process", "file", "event")
+GROUPINGS = ("cgroup", "process", "comm", "file", "event")
 SORT_KEYS = ("total",) + CLASS_NAMES + ("failed", "name")
 DEFAULT_SORT = "total"
 HISTORY = 20                    # ticks of trend per row
@@ -59,6 +59,7 @@ OTHER_FILES = "(other files)"
 DRILL = {
     "cgroup": ("process", "file"),
     "process": ("file", "event"),
+    "comm": ("process", "file"),
     "file": ("process", "cgroup"),
     "event": ("process", "file"),
 }
@@ -77,6 +78,7 @@ class Tick:
     lost: int = 0                   # ring-buffer records lost (names, cgroup changes)
     uptime: float = 0.0             # of the machine
     tracked: int = 0                # cgroups alive
+    ppids: dict = field(default_factory=dict)    # pid -> parent pid, where known
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,11 @@ def cgroup_label(path: str) -> str:
     return path.rsplit("/", 1)[1]
 
 
+def comm_text(comm: bytes) -> str:
+    """A process name as the model keeps names: exact (surrogates for bytes that are not UTF-8)."""
+    return comm.decode("utf-8", "surrogateescape")
+
+
 def errno_label(err: int) -> str:
     return _errno.errorcode.get(err, "E%d" % err)
 
@@ -165,6 +172,8 @@ def matches(entry: Entry, focus: Focus, cgroups: dict[int, str], files: dict[int
         return within(cgroup_path(cgroups, entry.cgroup_id), k)
     if g == "process":
         return entry.pid == k
+    if g == "comm":
+        return comm_text(entry.comm) == k
     if g == "file":
         return file_path(entry.file, files) == k
     if g == "event":
@@ -206,6 +215,8 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
         return _cgroup_rows(entries, cgroups)
     if by == "event":
         return _event_rows(entries, cgroups)
+    if by == "comm":
+        return _comm_rows(entries, cgroups)
     if by not in ("process", "file", "dir"):
         raise ValueError("unknown grouping %r" % by)
     acc: dict = {}          # key -> [counts, failed, {cgroup id: events}, comm]
@@ -229,18 +240,38 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
             a[0] = list(map(add, a[0], e.counts))
         w = a[2]
         w[e.cgroup_id] = w.get(e.cgroup_id, 0) + n
-        if e.counts[EXEC] and not e.err:    # the name after an exec is the process's name now (a failed one: no)
+        if e.counts[EXEC] and not e.err:    # the name after an exec is the process's name now
             a[3] = e.comm
     rows = []
     for key, (counts, failed, w, comm) in acc.items():
         row = Row(by, key, str(key), counts, failed, cgroup=cgroup_path(cgroups, busiest(w)))
         if by == "process":
-            row.comm = comm.decode("utf-8", "backslashreplace")
+            row.comm = comm.decode("utf-8", "surrogateescape")
             row.label = "%s[%d]" % (row.comm, key)
         else:
             row.extra["cgroups"] = len(w)
         rows.append(row)
     return rows
+
+
+def _comm_rows(entries, cgroups) -> list[Row]:
+    """One row per command name, over all its processes (short-lived `mv`s become one row)."""
+    acc: dict = {}          # name -> [counts, failed, {cgroup id: events}, pids]
+    for e in entries:
+        name = comm_text(e.comm)
+        a = acc.get(name)
+        if a is None:
+            a = acc[name] = [[0] * EV_COUNT, 0, {}, set()]
+        n = sum(e.counts)
+        if e.err:
+            a[1] += n
+        else:
+            add_into(a[0], e.counts)
+        a[2][e.cgroup_id] = a[2].get(e.cgroup_id, 0) + n
+        a[3].add(e.pid)
+    return [Row("comm", name, name, counts, failed, cgroup=cgroup_path(cgroups, busiest(w)), comm=name,
+                extra={"processes": len(pids), "cgroups": len(w)})
+            for name, (counts, failed, w, pids) in acc.items()]
 
 
 def _cgroup_rows(entries, cgroups) -> list[Row]:
@@ -395,6 +426,10 @@ def summarize(entries, cgroups: dict[int, str], files: dict[int, str]) -> tuple[
         by_file[e.file] = by_file.get(e.file, 0) + n
         by_cgroup[e.cgroup_id] = by_cgroup.get(e.cgroup_id, 0) + n
     out: dict = {("process", pid): n for pid, n in by_pid.items()}
+    for e in entries:
+        if not e.err:
+            k = ("comm", comm_text(e.comm))
+            out[k] = out.get(k, 0) + sum(e.counts)
     for key, n in by_file.items():
         k = ("file", file_path(key, files))
         out[k] = out.get(k, 0) + n

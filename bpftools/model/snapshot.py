@@ -27,7 +27,9 @@ class Snapshot:
     focus: tuple[Focus, ...]
     text: str
     tables: list[tuple[str, list[Row]]]     # (grouping, arranged rows); two when drilled in
-    trends: dict                            # trend_key(row) -> totals of the last ticks
+    trends: dict                            # trend_key(row) -> events/s in each of the last ticks
+    accumulated: bool = False               # tables hold counts since accumulating began, not the tick's
+    accumulated_since: float | None = None  # when that began
 
 
 def views_for(group: str, focus: tuple[Focus, ...]) -> tuple[str, ...]:
@@ -37,7 +39,7 @@ def views_for(group: str, focus: tuple[Focus, ...]) -> tuple[str, ...]:
 
 def snapshot(agg: Aggregator, group: str = "cgroup", sort: str = DEFAULT_SORT, reverse: bool = False,
              focus: tuple[Focus, ...] = (), text: str = "", groupings: tuple[str, ...] | None = None,
-             trend_rows: int = 200) -> Snapshot:
+             trend_rows: int = 200, accumulated: bool = False) -> Snapshot:
     """The last tick of agg, grouped, drilled into, filtered and sorted as asked.
 
     Trends come with the first trend_rows rows of each table (no screen shows more).
@@ -48,7 +50,7 @@ def snapshot(agg: Aggregator, group: str = "cgroup", sort: str = DEFAULT_SORT, r
         raise ValueError("unknown sort key %r (known: %s)" % (sort, ", ".join(SORT_KEYS)))
     tables = []
     for by in groupings or views_for(group, focus):
-        tables.append((by, arrange(agg.rows(by, focus), by, sort, reverse, text)))
+        tables.append((by, arrange(agg.rows(by, focus, accumulated), by, sort, reverse, text)))
     trends = {trend_key(r): agg.trend(r) for _, rows in tables for r in rows[:trend_rows]}
     t = agg.last
     return Snapshot(
@@ -56,5 +58,6 @@ def snapshot(agg: Aggregator, group: str = "cgroup", sort: str = DEFAULT_SORT, r
         tracked=t.tracked if t else 0, totals=list(agg.tick_counts), failed=agg.tick_failed,
         lost=t.lost if t else 0, overflow=sum(t.overflow) if t else 0,
         lost_total=agg.lost, overflow_total=sum(agg.overflow), group=group, sort=sort, reverse=reverse,
-        focus=focus, text=text, tables=tables, trends=trends,
+        focus=focus, text=text, tables=tables, trends=trends, accumulated=accumulated and agg.cumulative,
+        accumulated_since=agg.since,
     )

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 
-from bpftools.errors import CommandNotFound
+from bpftools.errors import CommandNotExecutable, CommandNotFound
 
 
 class TransientCgroup:
@@ -46,6 +47,16 @@ class TransientCgroup:
                 return
 
 
+def check(command) -> None:
+    """Fail before anything starts, as a shell would, when command cannot run: 127 not found, 126 not executable."""
+    name = command[0]
+    path = name if "/" in name else shutil.which(name)
+    if path is None or not os.path.exists(path):
+        raise CommandNotFound("%s: command not found" % name)
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise CommandNotExecutable("%s: permission denied" % name)
+
+
 def spawn(command, cgroup: TransientCgroup) -> subprocess.Popen:
     """Start command inside cgroup (it moves itself there before exec)."""
     try:
@@ -53,7 +64,7 @@ def spawn(command, cgroup: TransientCgroup) -> subprocess.Popen:
     except FileNotFoundError:
         raise CommandNotFound("%s: command not found" % command[0]) from None
     except PermissionError:
-        raise CommandNotFound("%s: permission denied" % command[0]) from None
+        raise CommandNotExecutable("%s: permission denied" % command[0]) from None
 
 
 def exit_status(child: subprocess.Popen | None) -> int:

@@ -11,7 +11,7 @@ import time
 
 from bpftools.abi import KEY_FD, REC_NAME, Record
 from bpftools.cgroups.select import unknown_path
-from bpftools.escape import decode_name
+from bpftools.escape import fs_text
 from bpftools.model import Tick
 from bpftools.session.paths import BoundedDict, join
 from bpftools.session.runner import Session
@@ -51,7 +51,7 @@ class CountingSession(Session):
         else:
             path = self.resolver.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1)
         if path is not None:
-            self.file_names[key] = (path, decode_name(path))
+            self.file_names[key] = (path, fs_text(path))
 
     def _path_wanted(self, path: str) -> bool:
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.opts.path_prefixes)
@@ -83,8 +83,13 @@ class CountingSession(Session):
             kept.append(e)
         elapsed, self._collected = now - self._collected, now
         lost, self._lost_delivered = self.totals.lost - self._lost_delivered, self.totals.lost
+        ppids = {}
+        for pid in {e.pid for e in kept}:
+            ppid = self.resolver.ppid(pid)      # from the fork records, else /proc
+            if ppid is not None:
+                ppids[pid] = ppid
         return Tick(
-            ts=self._offset + now, elapsed=elapsed, entries=kept,
+            ts=self._offset + now, elapsed=elapsed, entries=kept, ppids=ppids,
             cgroups={cgid: path or unknown_path(cgid) for cgid, path in cgroup_paths.items()},
             files=files, overflow=overflow, lost=lost, uptime=time.clock_gettime(time.CLOCK_BOOTTIME),
             tracked=sum(1 for info in self.cgmap.entries() if info.alive) if self.cgmap else 0,

@@ -54,6 +54,7 @@ class Session:
         self.mount = cgmap.mount if cgmap else None
         self._globs: list[str] = []
         self._subtrees: list[str] = []
+        self._follow_paths: set[str] = set()
         self._offset = time.time() - time.monotonic()
         self.resolver = PathResolver()      # tracepoint backend: fd and cwd names from the records
 
@@ -79,6 +80,7 @@ class Session:
             if path not in alive:
                 raise UsageError("cgroup %s not found under %s" % (path, self.mount))
         self._subtrees = paths + [by_id[cgid].path for cgid in ids if cgid in by_id]
+        self._follow_paths = set(paths)     # a path removed and made again is followed under its new id
         roots = [alive[p].id for p in paths + prefixes] + ids
         levels = [level_of(p) for p in paths + prefixes] + [level_of(by_id[c].path) if c in by_id else 0 for c in ids]
         return roots, min(levels, default=0)
@@ -108,6 +110,7 @@ class Session:
     def start(self) -> StartInfo:
         """Load and attach the probe; from the return on, nothing the user asked for is missed."""
         if self.opts.command:
+            command.check(self.opts.command)
             if not self.mount:
                 raise UsageError("-- CMD needs cgroup2 to follow the command and its children")
             self.transient = command.TransientCgroup(self.mount)
@@ -183,6 +186,8 @@ class Session:
 
     def _cgroup_changes(self, changes) -> None:
         for change in changes:
+            if change.action == "mkdir" and change.path in self._follow_paths:
+                self.probe.add_cgroups([change.id])
             if self._cgroup_wanted(change.path):
                 self.sink.cgroup(replace(change, ts=self._offset + change.ts))
 

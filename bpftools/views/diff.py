@@ -13,13 +13,14 @@ import json
 from rich import box
 from rich.console import Console, Group
 from rich.table import Table
+from rich.terminal_theme import DEFAULT_TERMINAL_THEME
 from rich.text import Text
 
 from bpftools.abi import EVENT_CODES, EVENT_NAMES
 from bpftools.escape import terminal_safe
 from bpftools.model import CLASSES
 from bpftools.model.diff import COMMAND_CGROUP, TABLES, Diff, DiffRow, Side
-from bpftools.views.report import _FONT_FACE, _VIEWBOX, HTML_PAGE, REPORT_WIDTH
+from bpftools.views.report import _FONT_FACE, _VIEWBOX, REPORT_WIDTH
 from bpftools.views.tables import events_dict
 
 JSON_KEYS = {"cgroup": "cgroups", "process": "processes", "file": "files"}
@@ -206,7 +207,8 @@ def _recorded(d: Diff, top: int) -> Console:
 
 def to_svg(d: Diff, top: int = DEFAULT_TOP) -> str:
     """The diff as one self-contained SVG (nothing fetched from the network): the bars above the tables."""
-    tables = _FONT_FACE.sub("", _recorded(d, top).export_svg(title="fstrace report --diff"))
+    tables = _FONT_FACE.sub("", _recorded(d, top).export_svg(title="fstrace report --diff",
+                                                               theme=DEFAULT_TERMINAL_THEME))
     w, h = (float(v) for v in _VIEWBOX.search(tables).groups())
     chart = chart_svg(d, top)
     chart_h = float(_VIEWBOX.search(chart).group(2)) + 10
@@ -220,8 +222,26 @@ def to_svg(d: Diff, top: int = DEFAULT_TOP) -> str:
     ]) + "\n"
 
 
+HTML_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="UTF-8">
+<title>fstrace report --diff</title>
+<style>
+{stylesheet}
+body {{ color: {foreground}; background-color: {background}; margin: 1.5em; }}
+pre {{ font-family: 'DejaVu Sans Mono', Menlo, Consolas, monospace; font-size: 13px; }}
+</style>
+</head>
+<body>
+<!--chart-->
+<pre><code>{code}</code></pre>
+</body>
+</html>
+"""
+
+
 def to_html(d: Diff, top: int = DEFAULT_TOP) -> str:
-    """The diff as one self-contained HTML page: the bars inline, the tables as styled text."""
-    page = _recorded(d, top).export_html(inline_styles=True, code_format=HTML_PAGE)
-    return page.replace("<!--chart-->", chart_svg(d, top), 1).replace("<title>fstrace report</title>",
-                                                                  "<title>fstrace report --diff</title>", 1)
+    """The diff as one self-contained, light HTML page: the bars inline, the tables as styled text."""
+    page = _recorded(d, top).export_html(inline_styles=True, code_format=HTML_PAGE, theme=DEFAULT_TERMINAL_THEME)
+    return page.replace("<!--chart-->", chart_svg(d, top), 1)

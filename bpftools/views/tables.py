@@ -15,7 +15,7 @@ from rich.text import Text
 from bpftools import model
 from bpftools.abi import EVENT_NAMES
 from bpftools.cgroups.names import display_name
-from bpftools.escape import terminal_safe
+from bpftools.escape import decode_fs, terminal_safe
 from bpftools.views.text import shorten_middle
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -24,7 +24,8 @@ NUM_WIDTH = 6
 TREND_MAX = model.HISTORY
 # Which event-class columns survive on a narrow terminal, most wanted first.
 CLASS_PRIORITY = ("open", "write", "read", "create", "delete", "rename", "close", "attrib", "exec")
-HEADINGS = {"cgroup": "CGROUP", "process": "PROCESS", "file": "FILE", "dir": "DIRECTORY", "event": "EVENT"}
+HEADINGS = {"cgroup": "CGROUP", "process": "PROCESS", "comm": "COMMAND", "file": "FILE", "dir": "DIRECTORY",
+            "event": "EVENT"}
 
 # column -> what it shows (the man page lists these)
 COLUMNS = (
@@ -39,7 +40,7 @@ COLUMNS = (
     ("exec", "programs executed (exec)"),
     ("total", "all of the above"),
     ("fail", "operations that failed (with --failed; report: always)"),
-    ("trend", "the row's total per tick over the last %d ticks" % model.HISTORY),
+    ("trend", "the row's events per second in each of the last %d ticks" % model.HISTORY),
 )
 
 
@@ -85,11 +86,28 @@ def name_min(width: int) -> int:
     return max(NAME_MIN, width * 3 // 10)
 
 
-def fit_classes(width: int, fixed: int, num_w: int = NUM_WIDTH) -> tuple[str, ...]:
-    """The event classes whose columns fit next to a name column of at least name_min()."""
+def fit_classes(width: int, fixed: int, num_w: int = NUM_WIDTH, sort: str | None = None) -> tuple[str, ...]:
+    """The event classes whose columns fit next to a name column of at least name_min().
+
+    The sort column is always one of them: it takes the place of the least wanted one shown.
+    """
     room = width - fixed - name_min(width)
-    keep = set(CLASS_PRIORITY[:max(0, room // (num_w + 1))])
+    keep = list(CLASS_PRIORITY[:max(0, room // (num_w + 1))])
+    if sort in model.CLASS_NAMES and sort not in keep:
+        keep[-1:] = [sort]
     return tuple(c for c in model.CLASS_NAMES if c in keep)
+
+
+def sort_arrow(sort: str, reverse: bool) -> str:
+    """▼ when the largest (or, by name, A) comes first, ▲ when reversed: header and column agree."""
+    return "▲" if reverse else "▼"
+
+
+def sort_columns(by: str, failed: bool) -> tuple[str, ...]:
+    """The sort keys in the order their columns stand on screen (< and > step through these)."""
+    if by == "event":
+        return ("name", "total") + (("failed",) if failed else ())
+    return ("name",) + model.CLASS_NAMES + ("total",) + (("failed",) if failed else ())
 
 
 def row_label(row: model.Row, width: int) -> str:
@@ -121,14 +139,17 @@ def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None 
     extra_cols = []
     if by == "event":
         extra_cols = [("cgroups", 7), ("procs", 6), ("files", 6)]
+    elif by == "comm":
+        extra_cols = [("procs", 6)]
     elif by == "process" and width >= 100:
-        extra_cols = [("cgroup", min(28, (width - 70) // 2))]
+        extra_cols = [("parent", 7), ("cgroup", min(28, (width - 78) // 2))]
     fixed = (num_w + 1) * (1 + failed) + (trend_w + 1 if show_trend else 0) + sum(w + 1 for _, w in extra_cols)
-    classes = () if by == "event" else fit_classes(width, fixed, num_w)
+    classes = () if by == "event" else fit_classes(width, fixed, num_w, sort)
     name_w = max(name_min(width), width - fixed - len(classes) * (num_w + 1) - 1)
 
     # (heading, width, right-aligned) per column
-    columns = [(HEADINGS[by], name_w, False)] + [(n, w, by == "event") for n, w in extra_cols]
+    columns = [(HEADINGS[by], name_w, False)] + [(n, w, by in ("event", "comm") or n == "parent")
+                                                 for n, w in extra_cols]
     columns += [(c, num_w, True) for c in classes] + [("total", num_w, True)]
     columns += [("fail", num_w, True)] if failed else []
     columns += [("trend", trend_w, False)] if show_trend else []
@@ -136,8 +157,7 @@ def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None 
     head = Text(no_wrap=True, overflow="crop")
     for i, (name, w, right) in enumerate(columns):
         if name == sorted_col:
-            arrow = "▲" if reverse != (sort == "name") else "▼"
-            head.append(_cell(name + arrow, w, right), style="bold underline")
+            head.append(_cell(name + sort_arrow(sort, reverse), w, right), style="bold underline")
         else:
             head.append(_cell(name, w, right), style="bold")
         head.append(" " if i < len(columns) - 1 else "")
@@ -149,16 +169,20 @@ def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None 
         if by == "event":
             for n, (_, w) in zip((row.extra["cgroups"], row.extra["processes"], row.extra["files"]), extra_cols):
                 line.append(" " + _cell(str(n), w, True))
+        elif by == "comm":
+            line.append(" " + _cell(str(row.extra["processes"]), extra_cols[0][1], True))
         elif extra_cols:
-            line.append(" " + _cell(terminal_safe(cgroup_name(row.cgroup)), extra_cols[0][1], False))
+            ppid = row.extra.get("ppid")
+            line.append(" " + _cell("-" if ppid is None else str(ppid), extra_cols[0][1], True))
+            line.append(" " + _cell(terminal_safe(cgroup_name(row.cgroup)), extra_cols[1][1], False))
         for c in classes:
             n = row.klass(c)
             line.append(" " + _cell(value(n), num_w, True), style="" if n else "dim")
         line.append(" " + _cell(value(row.total), num_w, True), style="bold")
         if failed:
-            line.append(" " + _cell(value(row.failed), num_w, True), style="red" if row.failed else "dim")
+            line.append(" " + _cell(value(row.failed), num_w, True), style="bold" if row.failed else "dim")
         if show_trend:
-            line.append(" " + spark(trends.get(model.trend_key(row), []), trend_w), style="cyan")
+            line.append(" " + spark(trends.get(model.trend_key(row), []), trend_w))
         if i == selected:
             line.stylize("reverse")
         lines.append(line)
@@ -171,19 +195,30 @@ def events_dict(counts) -> dict[str, int]:
     return {name: counts[i] for i, name in enumerate(EVENT_NAMES)}
 
 
-def row_record(row: model.Row) -> dict:
-    """A row as a JSON object / CSV line: stable keys per grouping (see docs/top-report.md)."""
+def _opt(text, name: str | None) -> str | None:
+    return None if name is None else text(name)
+
+
+def row_record(row: model.Row, text=decode_fs) -> dict:
+    """A row as a JSON object / CSV line: stable keys per grouping (see docs/top-report.md).
+
+    text renders names: decode_fs (exact, the default) for JSON, terminal_safe for CSV.
+    """
     rec: dict = {}
     if row.group == "cgroup":
         names = model.names_from_path(row.key)
-        rec.update(path=row.key, unit=names.unit, container=names.container, pod=names.pod)
+        rec.update(path=text(row.key), unit=names.unit, container=names.container, pod=names.pod)
     elif row.group == "process":
-        rec.update(pid=row.key, comm=row.comm, cgroup=row.cgroup)
+        rec.update(pid=row.key, comm=_opt(text, row.comm), cgroup=_opt(text, row.cgroup))
+        if "ppid" in row.extra:         # top knows parents; a report does not keep them
+            rec["ppid"] = row.extra["ppid"]
+    elif row.group == "comm":
+        rec.update(comm=text(row.key), processes=row.extra["processes"], busiest_cgroup=_opt(text, row.cgroup))
     elif row.group in ("file", "dir"):
-        rec.update(path=row.key, cgroups=row.extra.get("cgroups", 0), busiest_cgroup=row.cgroup)
+        rec.update(path=text(row.key), cgroups=row.extra.get("cgroups", 0), busiest_cgroup=_opt(text, row.cgroup))
     elif row.group == "event":
         rec.update(event=row.key, cgroups=row.extra["cgroups"], processes=row.extra["processes"],
-                   files=row.extra["files"], busiest_cgroup=row.cgroup)
+                   files=row.extra["files"], busiest_cgroup=_opt(text, row.cgroup))
     if row.group == "cgroup":       # its own events, and with every cgroup below it
         own = row.extra["own"]
         rec.update(total=sum(own), failed=row.extra["own_failed"], events=events_dict(own),

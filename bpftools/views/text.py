@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import time
 
-from bpftools.escape import decode_name, errno_name, terminal_safe
+from bpftools.escape import errno_name, terminal_safe, text_name
 from bpftools.session.contract import StreamSink
 
 # basic ANSI colours read on light and dark backgrounds alike
@@ -42,11 +42,11 @@ def event_line(ev, colour: bool) -> str:
     second = int(ev.ts)
     stamp = "%s.%06d" % (_clock(second), int((ev.ts - second) * 1e6))
     what = ev.event + ("/" if ev.dir else "")
-    path = terminal_safe(decode_name(ev.path) or "?")
+    path = text_name(ev.path) or "?"
     if ev.path2 is not None:
-        path += " -> " + terminal_safe(decode_name(ev.path2))
+        path += " -> " + text_name(ev.path2)
     err = errno_name(ev.ret)
-    who = "%s[%d]" % (terminal_safe(decode_name(ev.comm)), ev.pid)
+    who = "%s[%d]" % (text_name(ev.comm), ev.pid)
     if colour:
         what = "\x1b[%sm%-14s\x1b[0m" % (EVENT_COLOURS[ev.event], what)
         if err:
@@ -57,33 +57,48 @@ def event_line(ev, colour: bool) -> str:
     return line + ("  " + err if err else "")
 
 
+FSNOTIFY_BACKENDS = ("fentry", "kprobe")
+
+
+def start_lines(info) -> list[str]:
+    """What trace says on stderr once tracing has begun: each thing once, with its true reason."""
+    lines = ["fstrace: backend %s on kernel %s; events: %s" % (info.backend, info.kernel, ",".join(info.events))]
+    if not info.headers_match and info.backend in FSNOTIFY_BACKENDS:    # the tracepoint backend needs no headers
+        lines.append("fstrace: warning: %s; the %s backend may misread kernel structures"
+                     % (info.headers, info.backend))
+    for backend in info.passed_over:     # the ones tried first
+        lines.append("fstrace: not using %s: %s" % (backend, info.backend_reasons.get(backend, "?")))
+    if info.armed:
+        lines.append("fstrace: fsnotify armed on %d filesystems" % len(info.armed))
+    for tp, why in info.skipped.items():
+        lines.append("fstrace: skipped %s: %s" % (tp, why))
+    if info.missing_syscalls:
+        lines.append("fstrace: this kernel lacks %s" % ", ".join(info.missing_syscalls))
+    for source, state in info.cgroup_sources.items():
+        if state != "live":
+            lines.append("fstrace: cgroup source %s %s" % (source, state))
+    if info.command_cgroup:
+        lines.append("fstrace: running the command in cgroup %s" % info.command_cgroup)
+    return lines
+
+
+LOSS_EVERY_S = 1.0      # loss is said at most once per this, with the count since the last time
+
+
 class TextSink(StreamSink):
-    def __init__(self, out, err, colour: bool):
+    def __init__(self, out, err, colour: bool, clock=time.monotonic):
         self.out = out
         self.err = err
         self.colour = colour
+        self._clock = clock
+        self._lost_pending = 0
+        self._lost_said = None      # when loss was last said
 
     def _line(self, text: str) -> None:
         self.out.write(text.encode("utf-8", "surrogateescape") + b"\n")
 
     def start(self, info, ts: float, pid: int) -> None:
-        lines = ["fstrace: backend %s on kernel %s (%s); events: %s"
-                 % (info.backend, info.kernel, info.headers, ",".join(info.events))]
-        if not info.headers_match:
-            lines.append("fstrace: warning: %s; only the tracepoint backend is trustworthy" % info.headers)
-        for backend in info.passed_over:     # the ones tried first
-            lines.append("fstrace: not using %s: %s" % (backend, info.backend_reasons.get(backend, "?")))
-        if info.armed:
-            lines.append("fstrace: fsnotify armed on %d filesystems" % len(info.armed))
-        for tp, why in info.skipped.items():
-            lines.append("fstrace: skipped %s: %s" % (tp, why))
-        if info.missing_syscalls:
-            lines.append("fstrace: this kernel lacks %s" % ", ".join(info.missing_syscalls))
-        off = {k: v for k, v in info.cgroup_sources.items() if v != "live"}
-        for source, state in off.items():
-            lines.append("fstrace: cgroup source %s %s" % (source, state))
-        if info.command_cgroup:
-            lines.append("fstrace: running the command in cgroup %s" % info.command_cgroup)
+        lines = start_lines(info)
         self.err.write("\n".join(lines) + "\n")
         self.err.flush()
 
@@ -95,9 +110,20 @@ class TextSink(StreamSink):
         self._line("%s cgroup %s %s (id %d)" % (stamp, change.action, terminal_safe(change.path), change.id))
 
     def lost(self, count: int, ts: float) -> None:
-        self.err.write("fstrace: lost %d events (ring buffer full)\n" % count)
+        """Loss on stderr at most once a second, each lost record counted once."""
+        self._lost_pending += count
+        now = self._clock()
+        if self._lost_said is None or now - self._lost_said >= LOSS_EVERY_S:
+            self._say_lost(now)
+
+    def _say_lost(self, now: float) -> None:
+        if self._lost_pending:
+            self.err.write("fstrace: lost %d events (ring buffer full)\n" % self._lost_pending)
+            self._lost_pending = 0
+            self._lost_said = now
 
     def summary(self, ts: float, totals, backend: str, duration: float) -> None:
+        self._say_lost(self._clock())
         self.err.write("fstrace: %d events in %.1f s, %d lost\n" % (totals.events, duration, totals.lost))
         self.err.flush()
 

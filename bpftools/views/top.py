@@ -27,26 +27,27 @@ from bpftools import model
 from bpftools.escape import terminal_safe
 from bpftools.model import Aggregator, Focus, Snapshot
 from bpftools.session.contract import CountSink
-from bpftools.views.tables import COLUMNS, human, row_record, rows_table
+from bpftools.views.tables import COLUMNS, human, row_record, rows_table, sort_arrow, sort_columns
 
 _dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 PAGE = 10
-GROUP_KEYS = {"1": "cgroup", "2": "process", "3": "file", "4": "event"}
+GROUP_KEYS = {"1": "cgroup", "2": "process", "3": "comm", "4": "file", "5": "event"}
 
 # key -> what it does: the help screen and the man page show this table
 KEYS = (
     ("? h", "show or hide this help"),
-    ("< >", "sort by the column to the left / right (%s)" % ", ".join(model.SORT_KEYS)),
+    ("< >", "sort by the column to the left / right"),
     ("r", "reverse the sort order"),
-    ("g", "next grouping: %s" % ", ".join(model.GROUPINGS)),
-    ("1 2 3 4", "group by cgroup, process, file, event"),
-    ("↑ ↓ j k PgUp PgDn Home End", "select a row"),
-    ("Enter →", "drill into the selected row (a cgroup: its processes and files)"),
-    ("Esc Backspace ←", "back out of a drill-in (or clear the filter)"),
-    ("/", "filter rows by text; Enter keeps it, Esc drops it"),
+    ("g", "next grouping"),
+    ("1 2 3 4 5", "by cgroup, process, command name, file, event"),
+    ("a", "running totals since pressed / rates per tick"),
+    ("↑ ↓ j k PgUp PgDn Home End", "select a row (it stays selected as rows move)"),
+    ("Enter →", "drill into the selected row"),
+    ("Esc Backspace ←", "back out of a drill-in, or clear the filter"),
+    ("/", "filter rows by text (Enter keeps, Esc drops)"),
     ("p space", "pause / resume the display (counting goes on)"),
-    ("+ -", "refresh interval longer / shorter (%s s)" % ", ".join("%g" % i for i in INTERVALS)),
+    ("+ -", "refresh interval longer / shorter"),
     ("q", "quit"),
 )
 
@@ -62,15 +63,39 @@ class ViewState:
     text: str = ""
     typing: str | None = None       # the filter being typed after "/"
     selected: int = 0
+    selected_key: object = None     # the selected row's key: the selection stays on its row as rows move
     paused: bool = False
     help: bool = False
     interval: float = 1.0
     quit: bool = False
+    failed: bool = False            # the fail column (--failed)
+    accumulate: bool = False        # running totals instead of per-tick rates
+
+
+def follow_selection(state: ViewState, rows: list[model.Row]) -> ViewState:
+    """The index of the selected row in rows as they are now (htop keeps its selection on its item)."""
+    if not rows:
+        return replace(state, selected=0)
+    if state.selected_key is not None:
+        for i, row in enumerate(rows):
+            if row.key == state.selected_key:
+                return replace(state, selected=i)
+    i = min(state.selected, len(rows) - 1)      # the row is gone: stay at its place
+    return replace(state, selected=i, selected_key=rows[i].key)
+
+
+def _select(state: ViewState, rows: list[model.Row], index: int) -> ViewState:
+    return replace(state, selected=index, selected_key=rows[index].key if rows else None)
 
 
 def _step(seq, value, delta: int):
     i = seq.index(value) if value in seq else 0
     return seq[(i + delta) % len(seq)]
+
+
+def _primary(state: ViewState) -> str:
+    """The grouping of the table the keys act on."""
+    return model.views_for(state.group, state.focus)[0]
 
 
 def _interval(current: float, delta: int) -> float:
@@ -83,7 +108,7 @@ def handle_key(state: ViewState, key: str, rows: list[model.Row]) -> ViewState:
     """The state after one key; rows are those of the table the cursor moves in."""
     if state.typing is not None:
         if key == "enter":
-            return replace(state, text=state.typing, typing=None, selected=0)
+            return replace(state, text=state.typing, typing=None, selected=0, selected_key=None)
         if key == "esc":
             return replace(state, typing=None)
         if key == "backspace":
@@ -96,30 +121,35 @@ def handle_key(state: ViewState, key: str, rows: list[model.Row]) -> ViewState:
     last = max(0, len(rows) - 1)
     moves = {"up": -1, "k": -1, "down": 1, "j": 1, "pgup": -PAGE, "pgdn": PAGE}
     if key in moves:
-        return replace(state, selected=min(last, max(0, state.selected + moves[key])))
+        return _select(state, rows, min(last, max(0, state.selected + moves[key])))
     if key == "home":
-        return replace(state, selected=0)
+        return _select(state, rows, 0)
     if key == "end":
-        return replace(state, selected=last)
+        return _select(state, rows, last)
     if key in ("?", "h"):
         return replace(state, help=True)
     if key == "q":
         return replace(state, quit=True)
     if key in ("<", ">"):
-        return replace(state, sort=_step(model.SORT_KEYS, state.sort, 1 if key == ">" else -1))
+        order = sort_columns(_primary(state), state.failed)
+        i = order.index(state.sort) if state.sort in order else order.index("total")
+        return replace(state, sort=order[max(0, min(len(order) - 1, i + (1 if key == ">" else -1)))])
+    if key == "a":
+        return replace(state, accumulate=not state.accumulate)
     if key == "r":
         return replace(state, reverse=not state.reverse)
     if key == "g":
-        return replace(state, group=_step(model.GROUPINGS, state.group, 1), focus=(), selected=0)
+        return replace(state, group=_step(model.GROUPINGS, state.group, 1), focus=(), selected=0, selected_key=None)
     if key in GROUP_KEYS:
-        return replace(state, group=GROUP_KEYS[key], focus=(), selected=0)
+        return replace(state, group=GROUP_KEYS[key], focus=(), selected=0, selected_key=None)
     if key in ("enter", "right") and rows:
         row = rows[min(state.selected, last)]
-        return replace(state, focus=state.focus + (Focus(row.group, row.key, row.label),), selected=0)
+        return replace(state, focus=state.focus + (Focus(row.group, row.key, row.label),), selected=0,
+                       selected_key=None)
     if key in ("esc", "backspace", "left"):
         if state.focus:
-            return replace(state, focus=state.focus[:-1], selected=0)
-        return replace(state, text="", selected=0)
+            return replace(state, focus=state.focus[:-1], selected=0, selected_key=None)
+        return replace(state, text="", selected=0, selected_key=None)
     if key == "/":
         return replace(state, typing="")
     if key in ("p", " "):
@@ -198,13 +228,18 @@ def header(snap: Snapshot, meta: Meta, state: ViewState, interactive: bool = Tru
         ("  PAUSED" if state.paused else "", "bold reverse"), "  up ", duration_text(snap.uptime),
         "  ", (meta.backend, "bold"), " on ", meta.kernel,
     )
-    line2 = Text.assemble(("events/s ", "bold"), (human(sum(snap.totals) / per), "bold"))
+    if not snap.elapsed:            # nothing counted yet: no rate to show, not a rate of 0
+        line2 = Text.assemble(("events/s ", "bold"), ("…", "bold"),
+                              ("  counting: the first figures come after %gs" % state.interval, "dim"))
+        classes = []
+    else:
+        line2 = Text.assemble(("events/s ", "bold"), (human(sum(snap.totals) / per), "bold"))
     for name, n in classes:
         if n:
             line2.append("  %s %s" % (name, human(n / per)))
     if snap.failed:
-        line2.append("  failed %s" % human(snap.failed / per), style="red")
-    warn = "bold red" if snap.lost_total or snap.overflow_total else ""
+        line2.append("  failed %s" % human(snap.failed / per), style="bold")
+    warn = "bold reverse" if snap.lost_total or snap.overflow_total else ""
     line3 = Text.assemble(
         "cgroups %d" % snap.tracked,
         ("  lost %d  overflow %d" % (snap.lost_total, snap.overflow_total), warn),
@@ -212,8 +247,11 @@ def header(snap: Snapshot, meta: Meta, state: ViewState, interactive: bool = Tru
     )
     where = " › ".join(terminal_safe(f.label) for f in snap.focus)
     line4 = Text.assemble(("group ", "dim"), (snap.group, "bold"),
-                          ((" › " + where) if where else "", "bold cyan"),
-                          ("  sort ", "dim"), snap.sort + (" ▲" if snap.reverse else " ▼"))
+                          ((" › " + where) if where else "", "bold"),
+                          ("  sort ", "dim"), snap.sort + " " + sort_arrow(snap.sort, snap.reverse))
+    if snap.accumulated:
+        line4.append("  totals", style="bold reverse")
+        line4.append(" since %s" % wall_clock(snap.accumulated_since or snap.ts), style="dim")
     if state.typing is not None:
         line4.append("  filter: ", style="bold")
         line4.append(terminal_safe(state.typing) + "█")
@@ -228,8 +266,13 @@ def header(snap: Snapshot, meta: Meta, state: ViewState, interactive: bool = Tru
     return Group(line1, line2, line3, line4)
 
 
-def help_panel(lines: int) -> Panel:
-    """The keys, and the columns too when lines leave room for them."""
+LEGEND = ("open read write close create delete rename attrib exec: the events of each class (write: writes, "
+          "truncates; delete: unlinks, rmdirs; attrib: chmod, chown, utimes, xattrs); total: all of them; fail: "
+          "failed operations (--failed); trend: events/s over the last %d ticks." % model.HISTORY)
+
+
+def help_panel(lines: int, width: int = 80) -> Panel:
+    """The keys, then the columns: one per line when there is room, else packed into a few lines."""
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold", no_wrap=True)
     t.add_column()
@@ -239,7 +282,10 @@ def help_panel(lines: int) -> Panel:
         t.add_row("", "")
         for column, what in COLUMNS:
             t.add_row(Text(column, style="dim"), what)
-    return Panel(t, title="fstrace top: keys", subtitle="any key closes this", expand=False)
+        return Panel(t, title="fstrace top: keys", subtitle="any key closes this", expand=False)
+    legend = Text.assemble(("Columns: ", "bold"), LEGEND)
+    return Panel(Group(t, Text(""), legend), title="fstrace top: keys", subtitle="any key closes this",
+                 expand=False, width=min(width, 100))
 
 
 HEADER_LINES = 4
@@ -266,7 +312,7 @@ def render_screen(snap: Snapshot, meta: Meta, state: ViewState, width: int, heig
     """The whole screen for one snapshot at width x height."""
     parts = [header(snap, meta, state)]
     if state.help:
-        parts.append(help_panel(height - HEADER_LINES))
+        parts.append(help_panel(height - HEADER_LINES, width))
         return Group(*parts)
     titles = len(snap.tables) if snap.focus else 0
     room = height - HEADER_LINES - TABLE_CHROME * len(snap.tables) - titles
@@ -275,12 +321,14 @@ def render_screen(snap: Snapshot, meta: Meta, state: ViewState, width: int, heig
         shown, sel = _window(rows, state.selected if i == 0 else -1, max(1, lines))
         title = None
         if snap.focus:
-            title = "%s of %s" % ({"process": "processes", "file": "files", "event": "events",
+            title = "%s of %s" % ({"process": "processes", "file": "files", "event": "events", "comm": "commands",
                                    "cgroup": "cgroups"}[by], terminal_safe(snap.focus[-1].label))
-        empty = "no file activity in the last %gs" % snap.elapsed if not snap.text else "no row matches"
-        parts.append(rows_table(shown, by, width, per=snap.elapsed or 1.0, sort=snap.sort, reverse=snap.reverse,
-                                selected=sel, trends=snap.trends, failed=bool(snap.failed), title=title,
-                                empty=empty))
+        empty = "no file activity in the last %gs" % round(snap.elapsed, 1) if not snap.text else "no row matches"
+        if snap.accumulated:
+            empty = "no file activity since %s" % wall_clock(snap.accumulated_since or snap.ts)
+        parts.append(rows_table(shown, by, width, per=None if snap.accumulated else snap.elapsed or 1.0,
+                                sort=snap.sort, reverse=snap.reverse, selected=sel, trends=snap.trends,
+                                failed=state.failed or bool(snap.failed), title=title, empty=empty))
     return Group(*parts)
 
 
@@ -313,11 +361,13 @@ class KeyReader:
 class Interactive(CountSink):
     """The TUI: one redraw per tick, per key and per resize."""
 
-    def __init__(self, console: Console, state: ViewState, meta: Meta, keys_fd: int):
+    def __init__(self, console: Console, state: ViewState, meta: Meta, keys_fd: int, iterations: int | None = None):
         self.console = console
         self.state = state
         self.meta = meta
-        self.agg = Aggregator()
+        self.iterations = iterations
+        self.done = 0
+        self.agg = Aggregator(cumulative=state.accumulate)
         self.snap: Snapshot | None = None
         self._keys_fd = keys_fd
         self._keys: KeyReader | None = None
@@ -330,7 +380,7 @@ class Interactive(CountSink):
 
     @property
     def finished(self) -> bool:
-        return self.state.quit
+        return self.state.quit or (self.iterations is not None and self.done >= self.iterations)
 
     def start(self, info, ts: float, pid: int) -> None:
         self.meta = replace(self.meta, backend=info.backend, kernel=info.kernel)
@@ -344,6 +394,7 @@ class Interactive(CountSink):
         """Cgroup changes reach top through the next tick's names."""
 
     def counts(self, tick: model.Tick) -> None:
+        self.done += 1
         if self.state.paused:
             return
         self.agg.add(tick)
@@ -351,10 +402,9 @@ class Interactive(CountSink):
 
     def _rebuild(self) -> None:
         s = self.state
-        self.snap = model.snapshot(self.agg, s.group, s.sort, s.reverse, s.focus, s.text)
-        rows = primary_rows(self.snap)
-        if s.selected >= len(rows) and rows:
-            self.state = replace(s, selected=len(rows) - 1)
+        self.agg.set_cumulative(s.accumulate)
+        self.snap = model.snapshot(self.agg, s.group, s.sort, s.reverse, s.focus, s.text, accumulated=s.accumulate)
+        self.state = follow_selection(s, primary_rows(self.snap))
         self._draw()
 
     def _draw(self) -> None:
@@ -391,7 +441,7 @@ class Batch(CountSink):
         self.iterations = iterations
         self.as_json = as_json
         self.out = out
-        self.agg = Aggregator()
+        self.agg = Aggregator(cumulative=state.accumulate)
         self.done = 0
 
     @property
@@ -416,14 +466,15 @@ class Batch(CountSink):
         s = self.state
         if self.as_json:
             snap = model.snapshot(self.agg, s.group, s.sort, s.reverse, text=s.text,
-                                  groupings=model.GROUPINGS, trend_rows=0)
+                                  groupings=model.GROUPINGS, trend_rows=0, accumulated=s.accumulate)
             self.out.write(_dumps(snapshot_record(snap, self.meta)) + "\n")
             return
-        snap = model.snapshot(self.agg, s.group, s.sort, s.reverse, text=s.text)
+        snap = model.snapshot(self.agg, s.group, s.sort, s.reverse, text=s.text, accumulated=s.accumulate)
         self.console.print(header(snap, self.meta, s, interactive=False))
         by, rows = snap.tables[0]
-        self.console.print(rows_table(rows, by, self.console.width, per=snap.elapsed or 1.0, sort=snap.sort,
-                                      reverse=snap.reverse, failed=bool(snap.failed)))
+        self.console.print(rows_table(rows, by, self.console.width,
+                                      per=None if snap.accumulated else snap.elapsed or 1.0, sort=snap.sort,
+                                      reverse=snap.reverse, failed=s.failed or bool(snap.failed)))
 
     def flush(self) -> None:
         self.out.flush()
@@ -438,8 +489,10 @@ def snapshot_record(snap: Snapshot, meta: Meta) -> dict:
         "filters": list(meta.filters),
         "events": dict(zip(model.EVENT_NAMES, snap.totals)), "total": sum(snap.totals), "failed": snap.failed,
         "lost": snap.lost, "overflow": snap.overflow, "cgroups_tracked": snap.tracked,
+        "accumulated_since": round(snap.accumulated_since, 6) if snap.accumulated and snap.accumulated_since else None,
     }
-    names = {"cgroup": "cgroups", "process": "processes", "file": "files", "event": "event_types"}
+    names = {"cgroup": "cgroups", "process": "processes", "comm": "commands", "file": "files",
+             "event": "event_types"}
     for by, rows in snap.tables:
         rec[names[by]] = [row_record(r) for r in rows]
     return rec

@@ -42,3 +42,21 @@ def test_watch_reports_every_mkdir_and_rmdir_of_a_storm_in_order(test_cgroup, cg
     assert storm == [(a, rel + "/" + n) for n in names for a in ("mkdir", "rmdir")]
     units = {r["unit"] for r in recs if r["type"] == "cgroup" and r["path"].startswith(rel + "/")}
     assert units == set(names)
+
+
+def as_nobody(*args):
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", FSTRACE, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_an_unprivileged_user_gets_the_list_and_the_reasons_for_what_is_off(test_cgroup, cg2_mount):
+    rel = "/" + os.path.relpath(test_cgroup, cg2_mount)
+    proc = as_nobody("cgroups", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["sources"]["sweep"] == "live"
+    assert doc["sources"]["fanotify"].startswith("off: ")
+    assert rel in {c["path"] for c in doc["cgroups"]}
+    assert doc["sources"]["tracepoint"]       # available, or unknown with the reason
+    watch = as_nobody("cgroups", "--watch", "-d", "1")
+    assert watch.returncode == 77 and watch.stderr.count("\n") == 1 and "root" in watch.stderr

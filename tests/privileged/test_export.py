@@ -231,3 +231,30 @@ def test_churn_of_short_lived_cgroups_stays_within_the_series_limit(scraped, tes
     # machine-wide: other cgroups come and go too
     assert prom.value('fstrace_cgroup_events_total{job="fstrace",action="rmdir"}') >= STORM
     assert prom.value('fstrace_lost_events_total{job="fstrace"}') == 0
+
+
+def test_ready_answers_503_until_the_probes_are_attached_then_200_with_the_fstrace_metrics():
+    port = free_port()
+    proc = subprocess.Popen([FSTRACE, "export", "--listen", "127.0.0.1:%d" % port, "-i", "0.2"],
+                            stderr=subprocess.PIPE, text=True)
+    statuses = []
+    try:
+        deadline = time.monotonic() + 120
+        while not statuses or statuses[-1] != 200:
+            assert proc.poll() is None and time.monotonic() < deadline, statuses
+            try:
+                statuses.append(urllib.request.urlopen("http://127.0.0.1:%d/ready" % port, timeout=2).status)
+            except urllib.error.HTTPError as e:
+                statuses.append(e.code)
+                assert b"not attached" in e.read()
+            except OSError:
+                pass            # not listening yet
+            if statuses and statuses[-1] == 503:
+                assert "fstrace_build_info" not in get("http://127.0.0.1:%d/metrics" % port).decode()
+            time.sleep(0.02)
+        assert 503 in statuses, "the server answers before the programs are attached: 503 then"
+        assert "fstrace_build_info" in get("http://127.0.0.1:%d/metrics" % port).decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err, err

@@ -246,15 +246,40 @@ def png_pixels(path: Path):
 CHART_BLUE = (0x1F, 0x77, 0xB4)     # the first series of views/report.py: PALETTE
 
 
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"     # kept for a reader to look at
+
+
 @pytest.mark.parametrize("name", ["r.svg", "r.html"])
 def test_picture_opens_in_chromium_with_chart_and_tables(family, name, tmp_path):
     _, _, _, out = family
     browser = chromium()
-    png = tmp_path / "shot.png"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    png = SHOTS / ("report-%s.png" % name.replace(".", "-"))
     screenshot(browser, (out / name).as_uri(), png, tmp_path / "profile")
     width, height, rows = png_pixels(png)
     assert (width, height) == (1600, 2400)
-    chart = sum(1 for row in rows[:300] for px in row if px == CHART_BLUE)
+    chart = sum(1 for row in rows[:450] for px in row if px == CHART_BLUE)
     assert chart > 50, "no chart line in the top of the page"
-    text = sum(1 for row in rows[300:] for px in row if max(px) - min(px) > 40 or sum(px) < 300)
+    text = sum(1 for row in rows[450:] for px in row if max(px) - min(px) > 40 or sum(px) < 300)
     assert text > 5000, "no tables below the chart"
+    pixels = width * height
+    light = sum(1 for row in rows for px in row if sum(px) > 700)
+    dark = sum(1 for row in rows for px in row if sum(px) < 150)
+    assert light > 0.7 * pixels, "not a light page (a dark terminal picture under a light chart?)"
+    assert dark < 0.1 * pixels, "a dark block in the page"
+
+
+def test_html_tables_sort_in_a_real_browser(family, tmp_path):
+    """#sort=1.1 clicks the pid heading of the process table once the page has loaded: pids come largest first."""
+    import re
+    _, doc, _, out = family
+    proc = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           "--user-data-dir=%s" % (tmp_path / "profile"), "--dump-dom",
+                           (out / "r.html").as_uri() + "#sort=1.1"], capture_output=True, timeout=120, check=True)
+    dom = proc.stdout.decode()
+    table = dom.split('<table class="sortable">')[2].split("</table>")[0]
+    assert 'class="num sorted-down"' in table.split("</thead>")[0]
+    pids = [int(p) for p in re.findall(r'<tr><td class="name"[^>]*>[^<]*</td><td class="num" data-v="(\d+)"', table)]
+    assert len(pids) == len(doc["processes"]) > 1
+    assert pids == sorted(pids, reverse=True)          # the page was sorted by total; now by pid

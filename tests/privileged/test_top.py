@@ -119,8 +119,8 @@ class Tmux:
         return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True,
                               timeout=30, env={**os.environ, "TERM": "xterm-256color"}).stdout
 
-    def screen(self) -> str:
-        return self._tmux("capture-pane", "-p", "-t", "t")
+    def screen(self, history: bool = False) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "t", *(("-S", "-") if history else ()))
 
     def keys(self, *keys: str) -> None:
         for k in keys:
@@ -158,7 +158,7 @@ def row_total(screen: str, label: str) -> float | None:
     head = None
     for line in screen.splitlines():
         words = line.split()
-        if words and words[0] in ("CGROUP", "PROCESS", "FILE", "EVENT"):
+        if words and words[0] in ("CGROUP", "PROCESS", "COMMAND", "FILE", "EVENT"):
             head = words
         elif head and words and words[0] == label:
             col = next(i for i, w in enumerate(head) if w.startswith("total"))
@@ -188,14 +188,16 @@ def test_tui_shows_the_workload_and_answers_its_keys(width, height, web_service,
         assert all(len(line) <= width for line in screen.splitlines())
         assert screen.splitlines()[0].startswith("fstrace top") and "filters: --cgroup /fstrace-test-" in screen
 
-        tui.keys(">")
-        tui.wait_for(lambda s: "sort open ▼" in s and "open▼" in s, timeout=3)
+        tui.keys("<")           # the column left of total: exec, shown even at 80 columns
+        tui.wait_for(lambda s: "sort exec ▼" in s and "exec▼" in s, timeout=3)
         tui.keys("r")
-        tui.wait_for(lambda s: "sort open ▲" in s, timeout=3)
-        tui.keys("<", "r", "g")
+        tui.wait_for(lambda s: "sort exec ▲" in s and "exec▲" in s, timeout=3)
+        tui.keys(">", "r", "g")
         screen = tui.wait_for(lambda s: "group process" in s and s, timeout=3)
         assert "PROCESS" in screen and "%s[%d]" % (LAUNCH_COMM, work.pid) in screen
-        tui.keys("4")
+        tui.keys("3")
+        tui.wait_for(lambda s: "group comm" in s and row_total(s, LAUNCH_COMM), timeout=3)
+        tui.keys("5")
         tui.wait_for(lambda s: "group event" in s and row_total(s, "create"), timeout=3)
         tui.keys("1", "/", "w", "e", "b", "Enter")
         tui.wait_for(lambda s: "filter web" in s, timeout=3)
@@ -229,3 +231,87 @@ def test_tui_shows_the_workload_and_answers_its_keys(width, height, web_service,
             work.kill()
             work.wait()
         tui.close()
+
+
+def test_tui_on_a_dumb_terminal_prints_plain_tables():
+    tui = Tmux(100, 30, "TERM=dumb %s top -n 2 -i 0.5 -g process" % FSTRACE)
+    try:
+        tui.wait_for(lambda s: "EXIT=0" in s, timeout=120)
+        screen = tui.screen(history=True)
+        assert "TERM=dumb cannot draw the live view: plain tables instead" in screen
+        assert screen.count("PROCESS ") == 2 and "\x1b" not in screen
+    finally:
+        tui.close()
+
+
+def test_tui_stops_after_n_ticks_and_shows_no_zero_rate_before_the_first():
+    tui = Tmux(100, 30, "%s top -n 3 -i 1" % FSTRACE)
+    try:
+        tui.wait_for(lambda s: "events/s …" in s, timeout=120, step=0.02)
+        started = time.monotonic()
+        tui.wait_for(lambda s: "EXIT=0" in s, timeout=30)
+        assert time.monotonic() - started < 6
+    finally:
+        tui.close()
+
+
+def test_tui_selection_stays_on_its_process_as_rows_reorder(web_service, workdir):
+    """Two processes whose rates swap places: the selection follows the selected one, and Enter opens it."""
+    cg_dir, cg_rel = web_service
+    tui = Tmux(120, 30, "%s top -i 0.5 -g process --cgroup %s" % (FSTRACE, cg_rel))
+    tui.wait_for(lambda s: "PROCESS" in s, timeout=120)
+    fast_then_slow = start_in(cg_dir, [sys.executable, "-c", SWAP, str(workdir / "a"), "1"], stdout=subprocess.DEVNULL)
+    slow_then_fast = start_in(cg_dir, [sys.executable, "-c", SWAP, str(workdir / "b"), "0"], stdout=subprocess.DEVNULL)
+    try:
+        first = "%s[%d]" % (LAUNCH_COMM, fast_then_slow.pid)
+        tui.wait_for(lambda s: _order(s, fast_then_slow.pid, slow_then_fast.pid) == "first", timeout=5)
+        tui.keys("Home")                # select the busiest: fast_then_slow
+        tui.wait_for(lambda s: _order(s, fast_then_slow.pid, slow_then_fast.pid) == "second", timeout=20)
+        time.sleep(1.2)                 # a few ticks after the swap
+        tui.keys("Enter")
+        tui.wait_for(lambda s: "files of %s" % first in s and str(workdir / "a") in s, timeout=5)
+    finally:
+        for p in (fast_then_slow, slow_then_fast):
+            p.kill()
+            p.wait()
+        tui.close()
+
+
+# writes to FILE at 400/s then 20/s (or the other way round with 0), switching after 4 s, for 30 s
+SWAP = """
+import sys, time
+path, fast_first = sys.argv[1], sys.argv[2] == "1"
+start = time.monotonic()
+with open(path, "w") as f:
+    while time.monotonic() - start < 30:
+        fast = (time.monotonic() - start < 4) == fast_first
+        f.write("x"); f.flush()
+        time.sleep(1 / 400 if fast else 1 / 20)
+"""
+
+
+def _order(screen: str, a: int, b: int) -> str | None:
+    """Which of the two processes is listed first ("first": a, "second": b)."""
+    lines = screen.splitlines()
+    pos = {pid: next((i for i, line in enumerate(lines) if "[%d]" % pid in line), None) for pid in (a, b)}
+    if None in pos.values():
+        return None
+    return "first" if pos[a] < pos[b] else "second"
+
+
+def test_json_processes_carry_their_parent(web_service, workdir):
+    cg_dir, cg_rel = web_service
+    top = subprocess.Popen([FSTRACE, "top", "--json", "-i", "0.5", "-n", "6", "--cgroup", cg_rel],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_line(top.stderr, b"fstrace: counting")
+        sh = start_in(cg_dir, ["sh", "-c", "touch %s/a; sleep 0.2; touch %s/b" % (workdir, workdir)])
+        sh.wait(timeout=30)
+        out, _ = top.communicate(timeout=60)
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait()
+    procs = [p for line in out.decode().splitlines() for p in json.loads(line)["processes"]]
+    touches = [p for p in procs if p["comm"] == "touch"]
+    assert touches and all(p["ppid"] == sh.pid for p in touches), procs

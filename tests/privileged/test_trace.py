@@ -141,11 +141,39 @@ def test_pid_filter_follows_one_running_process(workdir):
     assert [r["event"] for r in evs if r["path"] == str(workdir / "traced")] == ["create", "close_write"]
 
 
-def test_command_not_found_exits_127():
-    proc = run_trace(["--", "/nonexistent/fstrace-no-such-command"])
-    assert proc.returncode == 127
-    assert proc.stderr.decode().strip().splitlines()[-1] == (
-        "fstrace: error: /nonexistent/fstrace-no-such-command: command not found")
+def test_command_not_found_exits_127_before_anything_starts():
+    for command in ("/nonexistent/fstrace-no-such-command", "fstrace-no-such-command"):
+        proc = run_trace(["--json", "--", command])
+        assert proc.returncode == 127
+        assert proc.stderr.decode() == "fstrace: error: %s: command not found\n" % command
+        assert proc.stdout == b""       # no start record: nothing started
+
+
+def test_command_not_executable_exits_126_as_shells_do(workdir):
+    script = workdir / "not-executable.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    proc = run_trace(["--", str(script)])
+    assert proc.returncode == 126
+    assert proc.stderr.decode().strip().splitlines()[-1] == "fstrace: error: %s: permission denied" % script
+
+
+@pytest.mark.parametrize("command", [["trace"], ["trace", "--json"], ["top", "-b", "-i", "0.1"],
+                                     ["top", "--json", "-i", "0.1"]])
+def test_a_reader_that_goes_away_ends_the_run_quietly_with_status_0(command):
+    proc = subprocess.run("%s %s | head -c 10 >/dev/null; echo ${PIPESTATUS[0]}" % (FSTRACE, " ".join(command)),
+                          shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert proc.stdout == "0\n", proc.stderr
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr
+
+
+def test_mount_without_an_fsnotify_backend_is_a_missing_feature_whatever_the_backend():
+    start = records(run_trace(["--json", "-d", "0.1"]).stdout)[0]
+    if start["backend"] != "tracepoint":
+        pytest.skip("an fsnotify backend runs here: --mount works (tests/kernels covers it)")
+    for args in (["--mount", "/"], ["--backend", "tracepoint", "--mount", "/"]):
+        proc = run_trace(["-d", "0.1", *args])
+        assert proc.returncode == 69, (args, proc.stderr)
+        assert "--mount needs an fsnotify backend" in proc.stderr.decode()
 
 
 def test_unprivileged_user_gets_one_line():
@@ -154,3 +182,56 @@ def test_unprivileged_user_gets_one_line():
     assert proc.returncode == 77
     err = proc.stderr.decode()
     assert err.count("\n") == 1 and "needs root" in err and "Traceback" not in err
+
+
+def test_output_file_holds_the_events_and_stdout_the_commands_lines(workdir):
+    out = workdir / "events.jsonl"
+    proc = run_trace(["--json", "-o", str(out), "--", "sh", "-c", "echo the command speaks; echo x > %s/f" % workdir])
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == b"the command speaks\n"
+    recs = records(out.read_bytes())
+    assert recs[0]["type"] == "start" and recs[-1]["type"] == "summary"
+    assert "create" in [r["event"] for r in recs if r.get("path") == str(workdir / "f")]
+
+
+@pytest.mark.parametrize("command", [["trace"], ["report", "--by", "file"]])
+def test_a_bidi_override_or_backslash_in_a_name_never_reaches_text_raw(workdir, command):
+    script = "touch %s/rtl$(printf '\\342\\200\\256')txt %s/'back\\slash' %s/\"$(printf 'nl\\nname')\"" % (
+        workdir, workdir, workdir)
+    proc = subprocess.run([FSTRACE, *command, "--", "sh", "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    assert "\u202e" not in out and "rtl\\u202etxt" in out
+    assert "back\\\\slash" in out and "nl\\nname" in out
+    assert not any(c < " " and c != "\n" for c in out)
+    assert {p.name for p in workdir.iterdir()} == {"rtl\u202etxt", "back\\slash", "nl\nname"}
+
+
+def test_a_cgroup_path_removed_and_made_again_is_still_followed(test_cgroup, workdir):
+    import signal
+    import time
+
+    def touch_in_cgroup(name):
+        subprocess.run(["touch", str(workdir / name)], check=True,
+                       preexec_fn=lambda: Path(test_cgroup, "cgroup.procs").write_text("0"))
+
+    tracer = subprocess.Popen([FSTRACE, "trace", "--json", "-e", "create", "--cgroup", test_cgroup],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert json.loads(tracer.stdout.readline())["type"] == "start"
+        touch_in_cgroup("before")
+        old_id = os.stat(test_cgroup).st_ino
+        os.rmdir(test_cgroup)
+        os.mkdir(test_cgroup)
+        assert os.stat(test_cgroup).st_ino != old_id
+        time.sleep(0.5)         # the mkdir reaches fstrace through the ring buffer
+        touch_in_cgroup("after")
+        time.sleep(0.3)
+        tracer.send_signal(signal.SIGINT)
+        out, err = tracer.communicate(timeout=60)
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+            tracer.wait()
+    paths = [r["path"] for r in records(out) if r["type"] == "event"]
+    assert paths == [str(workdir / "before"), str(workdir / "after")], err.decode()

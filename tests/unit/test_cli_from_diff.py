@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_tracefile import JOB, ev, jsonl, start, summary
 
 FSTRACE = str(Path(sys.executable).with_name("fstrace"))

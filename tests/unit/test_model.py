@@ -274,3 +274,16 @@ def test_cgroup_lifecycle_is_bounded(monkeypatch):
         agg.cgroup_change("mkdir", i, "/c%d" % i, 1.0)
     agg.cgroup_change("rmdir", 1, "/c1", 2.0)
     assert [(life.path, life.lifetime) for life in agg.lifecycle()] == [("/c1", 1.0), ("/c0", None)]
+
+
+def test_a_failed_exec_does_not_rename_the_process_back():
+    """Popen's PATH search: failed execs under the parent's name, then the exec that worked, in any order."""
+    tar = [entry(1, 7, 103, comm=b"tar", exec=1),
+           entry(1, 7, 104, comm=b"fstrace", err=2, exec=3),
+           entry(1, 7, 105, comm=b"fstrace", open=1)]
+    for entries in (tar, tar[::-1]):
+        agg = Aggregator(cumulative=True)
+        agg.add(tick(entries=entries))
+        assert [r.comm for r in report_rows(agg, "process")] == ["tar"]
+        assert [e["top_process"] for e in agg.errors()] == ["tar[7]"]
+        assert [r.comm for r in model.group_rows(entries, "process", CGROUPS, FILES)] == ["tar"]

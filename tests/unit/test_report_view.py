@@ -144,3 +144,77 @@ def test_chart_of_an_idle_run_says_so():
 def test_flatten_spreads_event_dicts():
     assert report.flatten({"path": "/", "events": {"open": 1}, "subtree_events": {"open": 2}}) == {
         "path": "/", "open": 1, "subtree_open": 2}
+
+
+HOSTILE = "/srv/esc\x1b[31m-rtl\u202etxt-back\\slash-bad\udcff"
+
+
+def hostile_report():
+    agg = Aggregator(cumulative=True)
+    files = {100: HOSTILE}
+    agg.add(model.Tick(ts=1000.0, elapsed=1.0, entries=[model.Entry(1, 100, 7, 0, b"ev\xe2\x80\xaeil", (1,) + (0,) * 9)],
+                       cgroups={1: "/"}, files=files))
+    return report.build(agg, META)
+
+
+def test_csv_escapes_names_as_text_does_and_json_keeps_them_exact(tmp_path):
+    rep = hostile_report()
+    report.write_csv(rep, str(tmp_path))
+    raw = (tmp_path / "files.csv").read_bytes() + (tmp_path / "processes.csv").read_bytes()
+    assert b"\x1b" not in raw and "\u202e".encode() not in raw
+    with open(tmp_path / "files.csv", newline="") as f:
+        assert next(csv.DictReader(f))["path"] == "/srv/esc\\x1b[31m-rtl\\u202etxt-back\\\\slash-bad\\xff"
+    with open(tmp_path / "processes.csv", newline="") as f:
+        assert next(csv.DictReader(f))["comm"] == "ev\\u202eil"
+    doc = json.loads(json.dumps(report.document(rep), ensure_ascii=False))
+    assert doc["files"][0]["path"] == "/srv/esc\x1b[31m-rtl\u202etxt-back\\slash-bad\\xff"
+    assert doc["processes"][0]["comm"] == "ev\u202eil"
+
+
+def test_terminal_report_never_shows_a_hostile_name_raw():
+    console = Console(file=io.StringIO(), width=200, no_color=True)
+    report.print_report(hostile_report(), console)
+    out = console.file.getvalue()
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "back\\\\slash" in out and "rtl\\u202etxt" in out
+
+
+def test_a_partial_last_point_is_merged_not_plotted_as_a_spike():
+    points = [(0.0, 1.0), (1.0, 1.0), (2.0, 1.0), (3.0, 0.019)]
+    merged, (counts,) = report.whole_points(points, [[3000, 3100, 2900, 152]])
+    assert [(a, round(b, 6)) for a, b in merged] == [(0.0, 1.0), (1.0, 1.0), (2.0, 1.019)]
+    assert counts == [3000, 3100, 3052] and sum(counts) == 3000 + 3100 + 2900 + 152
+    assert max(report.rates(counts, merged)) == 3100            # not 152 / 0.019 = 8000
+    assert report.whole_points([(0.0, 0.1)], [[5]]) == ([(0.0, 0.1)], [[5]])      # one short point stays
+
+
+def test_chart_axis_has_round_steps_in_short_units():
+    agg = Aggregator(cumulative=True)
+    for i in range(5):
+        agg.add(tick(ts=1000.0 + i, entries=[model.Entry(10, 100, 42, 0, b"nginx", (30700 + 100 * i,) + (0,) * 9)]))
+    svg = report.chart_svg(report.build(agg, META))
+    labels = re.findall(r'text-anchor="end" fill="#444">([^<]*)<', svg)
+    assert labels == ["0/s", "10.0k/s", "20.0k/s", "30.0k/s", "40.0k/s"]
+    assert "e+" not in svg
+
+
+def test_fit_stretches_a_short_run_over_the_whole_sparkline_and_averages_a_long_one():
+    assert report.fit([1, 2], 4) == [1, 1, 2, 2]
+    assert report.fit([1, 3, 5, 7], 2) == [2.0, 6.0]
+
+
+def test_html_is_a_light_page_with_sortable_tables_and_escaped_names():
+    page = report.to_html(hostile_report())
+    assert page.count('<table class="sortable">') == len(report.TABLES) - 0
+    assert "addEventListener('click'" in page
+    assert "\u202e" not in page and "\x1b" not in page
+    assert "rtl\\u202etxt-back\\\\slash" in page
+    assert "<polyline" in page                  # the chart and the rows' sparklines are lines, not blocks
+    assert "▇" not in page and "█" not in page
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")     # nothing fetched
+
+
+def test_svg_tables_are_on_a_light_background():
+    svg = report.to_svg(sample())
+    assert 'fill="#ffffff"' in svg
+    assert "#0c0c0c" not in svg.lower() and "#292929" not in svg.lower()    # rich's dark SVG theme

@@ -10,6 +10,7 @@ from test_model import ENTRIES, NESTED, WEB, entry, tick
 from bpftools import model
 from bpftools.model import Aggregator, Focus
 from bpftools.views import tables, top
+from bpftools.views.tables import COLUMNS
 from bpftools.views.top import Meta, ViewState, handle_key, render_screen, split_keys
 
 META = Meta(backend="tracepoint", kernel="6.18.44", filters=("--cgroup system.slice",))
@@ -33,8 +34,8 @@ ROWS = model.sort_rows(model.group_rows(ENTRIES, "process", {1: "/", 10: WEB, 11
 
 
 @pytest.mark.parametrize("key,field,value", [
-    (">", "sort", "open"), ("<", "sort", "name"), ("r", "reverse", True), ("g", "group", "process"),
-    ("3", "group", "file"), ("4", "group", "event"), ("p", "paused", True), (" ", "paused", True),
+    (">", "sort", "total"), ("<", "sort", "exec"), ("r", "reverse", True), ("g", "group", "process"),
+    ("3", "group", "comm"), ("4", "group", "file"), ("5", "group", "event"), ("a", "accumulate", True), ("p", "paused", True), (" ", "paused", True),
     ("+", "interval", 2.0), ("-", "interval", 0.5), ("q", "quit", True), ("?", "help", True),
     ("h", "help", True), ("/", "typing", ""), ("end", "selected", 3), ("pgdn", "selected", 3),
     ("j", "selected", 1), ("down", "selected", 1), ("x", "sort", "total"),
@@ -135,9 +136,10 @@ def test_help_screen_lists_every_key_and_the_columns_when_they_fit():
     out = render(snap, ViewState(help=True), 120, 40)
     for keys, _ in top.KEYS:
         assert keys in out
-    assert "the row's total per tick" in out
+    assert "the row's events per second in each of the last" in out
     small = render(snap, ViewState(help=True), 80, 24)
-    assert all(keys in small for keys, _ in top.KEYS) and "the row's total per tick" not in small
+    assert all(keys in small for keys, _ in top.KEYS) and "the row's events per second" not in small
+    assert "Columns:" in small and all(column in small for column, _ in COLUMNS)    # the legend, packed
     assert len(small.splitlines()) <= 24
 
 
@@ -200,3 +202,106 @@ def test_json_snapshot_has_every_grouping_and_exact_counts():
                                                 (20, [50, 50], [10, 10]), (20, [3, 4], [3, 17]), (20, [7], [20])])
 def test_two_tables_share_the_screen_by_need(room, wanted, shares):
     assert top.split_room(room, wanted) == shares
+
+
+def styles_of(renderable, width=120, height=30) -> set:
+    """Every style the renderable uses, as rich records them."""
+    console = Console(file=io.StringIO(), width=width, height=height, color_system="truecolor", force_terminal=True)
+    console.print(renderable)
+    return set(re.findall(r"\x1b\[([\d;]+)m", console.file.getvalue()))
+
+
+def test_only_bold_dim_and_reverse_are_used_as_the_man_page_promises():
+    agg = agg_with(tick(lost=3))
+    state = ViewState(failed=True, focus=(Focus("cgroup", WEB, "web.service"),))
+    snap = model.snapshot(agg, "cgroup", focus=state.focus)
+    codes = set()
+    for s in styles_of(render_screen(snap, META, state, 120, 30)):
+        codes |= set(s.split(";"))
+    assert codes <= {"0", "1", "2", "4", "7", "22", "24", "27"}, codes      # no colour (30-37, 38;..., 90-97)
+
+
+def test_the_selection_stays_on_its_row_when_rows_move():
+    a = [entry(10, 42, 100, open=30), entry(10, 43, 101, open=20), entry(10, 44, 101, open=10)]
+    rows = model.sort_rows(model.group_rows(a, "process", {10: WEB}, {}))
+    state = handle_key(ViewState(group="process"), "down", rows)          # select pid 43, second
+    assert state.selected == 1 and state.selected_key == 43
+    b = [entry(10, 42, 100, open=5), entry(10, 43, 101, open=20), entry(10, 44, 101, open=90)]
+    rows = model.sort_rows(model.group_rows(b, "process", {10: WEB}, {}))   # 44, 43, 42 now
+    state = top.follow_selection(state, rows)
+    assert rows[state.selected].key == 43
+    assert handle_key(state, "enter", rows).focus[-1].key == 43
+    gone = [r for r in rows if r.key != 43]
+    state = top.follow_selection(state, gone)
+    assert state.selected == 1 and state.selected_key == gone[1].key     # gone: the place is kept
+
+
+def test_sort_keys_step_through_the_columns_on_screen_and_the_sort_column_is_always_shown():
+    state = ViewState(group="process")
+    assert handle_key(state, "<", []).sort == "exec"            # left of total, not "name"
+    assert handle_key(replace_state(state, sort="name"), "<", []).sort == "name"
+    assert handle_key(replace_state(state, failed=True), ">", []).sort == "failed"
+    assert handle_key(state, ">", []).sort == "total"            # no fail column: nothing right of total
+    snap = model.snapshot(agg_with(tick()), "process", sort="exec")
+    narrow = render(snap, ViewState(group="process", sort="exec"), 80, 24)
+    head = next(line for line in narrow.splitlines() if line.startswith("PROCESS"))
+    assert "exec▼" in head                                     # exec is the first to go on a narrow screen
+    snap = model.snapshot(agg_with(tick()), "process", sort="name", reverse=True)
+    out = render(snap, ViewState(group="process", sort="name", reverse=True), 120, 24)
+    assert "sort name ▲" in out and "PROCESS▲" in out          # header and column agree
+
+
+def replace_state(state, **kw):
+    from dataclasses import replace
+    return replace(state, **kw)
+
+
+def test_command_grouping_folds_short_lived_processes_into_one_row():
+    mvs = [entry(10, pid, 100 + pid, comm=b"mv", rename=1) for pid in range(200, 230)]
+    rows = model.group_rows(mvs + [entry(10, 42, 100, open=3)], "comm", {10: WEB}, {})
+    by = {r.key: r for r in rows}
+    assert by["mv"].total == 30 and by["mv"].extra["processes"] == 30
+    snap = model.snapshot(agg_with(tick(mvs)), "comm")
+    out = render(snap, ViewState(group="comm"), 100, 24)
+    assert re.search(r"^mv\s+30\s", out, re.M)
+    assert top.snapshot_record(model.snapshot(agg_with(tick(mvs)), groupings=model.GROUPINGS), META)[
+        "commands"][0]["processes"] == 30
+
+
+def test_running_totals_add_up_ticks_and_say_since_when():
+    agg = Aggregator(cumulative=True)
+    for i in range(3):
+        agg.add(tick(ts=1000.0 + i))
+    snap = model.snapshot(agg, "process", accumulated=True)
+    web = next(r for r in snap.tables[0][1] if r.key == 42)
+    assert web.total == 3 * (30 + 30 + 60 + 200)
+    out = render(snap, ViewState(group="process", accumulate=True), 120, 24)
+    assert "totals since" in out and re.search(r"nginx\[42\].* %d " % (3 * 320), out)
+
+
+def test_first_frame_says_counting_not_zero():
+    snap = model.snapshot(Aggregator(), "cgroup")
+    out = render(snap, ViewState(), 100, 24)
+    assert "events/s …" in out and "events/s 0" not in out
+
+
+def test_trends_are_rates_so_a_longer_interval_draws_no_spike():
+    agg = Aggregator()
+    agg.add(tick(elapsed=1.0, ts=1001.0))
+    agg.add(tick(entries=[e._replace(counts=tuple(2 * n for n in e.counts)) for e in ENTRIES], elapsed=2.0,
+                 ts=1003.0))         # the same rate over a tick twice as long (+)
+    row = next(r for r in agg.rows("process") if r.key == 42)
+    assert agg.trend(row) == [320.0, 320.0]
+
+
+def test_process_rows_show_their_parent():
+    agg = Aggregator()
+    agg.add(model.Tick(ts=1001.0, elapsed=1.0, entries=list(ENTRIES), cgroups={1: "/", 10: WEB, 11: "/db", 12: NESTED},
+                       files={}, ppids={42: 1, 43: 42}))
+    snap = model.snapshot(agg, "process")
+    out = render(snap, ViewState(group="process"), 120, 24)
+    head = next(line for line in out.splitlines() if line.startswith("PROCESS"))
+    assert head.split()[1] == "parent"
+    assert re.search(r"^worker\[43\]\s+42\s", out, re.M)
+    rec = top.snapshot_record(model.snapshot(agg, groupings=model.GROUPINGS), META)
+    assert {p["pid"]: p["ppid"] for p in rec["processes"]} == {42: 1, 43: 42, 50: None, 1: None}

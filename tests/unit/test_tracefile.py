@@ -304,6 +304,7 @@ def test_load_side_says_why_a_document_is_no_side(tmp_path):
 def test_a_recorded_trace_replays_to_the_counts_the_kernel_counted(tmp_path):
     """tests/replay: the same workload recorded streaming (trace --json) and counting (report)."""
     import test_replay as recorded
+
     from bpftools.views.jsonl import JsonSink
 
     out = io.BytesIO()

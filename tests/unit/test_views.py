@@ -4,7 +4,7 @@ import pytest
 
 from bpftools.cgroups.names import Names
 from bpftools.cgroups.select import split_specs as split_cgroup_specs
-from bpftools.escape import decode_name, errno_name, terminal_safe
+from bpftools.escape import decode_fs, decode_name, errno_name, fs_text, terminal_safe, text_name
 from bpftools.session.contract import FileEvent
 from bpftools.views import jsonl, text
 
@@ -25,10 +25,27 @@ def test_decode_name_escapes_invalid_utf8_without_dropping_bytes():
 
 @pytest.mark.parametrize("raw,safe", [
     ("a\nb", "a\\nb"), ("\x1b[31m", "\\x1b[31m"), ("tab\there", "tab\\there"), ("\x7f\x85", "\\x7f\\x85"),
-    ("é ok", "é ok"),
+    ("é ok", "é ok"), ("nl\\nname", "nl\\\\nname"), ("rtl\u202etxt", "rtl\\u202etxt"),
+    ("\u2066iso\u2069", "\\u2066iso\\u2069"), ("zero\u200bwidth", "zero\\u200bwidth"),
+    ("bad\udcff", "bad\\xff"),
 ])
 def test_terminal_safe(raw, safe):
     assert terminal_safe(raw) == safe
+
+
+def test_a_backslash_and_a_newline_never_look_alike_in_text():
+    assert text_name(b"nl\\nname") == "nl\\\\nname"          # the name has a backslash and an n
+    assert text_name(b"nl\nname") == "nl\\nname"               # the name has a newline
+    assert text_name(b"x\xff\\xff") == "x\\xff\\\\xff"          # an undecodable byte, then the text \xff
+
+
+def test_json_keeps_names_exact_while_text_escapes_them():
+    raw = b"/srv/back\\slash-rtl\xe2\x80\xaetxt-\x1b"
+    assert decode_name(raw) == "/srv/back\\slash-rtl\u202etxt-\x1b"
+    assert decode_fs(fs_text(raw)) == decode_name(raw)
+    line = text.event_line(ev(path=raw, path2=None, event="create"), colour=False)
+    assert line.endswith("/srv/back\\\\slash-rtl\\u202etxt-\\x1b")
+    assert json.loads(json.dumps(jsonl.event_record(ev(path=raw))))["path"] == "/srv/back\\slash-rtl\u202etxt-\x1b"
 
 
 def test_errno_name():
@@ -98,3 +115,41 @@ def test_json_renders_a_cgroup_name_that_is_not_utf8_like_a_path():
     out = io.BytesIO()
     jsonl.JsonSink(out).event(ev(cgroup=cgroup))
     assert json.loads(out.getvalue())["cgroup"] == "/bad-\\xff.service"
+
+
+def test_text_loss_is_said_at_most_once_a_second_and_every_record_is_counted():
+    import io
+
+    from bpftools.session.contract import Totals
+    now = [100.0]
+    err = io.StringIO()
+    sink = text.TextSink(io.BytesIO(), err, colour=False, clock=lambda: now[0])
+    for i in range(69):                 # 69 single losses over 3.4 s
+        sink.lost(1, 0.0)
+        now[0] += 0.05
+    totals = Totals()
+    totals.events, totals.lost = 10, 69
+    sink.summary(0.0, totals, "tracepoint", 3.45)
+    lines = err.getvalue().splitlines()
+    said = [int(line.split()[2]) for line in lines if line.startswith("fstrace: lost ")]
+    assert len(said) == 5 and said[0] == 1 and sum(said) == 69
+    assert lines[-1] == "fstrace: 10 events in 3.5 s, 69 lost"
+
+
+def test_trace_says_each_thing_once_with_the_true_reason():
+    from bpftools.session.contract import StartInfo
+    info = StartInfo(backend="tracepoint", kernel="6.18.44", headers="headers 6.1.0 do not match running kernel 6.18.44",
+                     headers_match=False, tracepoints=[], skipped={}, missing_syscalls=[],
+                     cgroup_sources={"sweep": "live"}, events=("open",), command_cgroup=None,
+                     backend_reasons={"fentry": "loading an fentry program failed: EPERM (Operation not permitted)",
+                                      "kprobe": "this kernel has no kprobe support"},
+                     passed_over=("fentry", "kprobe"), armed={})
+    assert text.start_lines(info) == [
+        "fstrace: backend tracepoint on kernel 6.18.44; events: open",
+        "fstrace: not using fentry: loading an fentry program failed: EPERM (Operation not permitted)",
+        "fstrace: not using kprobe: this kernel has no kprobe support"]
+    from dataclasses import replace
+    forced = text.start_lines(replace(info, backend="kprobe", passed_over=()))
+    assert forced[1] == ("fstrace: warning: headers 6.1.0 do not match running kernel 6.18.44; "
+                         "the kprobe backend may misread kernel structures")
+    assert sum("headers" in line for line in forced) == 1
