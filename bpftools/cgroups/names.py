@@ -48,6 +48,18 @@ class Names:
     runtime: str | None = None       # docker, containerd, crio, crio-conmon, podman, podman-conmon, cri
     container_id: str | None = None  # the full id
     pod: str | None = None           # Kubernetes pod uid, dashed
+    # From the runtime's own state (cgroups/runtimes.py), never from the path: None until read.
+    container_name: str | None = None  # "web-1"
+    image: str | None = None           # "nginx:1.27"
+    pod_name: str | None = None        # "checkout-7d9c"
+    pod_namespace: str | None = None   # "shop"
+
+    @property
+    def pod_label(self) -> str | None:
+        """A pod as kubectl spells it (namespace/name), else its uid, else None."""
+        if self.pod_name:
+            return "%s/%s" % (self.pod_namespace, self.pod_name) if self.pod_namespace else self.pod_name
+        return self.pod
 
 
 def short_id(container_id: str) -> str:
@@ -94,11 +106,16 @@ def _container_of(part: str, parent: str, in_kubepods: bool) -> tuple[str, str] 
 
 
 def display_name(path: str, names: Names | None = None) -> str:
-    """The compact name the trace view shows: container, else pod, else unit, else the path."""
+    """The compact name the views show: the container's name or runtime:short-id, else the pod, else
+    the unit, else the path."""
     if names is None:
         names = names_from_path(path)
+    if names.container_name:
+        return f"{names.pod_label}/{names.container_name}" if names.pod_name else names.container_name
     if names.container:
         return names.container
+    if names.pod_name:
+        return "pod:" + names.pod_label
     if names.pod:
         return f"pod:{names.pod}"
     return names.unit or path

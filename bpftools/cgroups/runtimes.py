@@ -28,19 +28,27 @@ What is found is cached per container id and kept (up to ``max_entries``,
 least recently used forgotten first), so events from a container that has
 already been removed -- ``podman run --rm`` -- still get its name once it was
 read.  State that cannot be read or parsed (a container being created, a file
-half-written) is a miss, retried at most every ``retry_s`` seconds; it is
+half-written) is a miss, asked for again after ``retry_s`` seconds, then
+twice as long each time up to ``MAX_RETRY_S``: a container's state is
+usually complete a few milliseconds after its cgroup appears.  A miss is
 never an error.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import select
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from bpftools.cgroups.names import Names, names_from_path
+from bpftools.kernel import inotify
 
 try:  # Python 3.11+
     import tomllib as _toml
@@ -48,7 +56,8 @@ except ImportError:  # pragma: no cover - Python 3.10
     _toml = None
 
 DEFAULT_MAX_ENTRIES = 4096
-DEFAULT_RETRY_S = 0.5
+DEFAULT_RETRY_S = 0.05    # the first retry; then twice as long each time, up to MAX_RETRY_S
+MAX_RETRY_S = 5.0
 ROOTS_REFRESH_S = 5.0
 _MAX_STATE_BYTES = 8 << 20     # a state file bigger than this is not one we want to parse
 
@@ -363,7 +372,7 @@ class Runtimes:
     """Container id -> ``ContainerInfo``, read from the runtimes' state and cached.
 
     ``lookup()`` never raises: what cannot be found or read yet is None, and
-    is looked for again once ``retry_s`` has passed.
+    is looked for again once its backoff (``retry_s``, doubling) has passed.
     """
 
     def __init__(self, roots: StateRoots | None = None, *, discover: Callable[[], StateRoots] | None = None,
@@ -379,6 +388,7 @@ class Runtimes:
         self._found: OrderedDict[str, ContainerInfo] = OrderedDict()
         self._missed: OrderedDict[str, _Miss] = OrderedDict()
         self._storage: dict[str, _StorageIndex] = {}
+        self._lock = threading.RLock()     # StateWatcher's thread primes the cache the session reads
         self.reads = 0   # state lookups made (misses and first hits), for tests and --stats
 
     @property
@@ -405,28 +415,81 @@ class Runtimes:
         """The container's names, or None (unknown, or not readable yet)."""
         if not container_id or not _ID.fullmatch(container_id):
             return None
-        info = self._found.get(container_id)
-        if info is not None:
-            self._found.move_to_end(container_id)
+        with self._lock:
+            info = self._found.get(container_id)
+            if info is not None:
+                self._found.move_to_end(container_id)
+                return info
+            now = self.clock()
+            miss = self._missed.get(container_id)
+            if miss is not None and now < miss.next_try:
+                return None
+            self.reads += 1
+            info = self._read(runtime, container_id)
+            if info is None:
+                tries = miss.tries + 1 if miss else 1
+                self._missed[container_id] = _Miss(now + min(self.retry_s * 2 ** (tries - 1), MAX_RETRY_S), tries)
+                self._missed.move_to_end(container_id)
+                while len(self._missed) > self.max_entries:
+                    self._missed.popitem(last=False)
+                return None
+            self._remember(container_id, info)
             return info
-        now = self.clock()
-        miss = self._missed.get(container_id)
-        if miss is not None and now < miss.next_try:
-            return None
-        self.reads += 1
-        info = self._read(runtime, container_id)
-        if info is None:
-            self._missed[container_id] = _Miss(now + self.retry_s * min(miss.tries + 1 if miss else 1, 8),
-                                               (miss.tries + 1) if miss else 1)
-            self._missed.move_to_end(container_id)
-            while len(self._missed) > self.max_entries:
-                self._missed.popitem(last=False)
-            return None
+
+    def _remember(self, container_id: str, info: ContainerInfo) -> None:
         self._missed.pop(container_id, None)
         self._found[container_id] = info
+        self._found.move_to_end(container_id)
         while len(self._found) > self.max_entries:
             self._found.popitem(last=False)
-        return info
+
+    # -- priming: what StateWatcher calls as a runtime writes its state -------------
+
+    def prime(self, store: str, root: str, container_id: str) -> bool:
+        """Read one container's state from one root of a store ("docker", "containerd"); True once cached."""
+        if not _ID.fullmatch(container_id):
+            return True     # not a container: nothing to wait for
+        with self._lock:
+            if container_id in self._found:
+                return True
+            try:
+                if store == "docker":
+                    info = self._read_docker((root,), container_id)
+                else:
+                    info = self._read_containerd((root,), container_id)
+            except (OSError, ValueError, TypeError, AttributeError):
+                info = None
+            if info is not None:
+                self._remember(container_id, info)
+            return info is not None
+
+    def prime_storage(self, store: str, complete_only: bool = True) -> list[str]:
+        """Cache every new container of a containers/storage store (``<root>/<driver>-containers``).
+
+        The ids still waiting for their ``userdata/config.json`` (complete_only)
+        are returned, to be asked again.
+        """
+        waiting = []
+        with self._lock:
+            try:
+                self._storage_entry(store, "")
+                entries = dict(self._storage.get(f"{store}/containers.json", _StorageIndex()).entries)
+            except (OSError, ValueError, TypeError, AttributeError):
+                return waiting
+            for cid, entry in entries.items():
+                if not isinstance(cid, str) or cid in self._found or not _ID.fullmatch(cid):
+                    continue
+                oci = _read_json(f"{store}/{cid}/userdata/config.json")
+                if oci is None and complete_only:
+                    waiting.append(cid)
+                    continue
+                try:
+                    info = storage_info(entry, oci)
+                except (ValueError, TypeError, AttributeError):
+                    info = None
+                if info is not None:
+                    self._remember(cid, info)
+        return waiting
 
     def _read(self, runtime: str | None, container_id: str) -> ContainerInfo | None:
         roots = self.roots
@@ -509,3 +572,207 @@ class Runtimes:
             index.entries = {e.get("id"): e for e in data if isinstance(e, dict)}
             index.stamp = stamp
         return index.entries.get(cid)
+
+
+def with_runtime(names: Names, runtimes: Runtimes | None = None, read: bool = True) -> Names:
+    """names with the container's name, image and pod added from its runtime's state, where they can be
+    read (read=False: only what is cached already -- no I/O, for the model and the views)."""
+    if names.container_id is None or names.container_name is not None:
+        return names
+    runtimes = runtimes or shared()
+    info = runtimes.lookup(names.runtime, names.container_id) if read else runtimes.cached(names.container_id)
+    if info is None:
+        return names
+    return replace(names, container_name=info.name, image=info.image, pod_name=info.pod_name,
+                   pod_namespace=info.pod_namespace)
+
+
+def runtime_names(names: Names) -> dict:
+    """The runtime's names as record keys (JSON, report rows, cgroups): container_name, image, pod_name,
+    pod_namespace."""
+    return {"container_name": names.container_name, "image": names.image, "pod_name": names.pod_name,
+            "pod_namespace": names.pod_namespace}
+
+
+def named(path: str, runtimes: Runtimes | None = None, read: bool = True) -> Names:
+    """What a cgroup path says about its owner, with the runtime's names where they can be read
+    (read=False: where the session has read them already)."""
+    return with_runtime(_path_names(path), runtimes, read)
+
+
+_path_names = functools.lru_cache(maxsize=4096)(names_from_path)
+_shared: Runtimes | None = None
+
+
+def shared() -> Runtimes:
+    """The process's one cache of runtime state: the session fills it, the views read names from it."""
+    global _shared
+    if _shared is None:
+        _shared = Runtimes()
+    return _shared
+
+
+# -- watching the runtimes write -------------------------------------------------
+
+PENDING_RETRY_S = 0.02      # a new container directory whose state file is not written yet: ask again
+PENDING_MAX_S = 10.0        # ... for this long at most
+MAX_PENDING = 4096
+_WATCH = inotify.IN_CREATE | inotify.IN_MOVED_TO | inotify.IN_CLOSE_WRITE | inotify.IN_ONLYDIR
+
+
+class StateWatcher:
+    """A thread that reads each container's state the moment its runtime writes it.
+
+    The session reads a container's state when it sees the container's
+    cgroup or first event; under load that can be after a ``run --rm``
+    container has come and gone, state and all.  This thread does not wait
+    for the session: inotify wakes it when docker makes
+    ``containers/<id>``, containerd a task bundle, or containers/storage
+    replaces ``containers.json``, and it puts the names in the cache the
+    session reads.  Roots are looked at again every ROOTS_REFRESH_S (a
+    daemon started later, a store created later).  Nothing here is fatal:
+    without inotify the session's own lookups still work.
+    """
+
+    def __init__(self, runtimes: Runtimes, clock: Callable[[], float] = time.monotonic):
+        self.runtimes = runtimes
+        self.clock = clock
+        self._fd = -1
+        self._wake_r = self._wake_w = -1
+        self._wds: dict[int, tuple[str, str]] = {}      # watch descriptor -> (kind, directory)
+        self._watched: set[str] = set()
+        self._pending: OrderedDict[tuple, float] = OrderedDict()    # (kind, root, id) -> give up at
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self.error: str | None = None
+
+    def start(self) -> StateWatcher:
+        try:
+            self._fd = inotify.init()
+        except OSError as e:
+            self.error = str(e)
+            return self
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._watch_roots()
+        self._thread = threading.Thread(target=self._run, name="fstrace-runtime-state", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop = True
+        if self._thread is not None:
+            os.write(self._wake_w, b"x")
+            self._thread.join(timeout=2)
+        for fd in (self._fd, self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._wake_r = self._wake_w = -1
+
+    # -- what to watch -----------------------------------------------------------
+    def _add(self, path: str, kind: str) -> bool:
+        if path in self._watched:
+            return True
+        wd = inotify.add_watch(self._fd, path, _WATCH)
+        if wd < 0:
+            return False
+        self._wds[wd] = (kind, path)
+        self._watched.add(path)
+        return True
+
+    def _watch_roots(self) -> None:
+        roots = self.runtimes.roots
+        for root in roots.docker:
+            self._add(f"{root}/containers", "docker")
+        for root in roots.storage:
+            self._add(root, "storage-root")
+            for store in _listdir(root):
+                if store.endswith("-containers"):
+                    self._watch_store(f"{root}/{store}")
+        for root in roots.containerd:
+            self._add(root, "containerd-root")
+            for rt in _listdir(root):
+                if rt.startswith("io.containerd.runtime."):
+                    self._watch_task_dir(f"{root}/{rt}")
+
+    def _watch_store(self, store: str) -> None:
+        if self._add(store, "storage"):
+            self._wait_for_storage(store)
+
+    def _watch_task_dir(self, path: str) -> None:
+        if self._add(path, "containerd-runtime"):
+            for ns in _listdir(path):
+                self._add(f"{path}/{ns}", "containerd")
+
+    def _wait_for_storage(self, store: str) -> None:
+        for cid in self.runtimes.prime_storage(store):
+            self._wait(("storage", store, cid))
+
+    def _wait(self, key: tuple) -> None:
+        if key not in self._pending:
+            self._pending[key] = self.clock() + PENDING_MAX_S
+            while len(self._pending) > MAX_PENDING:
+                self._pending.popitem(last=False)
+
+    # -- the thread --------------------------------------------------------------
+    def _run(self) -> None:
+        refreshed = self.clock()
+        while not self._stop:
+            try:
+                timeout = PENDING_RETRY_S if self._pending else 1.0
+                ready, _, _ = select.select([self._fd, self._wake_r], [], [], timeout)
+                if self._stop:
+                    return
+                if self._fd in ready:
+                    for ev in inotify.read_events(self._fd):
+                        self._event(ev)
+                self._retry()
+                if self.clock() - refreshed >= ROOTS_REFRESH_S:
+                    refreshed = self.clock()
+                    self._watch_roots()
+            except Exception as e:     # noqa: BLE001 - a watcher that fails leaves the session's lookups
+                self.error = "%s: %s" % (type(e).__name__, e)
+                return
+
+    def _event(self, ev: inotify.Event) -> None:
+        if ev.mask & inotify.IN_Q_OVERFLOW:
+            for kind, path in list(self._wds.values()):
+                if kind == "storage":
+                    self._wait_for_storage(path)
+            return
+        if ev.mask & inotify.IN_IGNORED:
+            kind_path = self._wds.pop(ev.wd, None)
+            if kind_path:
+                self._watched.discard(kind_path[1])
+            return
+        kind, path = self._wds.get(ev.wd, ("", ""))
+        name = ev.name
+        if kind == "docker" and name:
+            self._wait(("docker", path[: -len("/containers")], name))
+        elif kind == "containerd" and name:
+            self._wait(("containerd", path.rsplit("/", 2)[0], name))
+        elif kind == "containerd-runtime" and name:
+            self._add(f"{path}/{name}", "containerd")
+        elif kind == "containerd-root" and name.startswith("io.containerd.runtime."):
+            self._watch_task_dir(f"{path}/{name}")
+        elif kind == "storage-root" and name.endswith("-containers"):
+            self._watch_store(f"{path}/{name}")
+        elif kind == "storage" and name == "containers.json":
+            self._wait_for_storage(path)
+
+    def _retry(self) -> None:
+        now = self.clock()
+        for key, give_up in list(self._pending.items()):
+            kind, root, cid = key
+            if kind == "storage":
+                done = cid not in self.runtimes.prime_storage(root, complete_only=now < give_up)
+            else:
+                done = self.runtimes.prime(kind, root, cid) or now >= give_up
+            if done:
+                self._pending.pop(key, None)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []

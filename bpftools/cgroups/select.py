@@ -64,3 +64,22 @@ def split_specs(specs, mount: str | None) -> tuple[list[str], list[int], list[st
                 rel = spec[len(mount.rstrip("/")):]
             paths.append("/" + rel.strip("/") if rel.strip("/") else "/")
     return paths, ids, globs
+
+
+def container_selects(spec: str, names) -> bool:
+    """Does --container SPEC name this container: its name, runtime:short-id, or a prefix of its id?"""
+    if not names.container_id:
+        return False
+    if spec == names.container_name or spec == names.container:
+        return True
+    return len(spec) >= 4 and names.container_id.startswith(spec.lower())
+
+
+def pod_selects(spec: str, names) -> bool:
+    """Does --pod SPEC name this pod: NAMESPACE/NAME, a NAME in any namespace, or its uid?"""
+    if spec == names.pod:
+        return names.pod is not None
+    if not names.pod_name:
+        return False
+    namespace, _, name = spec.rpartition("/")
+    return name == names.pod_name and (not namespace or namespace == names.pod_namespace)

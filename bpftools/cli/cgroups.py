@@ -16,6 +16,7 @@ import time
 import click
 
 from bpftools.cgroups import map as cgroup_map
+from bpftools.cgroups.runtimes import runtime_names, with_runtime
 from bpftools.cli.app import run_session
 from bpftools.cli.options import parse_duration
 from bpftools.errors import FstraceError, MissingKernelFeature
@@ -41,7 +42,7 @@ def _mount() -> str:
 
 
 def entry_record(info, now: float, mount: str) -> dict:
-    names = info.names
+    names = with_runtime(info.names)
     age = None
     if info.alive:
         try:
@@ -49,7 +50,8 @@ def entry_record(info, now: float, mount: str) -> dict:
         except OSError:
             pass
     return {"id": info.id, "path": info.path, "unit": names.unit, "slice": names.slice,
-            "container": names.container, "pod": names.pod, "alive": info.alive, "age_s": age}
+            "container": names.container, "pod": names.pod, **runtime_names(names), "alive": info.alive,
+            "age_s": age}
 
 
 def format_age(seconds: float | None) -> str:
@@ -65,7 +67,7 @@ def snapshot_lines(recs: list[dict], sources: dict[str, str]) -> list[str]:
     """The plain table: one line per cgroup, the sources first."""
     lines = ["# sources: " + ", ".join("%s %s" % kv for kv in sources.items())]
     width = max((len(r["path"]) for r in recs), default=4)
-    lines.append("%10s  %-*s  %-28s  %-7s  %s" % ("ID", width, "PATH", "UNIT/CONTAINER", "STATE", "AGE"))
+    lines.append("%10s  %-*s  %-28s  %-7s  %s" % ("ID", width, "PATH", "UNIT/CONTAINER (IMAGE)", "STATE", "AGE"))
     for r in recs:
         lines.append(terminal_safe("%10d  %-*s  %-28s  %-7s  %s" % (
             r["id"], width, r["path"], owner(r), "alive" if r["alive"] else "removed", format_age(r["age_s"]))))

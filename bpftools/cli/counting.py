@@ -53,7 +53,7 @@ Examples:
                                                "implies it).")
 @count_filters
 def top(interval, group, sort, reverse, accumulate, batch, iterations, as_json, failed, pids, comms, event_spec,
-        cgroups, path_prefixes, backend, mounts):
+        cgroups, containers, pods, path_prefixes, backend, mounts):
     """A live view of file activity per cgroup, process, file or event type.
 
     Counts are kept in the kernel and read once per tick, so they are exact
@@ -68,10 +68,10 @@ def top(interval, group, sort, reverse, accumulate, batch, iterations, as_json, 
         raise UsageError("bad --interval %g: give a positive number of seconds" % interval)
     failed = failed or sort == "failed"     # the sort column is always shown
     opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed, aggregate=True,
-                           path_prefixes=path_prefixes)
+                           path_prefixes=path_prefixes, containers=containers, pods=pods)
     state = view.ViewState(group=group, sort=sort, reverse=reverse, interval=interval, failed=failed,
                            accumulate=accumulate)
-    meta = view.Meta(filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes))
+    meta = view.Meta(filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes, containers, pods))
     keys_fd = _terminal_fd()
     announce = None
     dumb = os.environ.get("TERM", "") in ("dumb", "unknown", "")
@@ -120,7 +120,7 @@ def _terminal_fd() -> int | None:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS…]")
 @click.pass_context
 def report(ctx, duration, top_n, by, sort, as_json, output, csv_dir, svg_file, html_file, source, diff, maps, pids,
-           comms, event_spec, cgroups, path_prefixes, backend, mounts, command):
+           comms, event_spec, cgroups, containers, pods, path_prefixes, backend, mounts, command):
     """Count file activity over a time or a command, then summarise it.
 
     With -- CMD, run CMD in a new cgroup, count everything it and all its
@@ -149,7 +149,8 @@ def report(ctx, duration, top_n, by, sort, as_json, output, csv_dir, svg_file, h
         raise UsageError("--map goes with --diff")
     out = open_output(output, binary=False, command=command)
     opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed=True, aggregate=True,
-                           path_prefixes=path_prefixes, duration=duration, command=command)
+                           path_prefixes=path_prefixes, duration=duration, command=command,
+                           containers=containers, pods=pods)
     sink = view.ReportSink()
 
     def announce(info):
@@ -161,7 +162,7 @@ def report(ctx, duration, top_n, by, sort, as_json, output, csv_dir, svg_file, h
         sys.exit(status)
     meta = view.ReportMeta(backend=info.backend, kernel=info.kernel, command=tuple(command),
                            command_cgroup=info.command_cgroup, exit_status=status if command else None,
-                           filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes))
+                           filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes, containers, pods))
     rep = view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
     write_report(rep, out, as_json, csv_dir, svg_file, html_file)
     sys.exit(status)

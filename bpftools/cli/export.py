@@ -15,6 +15,7 @@ import click
 
 from bpftools import __version__
 from bpftools.cli.app import run_session, say
+from bpftools.cgroups.runtimes import named
 from bpftools.cli.options import count_filters, parse_duration, session_options
 from bpftools.errors import UsageError
 from bpftools.export import prometheus
@@ -79,7 +80,7 @@ def export_command(listen, interval, depth, include, exclude, max_series, ttl, p
     limits = export_state.Limits(depth=depth, include=tuple(include), exclude=tuple(exclude), max_series=max_series,
                                  ttl=parse_duration(ttl), per_process=per_process)
     opts = session_options(failed=False, aggregate=True, **filters)   # the filters top and report have
-    state = export_state.ExportState(limits)
+    state = export_state.ExportState(limits, names_of=lambda path: named(path, read=False))
     server, thread = prometheus.serve(state, host, port)
 
     def announce(info):

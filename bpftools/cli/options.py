@@ -51,13 +51,33 @@ def parse_prefixes(values) -> tuple[str, ...]:
     return tuple(out)
 
 
-def filter_words(pids, comms, event_spec, cgroups, path_prefixes=()) -> tuple[str, ...]:
+def parse_pods(values) -> tuple[str, ...]:
+    """--pod NAMESPACE/NAME, NAME (any namespace) or a pod uid."""
+    for v in values:
+        namespace, slash, name = v.rpartition("/")
+        if not name or (slash and not namespace) or namespace.count("/"):
+            raise UsageError("bad --pod %r: give NAMESPACE/NAME, NAME or a pod uid, e.g. --pod shop/checkout-7d9c"
+                             % v)
+    return tuple(values)
+
+
+def parse_containers(values) -> tuple[str, ...]:
+    for v in values:
+        if not v.strip():
+            raise UsageError("bad --container %r: give a name, runtime:short-id or an id prefix, e.g. "
+                             "--container web-1" % v)
+    return tuple(values)
+
+
+def filter_words(pids, comms, event_spec, cgroups, path_prefixes=(), containers=(), pods=()) -> tuple[str, ...]:
     """The active filters as headers and reports show them."""
     words = []
     words += ["--pid %s" % ",".join(map(str, pids))] if pids else []
     words += ["--comm %s" % c for c in comms]
     words += ["-e %s" % event_spec] if event_spec else []
     words += ["--cgroup %s" % c for c in cgroups]
+    words += ["--container %s" % c for c in containers]
+    words += ["--pod %s" % p for p in pods]
     words += ["--path %s" % p for p in path_prefixes]
     return tuple(words)
 
@@ -110,6 +130,16 @@ def _pid_comm():
     )
 
 
+def _names():
+    return (
+        click.option("--container", "containers", multiple=True, metavar="NAME",
+                     help="Only this container: its name (web-1), runtime:short-id or an id prefix; read from "
+                          "the runtime's state, decided in user space (repeatable; with --cgroup, both must match)."),
+        click.option("--pod", "pods", multiple=True, metavar="NS/NAME",
+                     help="Only this Kubernetes pod: NAMESPACE/NAME, NAME or its uid (repeatable; as --container)."),
+    )
+
+
 def trace_filters(f):
     """The filters of `trace`: what reaches the output, decided in the kernel."""
     return _decorate(f, _pid_comm() + (
@@ -119,6 +149,7 @@ def trace_filters(f):
         click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
                      help="Only this cgroup subtree: an id, a path (system.slice/nginx.service) or a glob "
                           "('system.slice/*.service', followed as new matches appear)."),
+    ) + _names() + (
         click.option("--failed", is_flag=True, help="Also show operations that failed (with their errno)."),
         click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
                      help="Where to hook the kernel: fsnotify() as fentry or kprobe, or the syscall tracepoints; "
@@ -137,6 +168,7 @@ def count_filters(f):
                           % ",".join(abi.EVENT_NAMES)),
         click.option("--cgroup", "cgroups", multiple=True, metavar="CGROUP",
                      help="Only this cgroup subtree: an id, a path or a glob (as in trace)."),
+    ) + _names() + (
         click.option("--path", "path_prefixes", multiple=True, metavar="PREFIX",
                      help="Only files under this absolute path (decided in user space, on resolved paths)."),
         click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
@@ -147,11 +179,12 @@ def count_filters(f):
 
 
 def session_options(pids, comms, event_spec, cgroups, backend, mounts, failed: bool, *, aggregate: bool,
-                    path_prefixes=(), duration=None, command=()) -> Options:
+                    path_prefixes=(), duration=None, command=(), containers=(), pods=()) -> Options:
     """The session's Options from the filter options; counting takes every event unless -e says otherwise."""
     return Options(
         backend=backend, events=parse_event_option(event_spec, abi.EVENT_NAMES if aggregate else abi.DEFAULT_EVENTS),
         failed=failed, pids=parse_pids(pids), comms=tuple(comms), cgroups=tuple(cgroups),
         duration=parse_duration(duration) if duration else None, command=tuple(command),
         mounts=tuple(mounts), aggregate=aggregate, path_prefixes=parse_prefixes(path_prefixes),
+        containers=parse_containers(containers), pods=parse_pods(pods),
     )

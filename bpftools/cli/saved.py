@@ -25,11 +25,11 @@ from bpftools.views import report as report_view
 # report options that mean nothing without the kernel, and those that mean nothing for a diff
 LIVE_ONLY = ("duration", "backend", "mounts", "command")
 NOT_FOR_DIFF = LIVE_ONLY + ("by", "sort", "csv_dir", "pids", "comms", "event_spec", "cgroups", "path_prefixes",
-                            "source")
+                            "source", "containers", "pods")
 OPTION_NAMES = {"duration": "-d/--duration", "backend": "--backend", "mounts": "--mount", "command": "-- CMD",
                 "by": "--by", "sort": "--sort", "csv_dir": "--csv", "pids": "--pid", "comms": "--comm",
                 "event_spec": "-e/--event", "cgroups": "--cgroup", "path_prefixes": "--path", "source": "--from",
-                "maps": "--map"}
+                "maps": "--map", "containers": "--container", "pods": "--pod"}
 
 
 def given(ctx: click.Context, name: str) -> bool:
@@ -73,6 +73,7 @@ def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json
                 pids, comms, event_spec, cgroups, path_prefixes) -> None:
     """The report of a saved trace, in every format the live report has."""
     refuse(ctx, LIVE_ONLY + ("maps",), "--from (a saved trace has no kernel to ask)")
+    refuse(ctx, ("containers", "pods"), "--from (not yet: select with --cgroup)")
     paths, ids, globs = split_specs(cgroups, None)
     asked = parse_event_option(event_spec, default=None) if event_spec else None
     filters = ReplayFilter(events=asked, pids=parse_pids(pids), comms=tuple(comms), cgroup_paths=tuple(paths),

@@ -17,6 +17,7 @@ Examples:
   fstrace trace -e all -- make -j2       a command and all it starts, with reads/writes
   fstrace trace --failed -c nginx        include failed attempts of nginx
   fstrace trace --json -o ev.jsonl -- ./job.sh   events to a file, the job's output to the terminal
+  fstrace trace --container web-1        one container, by the name its runtime gave it
 """
 
 
@@ -27,7 +28,8 @@ Examples:
 @trace_filters
 @click.option("--dump-bpf", is_flag=True, hidden=True, help="Print the BPF program and its flags, then exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS…]")
-def trace(as_json, output, duration, pids, comms, event_spec, cgroups, failed, backend, mounts, dump_bpf, command):
+def trace(as_json, output, duration, pids, comms, event_spec, cgroups, containers, pods, failed, backend, mounts,
+          dump_bpf, command):
     """Print file events as they happen, one per line.
 
     With -- CMD, run CMD in a new cgroup, trace only it and everything it
@@ -35,7 +37,7 @@ def trace(as_json, output, duration, pids, comms, event_spec, cgroups, failed, b
     (access) and writes (modify) are left out unless asked for with -e.
     """
     opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed, aggregate=False,
-                           duration=duration, command=command)
+                           duration=duration, command=command, containers=containers, pods=pods)
     if dump_bpf:
         from bpftools.kernel import probe
         shown = probe.BACKENDS[0] if backend == "auto" else backend

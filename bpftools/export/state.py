@@ -31,12 +31,12 @@ ExportState is pure: no I/O, no clock (callers pass ``now``), no threads.
 """
 from __future__ import annotations
 
-import functools
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bpftools.abi import CG_ACTIONS, EVENT_NAMES
-from bpftools.cgroups.names import names_from_path
+from bpftools.cgroups.names import Names, names_from_path
 from bpftools.cgroups.select import UNKNOWN_PREFIX, glob_selects
 from bpftools.model import Tick
 
@@ -45,7 +45,8 @@ DEFAULT_TTL = 300.0             # seconds: several scrape intervals, so the last
 FOLDED_MEMORY = 65536           # folded cgroup labels remembered, so each is counted once
 OVERFLOW = "__overflow__"       # the cgroup label of what found no room
 UNKNOWN = "__unknown__"         # the cgroup label of every id the cgroup map could not name
-CGROUP_LABELS = ("cgroup", "unit", "container", "pod")
+CGROUP_LABELS = ("cgroup", "unit", "container", "pod", "container_name", "image", "pod_name", "pod_namespace")
+MAX_CACHED_LABELS = 16384
 PROCESS_LABELS = ("comm", "pid")
 
 
@@ -80,13 +81,21 @@ def selected(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> b
     return not any(glob_selects(g, path) for g in exclude)
 
 
-def cgroup_labels(path: str, depth: int | None) -> tuple[str, str, str, str]:
-    """cgroup, unit, container, pod of a (resolved) cgroup path; "" where a name does not apply."""
+def cgroup_labels(path: str, depth: int | None, names_of: Callable[[str], Names] = names_from_path
+                  ) -> tuple[str, ...]:
+    """CGROUP_LABELS of a (resolved) cgroup path; "" where a name does not apply.
+
+    names_of gives the names of the label's path: from the path alone by
+    default, or with the container's name, image and pod from its runtime
+    (runtimes.named) -- one set of names per cgroup label, so they add no
+    series of their own.
+    """
     if path.startswith(UNKNOWN_PREFIX):      # an id nobody could resolve
-        return (UNKNOWN, "", "", "")
+        return (UNKNOWN,) + ("",) * (len(CGROUP_LABELS) - 1)
     label = truncate(path, depth)
-    names = names_from_path(label)
-    return (label, names.unit or "", names.container or "", names.pod or "")
+    n = names_of(label)
+    return (label, n.unit or "", n.container or "", n.pod or "", n.container_name or "", n.image or "",
+            n.pod_name or "", n.pod_namespace or "")
 
 
 @dataclass(frozen=True)
@@ -105,8 +114,9 @@ class Published:
 class ExportState:
     """Cumulative counters fed by ticks and cgroup changes, within Limits."""
 
-    def __init__(self, limits: Limits):
+    def __init__(self, limits: Limits, names_of: Callable[[str], Names] = names_from_path):
         self.limits = limits
+        self.names_of = names_of
         self.info: dict[str, str] = {}
         self.labels = CGROUP_LABELS + (PROCESS_LABELS if limits.per_process else ()) + ("event",)
         self.series: dict[tuple[str, ...], int] = {}
@@ -120,7 +130,7 @@ class ExportState:
         self.uncounted = [0] * len(EVENT_NAMES)
         self.tracked = 0
         self.cgroup_changes = dict.fromkeys(CG_ACTIONS, 0)
-        self._labels_of = functools.lru_cache(maxsize=16384)(self._cgroup_labels)
+        self._labels: dict[str, tuple[str, ...] | None] = {}     # cgroup path -> its labels, once final
         self.published: Published | None = None     # None until start(): scrapes show no fstrace metrics
 
     def start(self, info: dict[str, str]) -> None:
@@ -128,10 +138,26 @@ class ExportState:
         self.info = dict(info)
         self.published = self._publish()
 
-    def _cgroup_labels(self, path: str) -> tuple[str, ...] | None:
+    def _labels_of(self, path: str) -> tuple[str, ...] | None:
+        """The cgroup labels of a path, or None when it is not selected.
+
+        Cached once final: a container whose runtime state could not be read
+        yet is asked again, so its name arrives with its first series (the
+        session reads the state when it first sees the cgroup).
+        """
+        labels = self._labels.get(path, False)
+        if labels is not False:
+            return labels
         if not selected(path, self.limits.include, self.limits.exclude):
-            return None
-        return cgroup_labels(path, self.limits.depth)
+            labels = None
+        else:
+            labels = cgroup_labels(path, self.limits.depth, self.names_of)
+            if labels[2] and not any(labels[4:]):     # a container, nothing read about it yet
+                return labels
+        if len(self._labels) >= MAX_CACHED_LABELS:
+            self._labels.clear()
+        self._labels[path] = labels
+        return labels
 
     # --- input ----------------------------------------------------------------------
     def add(self, tick: Tick, now: float) -> None:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from operator import add
 
 from bpftools.abi import EVENT_CODES, EVENT_NAMES, Entry
-from bpftools.cgroups.names import names_from_path
+from bpftools.cgroups.names import display_name, names_from_path
+from bpftools.cgroups.runtimes import named
 from bpftools.cgroups.select import ancestors, unknown_path, within
 
 EV_COUNT = len(EVENT_NAMES)
@@ -139,7 +140,7 @@ def cgroup_label(path: str) -> str:
     here = names_from_path(path)
     up = names_from_path(parent_dir(path))
     if here.container and here.container != up.container:
-        return here.container
+        return display_name(path, named(path, read=False))
     if here.pod and here.pod != up.pod:
         return "pod:" + here.pod
     return path.rsplit("/", 1)[1]

@@ -33,6 +33,8 @@ class Options:
     mounts: tuple[str, ...] = ()            # fsnotify backends: only the filesystems of these paths
     aggregate: bool = False                 # count in the kernel; the sink gets model.Ticks
     path_prefixes: tuple[str, ...] = ()     # aggregate: only files under these (absolute, normalised)
+    containers: tuple[str, ...] = ()        # only these containers (name, runtime:short-id, id prefix)
+    pods: tuple[str, ...] = ()              # only these Kubernetes pods (namespace/name, name, uid)
 
 
 @dataclass(slots=True)

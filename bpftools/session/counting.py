@@ -66,11 +66,17 @@ class CountingSession(Session):
         files: dict[int, str] = {}
         kept = []
         names, globs, prefixes = self.file_names, self._globs, self.opts.path_prefixes
+        by_names = bool(self.opts.containers or self.opts.pods)
+        wanted: dict[int, bool] = {}
         for e in entries:
             if e.cgroup_id not in cgroup_paths:
                 info = self.cgmap.resolve(e.cgroup_id) if self.cgmap else None
-                cgroup_paths[e.cgroup_id] = info.path if info else None
-            if globs and not self.cgroup_path_wanted(cgroup_paths[e.cgroup_id]):
+                path = cgroup_paths[e.cgroup_id] = info.path if info else None
+                # the runtime's names are read here, into the cache the model and the views read
+                owner = self.names_of(path) if path is not None else None
+                wanted[e.cgroup_id] = ((not globs or self.cgroup_path_wanted(path))
+                                       and (not by_names or (owner is not None and self.names_wanted(owner))))
+            if not wanted[e.cgroup_id]:
                 continue
             if e.file and e.file not in files:
                 name = names.get(e.file)

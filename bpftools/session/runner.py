@@ -20,7 +20,10 @@ from dataclasses import replace
 from bpftools import abi
 from bpftools.abi import REC_CGROUP, REC_TASK, TASK_CHDIR, TASK_FORK
 from bpftools.cgroups import map as cgroup_map
-from bpftools.cgroups.select import glob_root, glob_selects, level_of, split_specs, within
+from bpftools.cgroups import runtimes as runtime_state
+from bpftools.cgroups.names import Names
+from bpftools.cgroups.select import (container_selects, glob_root, glob_selects, level_of, pod_selects,
+                                     split_specs, within)
 from bpftools.errors import UsageError
 from bpftools.kernel import probe
 from bpftools.session import command
@@ -37,7 +40,8 @@ class Session:
 
     ring_pages = probe.ProbeConfig.ring_pages
 
-    def __init__(self, opts: Options, sink, *, load_probe=probe.Probe, cgmap=_FIND):
+    def __init__(self, opts: Options, sink, *, load_probe=probe.Probe, cgmap=_FIND,
+                 runtimes: runtime_state.Runtimes | None = None):
         self.opts = opts
         self.sink = sink
         self.totals = Totals()
@@ -57,6 +61,11 @@ class Session:
         self._follow_paths: set[str] = set()
         self._offset = time.time() - time.monotonic()
         self.resolver = PathResolver()      # tracepoint backend: fd and cwd names from the records
+        # container names from the runtimes' state; views read the same cache (runtimes.named).  Given
+        # runtimes are used as they are; the shared cache is also fed by a thread watching the runtimes.
+        self.runtimes = runtimes if runtimes is not None else runtime_state.shared()
+        self._watch_runtimes = runtimes is None
+        self.runtime_watcher: runtime_state.StateWatcher | None = None
 
     # --- setup ------------------------------------------------------------------
     def _filter_ids(self) -> tuple[list[int], int]:
@@ -94,8 +103,21 @@ class Session:
         return (any(within(path, sub) for sub in self._subtrees)
                 or any(glob_selects(glob, path) for glob in self._globs))
 
+    def names_wanted(self, names: Names) -> bool:
+        """Do a cgroup's names pass --container and --pod (decided in user space, on the runtime's names)?"""
+        o = self.opts
+        if o.containers and not any(container_selects(spec, names) for spec in o.containers):
+            return False
+        return not o.pods or any(pod_selects(spec, names) for spec in o.pods)
+
+    def names_of(self, path: str) -> Names:
+        """A cgroup's names, the runtime's included where its state can be read (retried while it cannot)."""
+        return runtime_state.named(path, self.runtimes)
+
     def _cgroup_wanted(self, path: str) -> bool:
         """Is a cgroup change inside what is traced?"""
+        if (self.opts.containers or self.opts.pods) and not self.names_wanted(self.names_of(path)):
+            return False
         if self._globs:
             return self.cgroup_path_wanted(path)
         return not self._subtrees or any(within(path, sub) for sub in self._subtrees)
@@ -116,6 +138,8 @@ class Session:
             self.transient = command.TransientCgroup(self.mount)
             self.cgmap.feed("mkdir", self.transient.id, self.transient.path, time.monotonic())
         ids, min_level = self._filter_ids()
+        if self._watch_runtimes:
+            self.runtime_watcher = runtime_state.StateWatcher(self.runtimes).start()
         if self.transient:
             ids.append(self.transient.id)
             min_level = level_of(self.transient.path) if not self.opts.cgroups else min(min_level, 1)
@@ -180,7 +204,10 @@ class Session:
         if rec.type == REC_CGROUP:
             if self.cgmap:
                 path = os.fsdecode(rec.name1 or b"")      # as the sweep and fanotify spell it
-                self._cgroup_changes(self.cgmap.feed(abi.CG_ACTIONS[rec.op], rec.cgroup_id, path, rec.ts_ns / 1e9))
+                action = abi.CG_ACTIONS[rec.op]
+                if action == "mkdir":
+                    self.names_of(path)     # read a new container's state now: `run --rm` removes it soon
+                self._cgroup_changes(self.cgmap.feed(action, rec.cgroup_id, path, rec.ts_ns / 1e9))
         else:
             self._record(rec)
 
@@ -246,6 +273,8 @@ class Session:
         self.resolver.forked(os.getpid(), pid)
 
     def close(self) -> None:
+        if self.runtime_watcher is not None:
+            self.runtime_watcher.close()
         probe_ = getattr(self, "probe", None)
         if probe_ is not None:
             probe_.close()

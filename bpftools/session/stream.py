@@ -1,22 +1,18 @@
 """Streaming (fstrace trace): every file record becomes a FileEvent for the sink."""
 from __future__ import annotations
 
-import functools
 import time
 
 from bpftools.abi import EVENT_CODES, EVENT_NAMES, F_DIR, REC_FILE, Record
-from bpftools.cgroups.names import Names, names_from_path
+from bpftools.cgroups.names import Names
 from bpftools.session.contract import FileEvent
 from bpftools.session.paths import BoundedDict
 from bpftools.session.runner import Session
 
 # The ring holds a burst of ~200k events (8192 pages: 32 MiB) while Python, at ~90k/s, catches up.
 STREAM_RING_PAGES = 8192
-MAX_CGROUPS_SEEN = 8192     # cgroup id -> (CgroupInfo, path, Names, wanted) of recent events
+MAX_CGROUPS_SEEN = 8192     # cgroup id -> (CgroupInfo, path, Names, wanted, names pending) of recent events
 EV_OPEN, EV_CREATE = EVENT_CODES["open"], EVENT_CODES["create"]
-
-# A cgroup's names depend on its path only; busy cgroups are asked for them per event.
-cached_names = functools.lru_cache(maxsize=4096)(names_from_path)
 
 
 class StreamSession(Session):
@@ -38,12 +34,20 @@ class StreamSession(Session):
     def _file(self, rec: Record) -> None:
         cg = self._cg_seen.get(rec.cgroup_id)
         info = self.cgmap.resolve(rec.cgroup_id) if self.cgmap else None
-        if cg is None or cg[0] is not info:     # new, or the map learnt something about it
+        if cg is None or cg[0] is not info or (cg[4] and self._named(cg)):
+            # new, the map learnt something about it, or its runtime's state became readable
             path = info.path if info else None
+            names = self.names_of(path) if info else Names()
+            pending = names.container_id is not None and not (names.container_name or names.image or names.pod_name)
             cg = self._cg_seen[rec.cgroup_id] = (
-                info, path, cached_names(path) if info else Names(), self.cgroup_path_wanted(path))
+                info, path, names, self.cgroup_path_wanted(path) and self.names_wanted(names), pending)
         if cg[3]:
             self._file_event(rec, cg[1], cg[2])
+
+    def _named(self, cg) -> bool:
+        """Can a container's names be read now (the runtime retries are spaced out by runtimes.Runtimes)?"""
+        names = cg[2]
+        return self.runtimes.lookup(names.runtime, names.container_id) is not None
 
     def _file_event(self, rec: Record, cgroup: str | None, names: Names) -> None:
         r = self.resolver

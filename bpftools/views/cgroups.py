@@ -5,20 +5,27 @@ import json
 import sys
 import time
 
-from bpftools.cgroups.names import names_from_path
+from bpftools.cgroups.runtimes import named, runtime_names
 from bpftools.escape import terminal_safe
 from bpftools.session.contract import StreamSink
 
 
 def owner(rec: dict) -> str:
+    """The container by its name (and image) where its runtime names it, else runtime:short-id, else the unit."""
+    if rec["container_name"]:
+        name = rec["container_name"]
+        if rec["pod_name"]:
+            name = "%s/%s/%s" % (rec["pod_namespace"] or "", rec["pod_name"], name)
+        return "%s (%s)" % (name, rec["image"]) if rec["image"] else name
     return rec["container"] or rec["unit"] or ""
 
 
 def change_record(change) -> dict:
-    names = names_from_path(change.path)
+    # the session read the container's state when its cgroup appeared; a removed one's names stay cached
+    names = named(change.path, read=False)
     return {"type": "cgroup", "action": change.action, "ts": round(change.ts, 6), "id": change.id,
             "path": change.path, "unit": names.unit, "container": names.container, "pod": names.pod,
-            "source": change.source}
+            **runtime_names(names), "source": change.source}
 
 
 def change_line(rec: dict) -> str:

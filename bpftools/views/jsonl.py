@@ -26,6 +26,10 @@ EVENT_FIELDS = (
     ("unit", "systemd unit, else null"),
     ("container", "container as runtime:short-id, else null"),
     ("pod", "Kubernetes pod uid, else null"),
+    ("container_name", "the container's name as its runtime knows it (web-1), else null"),
+    ("image", "the image the container runs (nginx:1.27), else null"),
+    ("pod_name", "Kubernetes pod name, else null"),
+    ("pod_namespace", "Kubernetes namespace of the pod, else null"),
     ("ret", "syscall return value"),
     ("error", "errno name of a failed operation, else null"),
     ("syscall", "the syscall that caused the event"),
@@ -34,8 +38,7 @@ EVENT_FIELDS = (
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quote = json.encoder.encode_basestring     # what _dumps does to a str, minus its per-call dispatch
 _EVENT_LINE = ('{"type":"event","ts":%.6f,"event":"%s","dir":%s,"path":%s,"path2":%s,"pid":%d,"tid":%d,'
-               '"ppid":%s,"uid":%d,"comm":%s,"cgroup_id":%d,"cgroup":%s,"unit":%s,"container":%s,"pod":%s,'
-               '"ret":%d,"error":%s,"syscall":"%s"}\n')
+               '"ppid":%s,"uid":%d,"comm":%s,"cgroup_id":%d,%s,"ret":%d,"error":%s,"syscall":"%s"}\n')
 
 
 def _text(raw: bytes | None) -> str:
@@ -49,7 +52,8 @@ def event_record(ev) -> dict:
         "path": decode_name(ev.path), "path2": decode_name(ev.path2), "pid": ev.pid, "tid": ev.tid,
         "ppid": ev.ppid, "uid": ev.uid, "comm": decode_name(ev.comm), "cgroup_id": ev.cgroup_id,
         "cgroup": decode_fs(ev.cgroup), "unit": ev.names.unit, "container": ev.names.container, "pod": ev.names.pod,
-        "ret": ev.ret, "error": errno_name(ev.ret), "syscall": ev.syscall,
+        "container_name": ev.names.container_name, "image": ev.names.image, "pod_name": ev.names.pod_name,
+        "pod_namespace": ev.names.pod_namespace, "ret": ev.ret, "error": errno_name(ev.ret), "syscall": ev.syscall,
     }
 
 
@@ -80,16 +84,20 @@ class JsonSink(StreamSink):
     def event(self, ev) -> None:
         """event_record(ev) as JSON, formatted directly: this runs once per traced event."""
         cg = self._cgroups.get(ev.cgroup_id)
-        if cg is None or cg[0] != ev.cgroup:
+        if cg is None or cg[0] is not ev.names or cg[1] != ev.cgroup:    # new, or renamed
             n, d = ev.names, _dumps
-            cg = self._cgroups[ev.cgroup_id] = (ev.cgroup, d(decode_fs(ev.cgroup)), d(n.unit), d(n.container), d(n.pod))
+            cg = self._cgroups[ev.cgroup_id] = (
+                n, ev.cgroup, ",".join('"%s":%s' % (key, d(value)) for key, value in (
+                    ("cgroup", decode_fs(ev.cgroup)), ("unit", n.unit), ("container", n.container), ("pod", n.pod),
+                    ("container_name", n.container_name), ("image", n.image), ("pod_name", n.pod_name),
+                    ("pod_namespace", n.pod_namespace))))
         comm = self._comms.get(ev.comm)
         if comm is None:
             comm = self._comms[ev.comm] = _text(ev.comm)
         ret = ev.ret
         line = _EVENT_LINE % (
             ev.ts, ev.event, "true" if ev.dir else "false", _text(ev.path), _text(ev.path2), ev.pid, ev.tid,
-            "null" if ev.ppid is None else ev.ppid, ev.uid, comm, ev.cgroup_id, cg[1], cg[2], cg[3], cg[4],
+            "null" if ev.ppid is None else ev.ppid, ev.uid, comm, ev.cgroup_id, cg[2],
             ret, "null" if ret >= 0 else '"%s"' % errno_name(ret), ev.syscall)
         self.out.write(line.encode("utf-8", "surrogateescape"))
 

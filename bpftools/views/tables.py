@@ -15,6 +15,7 @@ from rich.text import Text
 from bpftools import model
 from bpftools.abi import EVENT_NAMES
 from bpftools.cgroups.names import display_name
+from bpftools.cgroups.runtimes import named
 from bpftools.escape import decode_fs, terminal_safe
 from bpftools.views.text import shorten_middle
 
@@ -78,7 +79,7 @@ def cgroup_name(path: str | None) -> str:
     """What a person calls a cgroup: its container, pod or unit, else its path."""
     if path is None:
         return "?"
-    return display_name(path)
+    return display_name(path, named(path, read=False))
 
 
 def name_min(width: int) -> int:
@@ -206,8 +207,10 @@ def row_record(row: model.Row, text=decode_fs) -> dict:
     """
     rec: dict = {}
     if row.group == "cgroup":
-        names = model.names_from_path(row.key)
-        rec.update(path=text(row.key), unit=names.unit, container=names.container, pod=names.pod)
+        names = named(row.key, read=False)
+        rec.update(path=text(row.key), unit=names.unit, container=names.container, pod=names.pod,
+                   container_name=names.container_name, image=names.image, pod_name=names.pod_name,
+                   pod_namespace=names.pod_namespace)
     elif row.group == "process":
         rec.update(pid=row.key, comm=_opt(text, row.comm), cgroup=_opt(text, row.cgroup))
         if "ppid" in row.extra:         # top knows parents; a report does not keep them

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import time
 
+from bpftools.cgroups.names import display_name
 from bpftools.escape import errno_name, terminal_safe, text_name
 from bpftools.session.contract import StreamSink
 
@@ -23,8 +24,9 @@ def shorten_middle(text: str, width: int) -> str:
 
 
 def cgroup_label(ev) -> str:
+    """The container's name (else runtime:short-id) or the unit; else the cgroup's path."""
     if ev.names.unit or ev.names.container:
-        return ev.names.container or ev.names.unit
+        return display_name(ev.cgroup or "", ev.names) if ev.names.container else ev.names.unit
     return ev.cgroup if ev.cgroup is not None else "unknown:%d" % ev.cgroup_id
 
 

@@ -3,6 +3,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from bpftools.abi import EVENT_CODES, EVENT_NAMES
+from bpftools.cgroups.names import names_from_path
 from bpftools.cli.export import DEFAULT_LISTEN, parse_listen
 from bpftools.errors import UsageError
 from bpftools.export import state as export_state
@@ -80,13 +82,41 @@ def test_selected_include_then_exclude():
 
 
 def test_labels_come_from_the_truncated_path():
-    assert export_state.cgroup_labels(SVC, None) == (SVC, "nginx.service", "", "")
-    assert export_state.cgroup_labels(SVC, 1) == ("/system.slice", "", "", "")
-    label, unit, container, pod = export_state.cgroup_labels(POD, None)
+    none = ("",) * 4      # no runtime names: the default names_of reads the path only
+    assert export_state.cgroup_labels(SVC, None) == (SVC, "nginx.service", "", "") + none
+    assert export_state.cgroup_labels(SVC, 1) == ("/system.slice", "", "", "") + none
+    label, unit, container, pod = export_state.cgroup_labels(POD, None)[:4]
     assert (label, unit, container, pod) == (POD, "cri-containerd-" + "ab" * 32 + ".scope",
                                              "containerd:abababababab", "1234-abcd")
-    assert export_state.cgroup_labels(POD, 3)[2:] == ("", "1234-abcd")
-    assert export_state.cgroup_labels("/unknown:77", None) == (export_state.UNKNOWN, "", "", "")
+    assert export_state.cgroup_labels(POD, 3)[2:4] == ("", "1234-abcd")
+    assert export_state.cgroup_labels("/unknown:77", None) == (export_state.UNKNOWN, "", "", "") + none
+
+
+def test_labels_with_the_runtimes_names():
+    def names_of(path):
+        return replace(names_from_path(path), container_name="web", image="nginx:1.27", pod_name="checkout",
+                       pod_namespace="shop")
+
+    assert export_state.cgroup_labels(POD, None, names_of)[4:] == ("web", "nginx:1.27", "checkout", "shop")
+    s = export_state.ExportState(export_state.Limits(), names_of=names_of)
+    s.start({"version": "0"})
+    s.add(tick({5: POD}, (5, 10, b"x", {"create": 2})), now=0)
+    (key, n), = s.published.events.items()
+    assert key[4:] == ("web", "nginx:1.27", "checkout", "shop", "create") and n == 2
+
+
+def test_a_container_not_named_yet_is_asked_again():
+    known = {}
+
+    def names_of(path):
+        return replace(names_from_path(path), **known)
+
+    s = export_state.ExportState(export_state.Limits(), names_of=names_of)
+    assert s._labels_of(POD)[4] == ""
+    known["container_name"] = "web"
+    assert s._labels_of(POD)[4] == "web"
+    known["container_name"] = "renamed"
+    assert s._labels_of(POD)[4] == "web"      # final once named: one series per cgroup
 
 
 def test_nothing_is_published_before_start():
@@ -103,7 +133,7 @@ def test_counts_accumulate_and_published_copies_do_not_change():
     assert series(s) == {(SVC, "create"): 3, (SVC, "modify"): 3, ("/a", "delete"): 1}
     s.add(tick({5: SVC}, (5, 10, b"x", {"create": 4}), lost=1, overflow=counts(open=9), tracked=6), now=1)
     assert series(s) == {(SVC, "create"): 7, (SVC, "modify"): 3, ("/a", "delete"): 1}
-    assert first.events[(SVC, "nginx.service", "", "", "create")] == 3
+    assert first.events[(SVC, "nginx.service", "", "", "", "", "", "", "create")] == 3
     assert (s.published.lost, s.published.tracked) == (3, 6)
     assert s.published.uncounted[EVENT_CODES["open"]] == 9
 
@@ -192,11 +222,11 @@ def test_per_process_labels_and_idle_expiry():
     s = started(per_process=True, ttl=10)
     assert s.labels == export_state.CGROUP_LABELS + ("comm", "pid", "event")
     s.add(tick({1: SVC}, (1, 42, b"nginx", {"open": 1}), (1, 43, b"nginx", {"open": 2})), now=0)
-    assert s.published.events[(SVC, "nginx.service", "", "", "nginx", "42", "open")] == 1
+    assert s.published.events[(SVC, "nginx.service", "", "", "", "", "", "", "nginx", "42", "open")] == 1
     s.add(tick({1: SVC}, (1, 43, b"nginx", {"open": 1})), now=9)
     s.add(tick({}), now=10)
-    assert [k[5] for k in s.published.events] == ["43"]     # pid 42 idle for 10 s: gone
-    assert s.by_cgroup == {SVC: {(SVC, "nginx.service", "", "", "nginx", "43", "open")}}
+    assert [k[-2] for k in s.published.events] == ["43"]     # pid 42 idle for 10 s: gone
+    assert s.by_cgroup == {SVC: {(SVC, "nginx.service", "", "", "", "", "", "", "nginx", "43", "open")}}
     s.add(tick({}), now=19)
     assert s.published.events == {} and s.by_cgroup == {}
 
@@ -204,7 +234,7 @@ def test_per_process_labels_and_idle_expiry():
 def test_overflow_series_have_every_label():
     s = started(per_process=True, max_series=2 * N_EVENTS)
     s.add(tick({i: "/c%d" % i for i in range(30)}, *[(i, i, b"w", {"open": 1}) for i in range(30)]), now=0)
-    key = (export_state.OVERFLOW, "", "", "", "", "", "open")
+    key = (export_state.OVERFLOW,) + ("",) * 9 + ("open",)
     assert s.published.events[key] == 20
 
 

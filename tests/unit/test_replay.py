@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bpftools.cgroups.map import CgroupMap
+from bpftools.cgroups.runtimes import Runtimes, StateRoots
 from bpftools.kernel.replay import ReplayProbe
 from bpftools.session import open_session
 from bpftools.session.contract import Options
@@ -37,7 +38,7 @@ def replay(name: str, sink, aggregate: bool, tmp_path):
     cgmap.feed("mkdir", META["cgroup_id"], META["cgroup"], 0.0)
     opts = Options(events=("open", "exec", "access", "modify", "attrib", "close_write", "close_nowrite",
                            "create", "delete", "rename"), failed=True, duration=0, aggregate=aggregate)
-    session = open_session(opts, sink, cgmap=cgmap,
+    session = open_session(opts, sink, cgmap=cgmap, runtimes=Runtimes(StateRoots()),    # no host state read
                            load_probe=lambda cfg, on_record: ReplayProbe(recording, cfg, on_record))
     info = session.start()
     sink.start(info, 0.0, 1)
