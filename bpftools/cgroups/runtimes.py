@@ -669,12 +669,13 @@ class StateWatcher:
         self._fd = self._wake_r = self._wake_w = -1
 
     # -- what to watch -----------------------------------------------------------
-    def _add(self, path: str, kind: str) -> bool:
+    def _add(self, path: str, kind: str) -> bool | None:
+        """Watch a directory: True if newly watched, False if it was already, None if it cannot be."""
         if path in self._watched:
-            return True
+            return False
         wd = inotify.add_watch(self._fd, path, _WATCH)
         if wd < 0:
-            return False
+            return None
         self._wds[wd] = (kind, path)
         self._watched.add(path)
         return True
@@ -698,10 +699,17 @@ class StateWatcher:
         if self._add(store, "storage"):
             self._wait_for_storage(store)
 
-    def _watch_task_dir(self, path: str) -> None:
-        if self._add(path, "containerd-runtime"):
+    def _watch_task_dir(self, path: str, new: bool = False) -> None:
+        if self._add(path, "containerd-runtime") is not None:
             for ns in _listdir(path):
-                self._add(f"{path}/{ns}", "containerd")
+                self._watch_namespace(f"{path}/{ns}", new)
+
+    def _watch_namespace(self, path: str, new: bool) -> None:
+        """Watch a containerd namespace's task dir; one made just now may hold bundles made before the watch."""
+        if self._add(path, "containerd") and new:
+            root = path.rsplit("/", 2)[0]
+            for cid in _listdir(path):
+                self._wait(("containerd", root, cid))
 
     def _wait_for_storage(self, store: str) -> None:
         for cid in self.runtimes.prime_storage(store):
@@ -751,9 +759,9 @@ class StateWatcher:
         elif kind == "containerd" and name:
             self._wait(("containerd", path.rsplit("/", 2)[0], name))
         elif kind == "containerd-runtime" and name:
-            self._add(f"{path}/{name}", "containerd")
+            self._watch_namespace(f"{path}/{name}", new=True)
         elif kind == "containerd-root" and name.startswith("io.containerd.runtime."):
-            self._watch_task_dir(f"{path}/{name}")
+            self._watch_task_dir(f"{path}/{name}", new=True)
         elif kind == "storage-root" and name.endswith("-containers"):
             self._watch_store(f"{path}/{name}")
         elif kind == "storage" and name == "containers.json":

@@ -147,3 +147,17 @@ def test_display_name_uses_the_names_it_is_given():
 
 def test_short_id_is_what_docker_ps_shows():
     assert short_id(DOCKER_ID) == "34048520ee4d"
+
+
+def test_display_name_prefers_the_runtimes_names():
+    path = "/libpod_parent/libpod-" + PODMAN_ID
+    named = Names(container="podman:" + PODMAN_ID[:12], runtime="podman", container_id=PODMAN_ID,
+                  container_name="web-1", image="nginx:1.27")
+    assert display_name(path, named) == "web-1"
+    k8s = Names(container="cri:" + CONTAINERD_ID[:12], container_id=CONTAINERD_ID, pod="1234",
+                container_name="web", pod_name="checkout-7d9c", pod_namespace="shop")
+    assert display_name("/x", k8s) == "shop/checkout-7d9c/web"
+    assert k8s.pod_label == "shop/checkout-7d9c"
+    sandbox = Names(pod="1234", pod_name="checkout-7d9c", pod_namespace="shop")
+    assert display_name("/x", sandbox) == "pod:shop/checkout-7d9c"
+    assert Names(pod="1234").pod_label == "1234" and Names().pod_label is None

@@ -76,7 +76,8 @@ def test_docker_kubernetes_labels_name_the_pod():
     config["Name"] = "/k8s_web_checkout-7d9c_shop_0c0e_0"
     config["Config"]["Labels"] = {rt.K8S_CONTAINER: "web", rt.K8S_POD: "checkout-7d9c", rt.K8S_NAMESPACE: "shop"}
     info = rt.docker_info(config)
-    assert (info.name, info.pod_name, info.pod_namespace, info.pod) == ("web", "checkout-7d9c", "shop", "shop/checkout-7d9c")
+    assert (info.name, info.pod_name, info.pod_namespace) == ("web", "checkout-7d9c", "shop")
+    assert info.pod == "shop/checkout-7d9c"
 
 
 def test_containerd_cri_annotations():
@@ -351,3 +352,83 @@ def test_roots_are_discovered_again_after_a_while(tmp_path):
     clock.now += rt.ROOTS_REFRESH_S
     r.lookup("docker", DOCKER_ID)
     assert len(calls) == 2
+
+
+# -- the watcher: real inotify on state written into a temporary directory ------------
+
+
+def test_inotify_events_parse():
+    import struct
+
+    from bpftools.kernel import inotify
+
+    def ev(wd, mask, name=b""):
+        padded = name + b"\0" * (16 - len(name)) if name else b""
+        return struct.pack("=iIII", wd, mask, 0, len(padded)) + padded
+
+    buf = ev(1, inotify.IN_CREATE | inotify.IN_ISDIR, b"abc") + ev(2, inotify.IN_IGNORED) + ev(3, 8, b"x.json")
+    assert inotify.parse_events(buf) == [
+        inotify.Event(1, inotify.IN_CREATE | inotify.IN_ISDIR, "abc"), inotify.Event(2, inotify.IN_IGNORED, ""),
+        inotify.Event(3, 8, "x.json")]
+    assert inotify.parse_events(buf[:10]) == []
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """As the runtimes write state: a temporary file renamed over the real one."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.rename(tmp, path)
+
+
+def wait_cached(r: Runtimes, cid: str, timeout: float = 5.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = r.cached(cid)
+        if info is not None:
+            return info
+        time.sleep(0.01)
+    return None
+
+
+def test_watcher_reads_state_as_the_runtimes_write_it(tmp_path):
+    docker = tmp_path / "docker"
+    (docker / "containers").mkdir(parents=True)
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    containerd = tmp_path / "containerd"
+    (containerd / "io.containerd.runtime.v2.task").mkdir(parents=True)
+    r = Runtimes(StateRoots((str(docker),), (str(storage),), (str(containerd),)))
+    watcher = rt.StateWatcher(r).start()
+    try:
+        assert watcher.error is None
+        # docker: the container's directory first, its config.v2.json a moment later
+        d = docker / "containers" / DOCKER_ID
+        d.mkdir()
+        atomic_write(d / "config.v2.json", (DATA / "docker-config.v2.json").read_text())
+        # podman: a store made after the watcher started, then containers.json and the userdata config
+        store = storage / "overlay-containers"
+        store.mkdir()
+        (store / PODMAN_ID / "userdata").mkdir(parents=True)
+        shutil.copy(DATA / "podman-userdata-config.json", store / PODMAN_ID / "userdata" / "config.json")
+        atomic_write(store / "containers.json", (DATA / "podman-containers.json").read_text())
+        # containerd: a namespace made after the watcher started, then a task bundle in it
+        bundle = containerd / "io.containerd.runtime.v2.task" / "k8s.io" / CRI_ID
+        bundle.mkdir(parents=True)
+        atomic_write(bundle / "config.json", (DATA / "cri-bundle-config.json").read_text())
+        assert wait_cached(r, DOCKER_ID).name == "fstrace-proto-4"
+        assert wait_cached(r, PODMAN_ID).name == "fstrace-proto-2"
+        assert wait_cached(r, CRI_ID).pod == "shop/checkout-7d9c"
+        assert r.reads == 0         # the session never had to ask
+        shutil.rmtree(d)            # run --rm: gone, names kept
+        assert r.lookup("docker", DOCKER_ID).name == "fstrace-proto-4"
+    finally:
+        watcher.close()
+    assert watcher.error is None and watcher._thread is not None and not watcher._thread.is_alive()
+
+
+def test_watcher_without_any_runtime_is_quiet(tmp_path):
+    watcher = rt.StateWatcher(Runtimes(StateRoots((str(tmp_path / "none"),), (), ()))).start()
+    watcher.close()
+    assert watcher.error is None
