@@ -59,6 +59,7 @@ DEFAULT_MAX_ENTRIES = 4096
 DEFAULT_RETRY_S = 0.05    # the first retry; then twice as long each time, up to MAX_RETRY_S
 MAX_RETRY_S = 5.0
 ROOTS_REFRESH_S = 5.0
+MISS_REFRESH_S = 0.5       # after a miss, roots older than this are looked for again
 _MAX_STATE_BYTES = 8 << 20     # a state file bigger than this is not one we want to parse
 
 CRI = "io.kubernetes.cri."
@@ -393,10 +394,14 @@ class Runtimes:
 
     @property
     def roots(self) -> StateRoots:
+        return self._current_roots(ROOTS_REFRESH_S)
+
+    def _current_roots(self, max_age: float) -> StateRoots:
+        """The roots, discovered again when older than max_age seconds."""
         if self._fixed is not None:
             return self._fixed
         now = self.clock()
-        if self._roots is None or now - self._roots_at >= ROOTS_REFRESH_S:
+        if self._roots is None or now - self._roots_at >= max_age:
             try:
                 self._roots = self._discover()
             except OSError:
@@ -493,6 +498,13 @@ class Runtimes:
 
     def _read(self, runtime: str | None, container_id: str) -> ContainerInfo | None:
         roots = self.roots
+        info = self._read_roots(roots, runtime, container_id)
+        if info is None and self._current_roots(MISS_REFRESH_S) != roots:
+            # a daemon started (or moved its root) since the roots were last looked for
+            info = self._read_roots(self._roots, runtime, container_id)
+        return info
+
+    def _read_roots(self, roots: StateRoots, runtime: str | None, container_id: str) -> ContainerInfo | None:
         order = _ORDER.get(runtime or "", ())
         order = order + tuple(s for s in _ALL if s not in order) if runtime not in (
             "podman-conmon", "crio-conmon") else order
@@ -680,7 +692,8 @@ class StateWatcher:
         self._watched.add(path)
         return True
 
-    def _watch_roots(self) -> None:
+    def _watch_roots(self) -> StateRoots:
+        """Watch every state directory of the current roots (again: new ones are added); the roots watched."""
         roots = self.runtimes.roots
         for root in roots.docker:
             self._add(f"{root}/containers", "docker")
@@ -694,6 +707,7 @@ class StateWatcher:
             for rt in _listdir(root):
                 if rt.startswith("io.containerd.runtime."):
                     self._watch_task_dir(f"{root}/{rt}")
+        return roots
 
     def _watch_store(self, store: str) -> None:
         if self._add(store, "storage"):
@@ -724,6 +738,7 @@ class StateWatcher:
     # -- the thread --------------------------------------------------------------
     def _run(self) -> None:
         refreshed = self.clock()
+        watched = self.runtimes.roots
         while not self._stop:
             try:
                 timeout = PENDING_RETRY_S if self._pending else 1.0
@@ -734,9 +749,9 @@ class StateWatcher:
                     for ev in inotify.read_events(self._fd):
                         self._event(ev)
                 self._retry()
-                if self.clock() - refreshed >= ROOTS_REFRESH_S:
+                if self.runtimes.roots != watched or self.clock() - refreshed >= ROOTS_REFRESH_S:
                     refreshed = self.clock()
-                    self._watch_roots()
+                    watched = self._watch_roots()
             except Exception as e:     # noqa: BLE001 - a watcher that fails leaves the session's lookups
                 self.error = "%s: %s" % (type(e).__name__, e)
                 return

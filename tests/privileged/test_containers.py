@@ -10,13 +10,14 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import FSTRACE, run_alongside
+from conftest import FSTRACE
 from containers import DockerDaemons, Podman, cgroup_mounts, remove_tree, unique
 
 
@@ -46,17 +47,61 @@ def daemons():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def records(out: bytes):
-    return [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+class LiveTrace:
+    """One system-wide `fstrace trace --json ARGS` for a whole module: records are collected as they come."""
+
+    def __init__(self, args):
+        self.proc = subprocess.Popen([FSTRACE, "trace", "--json", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.records: list[dict] = []
+        first = self.proc.stdout.readline()
+        assert first, self.proc.stderr.read().decode()
+        self.records.append(json.loads(first))
+        assert self.records[0]["type"] == "start"
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.records.append(json.loads(line))
+
+    def wait_created(self, marker: str, timeout: float = 30.0) -> list[dict]:
+        """The create events of a file named marker, once one has arrived."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            evs = created(list(self.records), marker)
+            if evs:
+                return evs
+            time.sleep(0.05)
+        raise AssertionError("no create of /tmp/%s among %d records" % (marker, len(self.records)))
+
+    def close(self) -> dict:
+        """Stop fstrace with SIGINT: its summary record."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.reader.join(timeout=10)
+        return self.records[-1]
 
 
-def trace_while(args, workload):
-    """System-wide `fstrace trace --json ARGS` while workload() runs: the records."""
-    first, out, err = run_alongside(["trace", "--json", *args], workload)
-    assert first, err.decode()
-    recs = records(first + out)
-    assert recs[0]["type"] == "start" and recs[-1]["type"] == "summary", err.decode()
-    return recs
+@pytest.fixture(scope="module")
+def tracer(podman, daemons):
+    """fstrace tracing every create on the machine while the runtimes run their containers.
+
+    The runtimes are up first, as on a host where fstrace starts among running daemons (one started
+    later is found too, but its first container may be read late: see test_runtimes.py).
+    """
+    t = LiveTrace(["-e", "create"])
+    try:
+        yield t
+    finally:
+        summary = t.close()
+    assert summary["type"] == "summary", t.proc.stderr.read().decode()[-2000:]
 
 
 def created(recs, marker):
@@ -64,12 +109,11 @@ def created(recs, marker):
             and (r["path"] or "").endswith("/" + marker)]
 
 
-def test_podman_run_rm_names_container_and_image(podman):
+def test_podman_run_rm_names_container_and_image(podman, tracer):
+    """The held-out check: `podman run --rm --name NAME` of an offline image creates a file."""
     name, marker = unique(), unique("mark")
-    recs = trace_while(["-e", "create"], lambda: podman.run(name, "touch", "/tmp/" + marker))
-    evs = created(recs, marker)
-    assert evs, "no create of /tmp/%s among %d records" % (marker, len(recs))
-    for ev in evs:
+    podman.run(name, "touch", "/tmp/" + marker)
+    for ev in tracer.wait_created(marker):
         assert ev["container_name"] == name
         assert ev["image"] == podman.image
         assert ev["container"].startswith("podman:")
@@ -77,53 +121,17 @@ def test_podman_run_rm_names_container_and_image(podman):
         assert ev["pod_name"] is None and ev["pod_namespace"] is None
 
 
-def test_podman_container_filter(podman):
-    name, other, marker = unique(), unique(), unique("mark")
-
-    def workload():
-        podman.run(other, "touch", "/tmp/" + marker)
-        podman.run(name, "touch", "/tmp/" + marker)
-
-    recs = trace_while(["-e", "create", "--container", name], workload)
-    evs = [r for r in recs if r["type"] == "event"]
-    assert created(recs, marker), "no create of /tmp/%s among %d records" % (marker, len(recs))
-    assert {r["container_name"] for r in evs} == {name}
-    cgroups = [r for r in recs if r["type"] == "cgroup"]
-    assert cgroups and all(r["path"] == evs[0]["cgroup"] for r in cgroups)
-
-
-def test_text_trace_shows_the_container_name(podman):
-    """The text view's cgroup column says web-1 where it said podman:<short id>."""
+def test_docker_run_names_container_and_image(daemons, tracer):
     name, marker = unique(), unique("mark")
-    tracer = subprocess.Popen([FSTRACE, "trace", "-e", "create", "--container", name],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert tracer.stderr.readline().startswith(b"fstrace: backend")    # the header: every probe attached
-        podman.run(name, "touch", "/tmp/" + marker)
-        tracer.send_signal(signal.SIGINT)
-        out, err = tracer.communicate(timeout=60)
-    finally:
-        if tracer.poll() is None:
-            tracer.kill()
-            tracer.wait()
-    lines = [line for line in out.decode().splitlines() if line.endswith("/tmp/" + marker)]
-    assert len(lines) == 1, (out.decode()[-2000:], err.decode()[-2000:])
-    assert lines[0].split()[1] == name and "create" in lines[0]
-
-
-def test_docker_run_names_container_and_image(daemons):
-    name, marker = unique(), unique("mark")
-    recs = trace_while(["-e", "create"], lambda: daemons.run(name, "touch", "/tmp/" + marker))
-    evs = created(recs, marker)
-    assert evs, "no create of /tmp/%s among %d records" % (marker, len(recs))
-    for ev in evs:
+    daemons.run(name, "touch", "/tmp/" + marker)
+    for ev in tracer.wait_created(marker):
         assert ev["container_name"] == name
         assert ev["image"] == daemons.image
         assert ev["container"].startswith("docker:")
         assert ev["cgroup"].startswith("/docker/")
 
 
-def test_containerd_cri_annotations_name_the_pod(daemons):
+def test_containerd_cri_annotations_name_the_pod(daemons, tracer):
     """`ctr run` with the annotations containerd's CRI plugin sets, in a kubelet-style cgroupfs path."""
     top = unique()
     cid = uuid.uuid4().hex + uuid.uuid4().hex
@@ -136,17 +144,69 @@ def test_containerd_cri_annotations_name_the_pod(daemons):
         argv += ["--annotation", "io.kubernetes.cri.%s=%s" % (key, value)]
     argv += [str(daemons.rootfs), cid, "/bin/touch", "/tmp/" + marker]
     try:
-        recs = trace_while(["-e", "create"], lambda: daemons.ctr(unique(), *argv))
+        daemons.ctr(unique(), *argv)
+        evs = tracer.wait_created(marker)
     finally:
         for mount in cgroup_mounts():
             remove_tree(os.path.join(mount, top))
-    evs = created(recs, marker)
-    assert evs, "no create of /tmp/%s among %d records" % (marker, len(recs))
     for ev in evs:
         assert (ev["container_name"], ev["image"]) == ("web", "registry.example/shop/web:1.2")
         assert (ev["pod_namespace"], ev["pod_name"]) == ("shop", "checkout-7d9c")
         assert ev["container"] == "cri:" + cid[:12]
         assert ev["pod"] == pod_uid
+
+
+def started_alongside(argv, header: bytes):
+    """Start fstrace and wait for its header line on stderr (every probe attached)."""
+    proc = subprocess.Popen([FSTRACE, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = proc.stderr.readline()
+    assert line.startswith(header), line + proc.stderr.read()
+    return proc
+
+
+def stopped(proc) -> tuple[bytes, bytes]:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_container_filter_and_text_view(podman):
+    """--container NAME keeps one container's events, and the text view names it (not podman:<short id>)."""
+    name, other, marker = unique(), unique(), unique("mark")
+    proc = started_alongside(["trace", "-e", "create", "--container", name], b"fstrace: backend")
+    try:
+        podman.run(other, "touch", "/tmp/" + marker)
+        podman.run(name, "touch", "/tmp/" + marker)
+    finally:
+        out, err = stopped(proc)
+    lines = out.decode().splitlines()
+    mine = [line for line in lines if line.endswith("/tmp/" + marker)]
+    assert len(mine) == 1, (out.decode()[-2000:], err.decode()[-2000:])
+    assert mine[0].split()[1] == name and "create" in mine[0]
+    assert not any(other in line for line in lines)
+    changes = [line for line in lines if " cgroup " in line]        # only the container's cgroup's
+    assert changes and all("/libpod_parent/libpod-" in line for line in changes), changes
+
+
+def test_report_rows_name_the_container(daemons):
+    """The counting path: report --json rows carry the names; --container narrows the report to them."""
+    name, marker = unique(), unique("mark")
+    proc = started_alongside(["report", "--json", "-d", "5m", "--container", name], b"fstrace: counting")
+    try:
+        daemons.run(name, "sh", "-c", "touch /tmp/%s; mkdir /tmp/%s.d" % (marker, marker))
+    finally:
+        out, err = stopped(proc)
+    rep = json.loads(out)
+    rows = [r for r in rep["cgroups"] if r["container_name"] == name]
+    assert len(rows) == 1, (rep["cgroups"], err.decode()[-2000:])
+    assert rows[0]["image"] == daemons.image and rows[0]["container"].startswith("docker:")
+    assert rows[0]["events"]["create"] >= 2
+    assert {r["path"] for r in rep["cgroups"]} <= {"/", "/docker", rows[0]["path"]}
+    assert "--container %s" % name in rep["scope"]["filters"]
 
 
 def test_cgroups_command_lists_container_names(daemons):

@@ -337,21 +337,28 @@ def test_the_cache_is_bounded(tmp_path):
     assert len(r.known()) == 3 and r.cached(ids[0]) is None and r.cached(ids[4]) is not None
 
 
-def test_roots_are_discovered_again_after_a_while(tmp_path):
+def test_roots_are_discovered_again_after_a_while_and_after_a_miss(tmp_path):
     calls = []
     clock = Clock()
+    roots = [StateRoots(docker=(str(tmp_path / "none"),))]
 
     def discover():
         calls.append(clock.now)
-        return StateRoots(docker=(str(tmp_path),))
+        return roots[-1]
 
     r = Runtimes(discover=discover, clock=clock)
-    r.lookup("docker", DOCKER_ID)
-    clock.now += 1
-    r.lookup("docker", DOCKER_ID)
-    clock.now += rt.ROOTS_REFRESH_S
-    r.lookup("docker", DOCKER_ID)
+    r.lookup("docker", "ab" * 32)
+    clock.now += 0.1
+    r.lookup("docker", "cd" * 32)     # a miss, but the roots were looked for a moment ago
+    assert len(calls) == 1
+    # a dockerd started after fstrace, with its own data-root: found at the next miss
+    roots.append(StateRoots(docker=(str(docker_root(tmp_path)),)))
+    clock.now += rt.MISS_REFRESH_S
+    assert r.lookup("docker", DOCKER_ID).name == "fstrace-proto-4"
     assert len(calls) == 2
+    assert r.roots is roots[-1]
+    clock.now += rt.ROOTS_REFRESH_S
+    assert r.roots is roots[-1] and len(calls) == 3     # and every ROOTS_REFRESH_S anyway
 
 
 # -- the watcher: real inotify on state written into a temporary directory ------------
