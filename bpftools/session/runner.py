@@ -204,17 +204,16 @@ class Session:
         if rec.type == REC_CGROUP:
             if self.cgmap:
                 path = os.fsdecode(rec.name1 or b"")      # as the sweep and fanotify spell it
-                action = abi.CG_ACTIONS[rec.op]
-                if action == "mkdir":
-                    self.names_of(path)     # read a new container's state now: `run --rm` removes it soon
-                self._cgroup_changes(self.cgmap.feed(action, rec.cgroup_id, path, rec.ts_ns / 1e9))
+                self._cgroup_changes(self.cgmap.feed(abi.CG_ACTIONS[rec.op], rec.cgroup_id, path, rec.ts_ns / 1e9))
         else:
             self._record(rec)
 
     def _cgroup_changes(self, changes) -> None:
         for change in changes:
-            if change.action == "mkdir" and change.path in self._follow_paths:
-                self.probe.add_cgroups([change.id])
+            if change.action == "mkdir":
+                self.names_of(change.path)      # read a new container's state now: `run --rm` removes it soon
+                if change.path in self._follow_paths:
+                    self.probe.add_cgroups([change.id])
             if self._cgroup_wanted(change.path):
                 self.sink.cgroup(replace(change, ts=self._offset + change.ts))
 
