@@ -9,13 +9,16 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import FSTRACE
 from containers import DockerDaemons, Podman, cgroup_mounts, remove_tree, unique
@@ -224,3 +227,32 @@ def test_cgroups_command_lists_container_names(daemons):
         assert "%s (%s)" % (name, daemons.image) in text
     finally:
         daemons.docker("rm", "-f", name)
+
+
+def test_export_labels_series_with_the_container_name(podman):
+    """fstrace export: the container's series carry container_name and image (one series per cgroup)."""
+    name, marker = unique(), unique("mark")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = started_alongside(["export", "--listen", "127.0.0.1:%d" % port, "-i", "0.2", "--container", name],
+                             b"fstrace: serving")
+    try:
+        podman.run(name, "sh", "-c", "touch /tmp/%s; touch /tmp/%s.2" % (marker, marker))
+        deadline = time.monotonic() + 30
+        samples = []
+        while time.monotonic() < deadline and not samples:
+            time.sleep(0.3)
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+                families = text_string_to_metric_families(r.read().decode())
+            samples = [s for f in families if f.name == "fstrace_events" for s in f.samples
+                       if s.name == "fstrace_events_total" and s.labels["event"] == "create"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert samples, "no create series for %s" % name
+    assert {s.labels["container_name"] for s in samples} == {name}
+    assert {s.labels["image"] for s in samples} == {podman.image}
+    assert all(s.labels["container"].startswith("podman:") for s in samples)
+    assert sum(s.value for s in samples) >= 2
