@@ -439,3 +439,20 @@ def test_watcher_without_any_runtime_is_quiet(tmp_path):
     watcher = rt.StateWatcher(Runtimes(StateRoots((str(tmp_path / "none"),), (), ()))).start()
     watcher.close()
     assert watcher.error is None
+
+
+def test_views_and_model_name_containers_from_the_cache_only(tmp_path, monkeypatch):
+    """The model and the views read what the session cached (runtimes.named(read=False)): no I/O of theirs."""
+    from bpftools.model.rows import Row, cgroup_label
+    from bpftools.views.tables import cgroup_name, row_record
+
+    shared = Runtimes(StateRoots(docker=(str(docker_root(tmp_path)),)))
+    monkeypatch.setattr(rt, "_shared", shared)
+    path = "/docker/" + DOCKER_ID
+    assert cgroup_label(path) == "docker:" + DOCKER_ID[:12] and shared.reads == 0      # not read yet
+    assert rt.named(path).container_name == "fstrace-proto-4"                          # the session reads
+    assert cgroup_label(path) == "fstrace-proto-4"
+    assert cgroup_name(path) == "fstrace-proto-4"
+    rec = row_record(Row("cgroup", path, "x", [0] * 10, extra={"own": [0] * 10, "own_failed": 0}))
+    assert (rec["container_name"], rec["image"], rec["pod_name"]) == ("fstrace-proto-4", "fstrace-test-img:1", None)
+    assert shared.reads == 1
