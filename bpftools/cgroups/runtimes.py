@@ -390,7 +390,7 @@ class Runtimes:
         self._missed: OrderedDict[str, _Miss] = OrderedDict()
         self._storage: dict[str, _StorageIndex] = {}
         self._lock = threading.RLock()     # StateWatcher's thread primes the cache the session reads
-        self.reads = 0   # state lookups made (misses and first hits), for tests and --stats
+        self.reads = 0   # lookups that read state (misses and first hits): what the cache saved is visible
 
     @property
     def roots(self) -> StateRoots:
