@@ -77,7 +77,7 @@ class StartInfo:
     armed: dict[str, str] = field(default_factory=dict)             # mount point -> fsnotify mark kind
     failed: bool = False                                            # failed operations traced too
     command: tuple[str, ...] = ()                                   # -- CMD
-    filters: dict = field(default_factory=dict)                     # "pids", "comms", "cgroups": as asked
+    filters: dict = field(default_factory=dict)     # "pids", "comms", "cgroups", "containers", "pods": as asked
 
 
 @dataclass

@@ -160,7 +160,8 @@ class Session:
             command_cgroup=self.transient.path if self.transient else None,
             backend_reasons=dict(rep.reasons), passed_over=tuple(rep.passed_over), armed=dict(rep.armed),
             failed=self.opts.failed, command=tuple(self.opts.command),
-            filters={"pids": list(self.opts.pids), "comms": list(self.opts.comms), "cgroups": list(self.opts.cgroups)},
+            filters={"pids": list(self.opts.pids), "comms": list(self.opts.comms), "cgroups": list(self.opts.cgroups),
+                     "containers": list(self.opts.containers), "pods": list(self.opts.pods)},
         )
 
     def _seed_fds(self) -> None:

@@ -282,6 +282,8 @@ class Folder:
             words.append("--pid %s" % ",".join(str(p) for p in filters["pids"]))
         words += ["--comm %s" % c for c in filters.get("comms") or ()]
         words += ["--cgroup %s" % c for c in filters.get("cgroups") or ()]
+        words += ["--container %s" % c for c in filters.get("containers") or ()]
+        words += ["--pod %s" % p for p in filters.get("pods") or ()]
         info.filters = tuple(words)
         ts = _number(rec.get("ts"))
         if ts is not None:
