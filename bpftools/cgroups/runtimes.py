@@ -389,6 +389,7 @@ class Runtimes:
         self._found: OrderedDict[str, ContainerInfo] = OrderedDict()
         self._missed: OrderedDict[str, _Miss] = OrderedDict()
         self._storage: dict[str, _StorageIndex] = {}
+        self._pods: OrderedDict[str, tuple[str, str | None]] = OrderedDict()    # pod uid -> (name, namespace)
         self._lock = threading.RLock()     # StateWatcher's thread primes the cache the session reads
         self.reads = 0   # lookups that read state (misses and first hits): what the cache saved is visible
 
@@ -408,6 +409,18 @@ class Runtimes:
                 self._roots = self._roots or DEFAULT_ROOTS
             self._roots_at = now
         return self._roots
+
+    def learn_pod(self, uid: str, name: str, namespace: str | None) -> None:
+        """A pod's uid (from a cgroup path) names this pod (from a container's state)."""
+        with self._lock:
+            self._pods[uid] = (name, namespace)
+            self._pods.move_to_end(uid)
+            while len(self._pods) > self.max_entries:
+                self._pods.popitem(last=False)
+
+    def pod(self, uid: str) -> tuple[str, str | None] | None:
+        """(name, namespace) of a pod whose containers were seen, else None."""
+        return self._pods.get(uid)
 
     def cached(self, container_id: str) -> ContainerInfo | None:
         """What is known about a container without reading anything."""
@@ -589,12 +602,18 @@ class Runtimes:
 def with_runtime(names: Names, runtimes: Runtimes | None = None, read: bool = True) -> Names:
     """names with the container's name, image and pod added from its runtime's state, where they can be
     read (read=False: only what is cached already -- no I/O, for the model and the views)."""
-    if names.container_id is None or names.container_name is not None:
+    if names.container_name is not None or names.pod_name is not None:
         return names
     runtimes = runtimes or shared()
+    if names.container_id is None:
+        # a pod's own cgroup (kubepods...pod<uid>): named by the containers of the pod seen so far
+        pod = runtimes.pod(names.pod) if names.pod else None
+        return replace(names, pod_name=pod[0], pod_namespace=pod[1]) if pod else names
     info = runtimes.lookup(names.runtime, names.container_id) if read else runtimes.cached(names.container_id)
     if info is None:
         return names
+    if names.pod and info.pod_name:
+        runtimes.learn_pod(names.pod, info.pod_name, info.pod_namespace)
     return replace(names, container_name=info.name, image=info.image, pod_name=info.pod_name,
                    pod_namespace=info.pod_namespace)
 

@@ -456,3 +456,14 @@ def test_views_and_model_name_containers_from_the_cache_only(tmp_path, monkeypat
     rec = row_record(Row("cgroup", path, "x", [0] * 10, extra={"own": [0] * 10, "own_failed": 0}))
     assert (rec["container_name"], rec["image"], rec["pod_name"]) == ("fstrace-proto-4", "fstrace-test-img:1", None)
     assert shared.reads == 1
+
+
+def test_a_pods_own_cgroup_is_named_by_its_containers(tmp_path):
+    r = Runtimes(StateRoots(containerd=(str(containerd_state(tmp_path)),)))
+    pod_dir = "/kubepods/besteffort/podff625c6d-e283-4cd8-b2db-75d31edc834a"
+    assert rt.named(pod_dir, r).pod_name is None                  # no container of it seen yet
+    container = rt.named(pod_dir + "/" + CRI_ID, r)
+    assert (container.container_name, container.pod_label) == ("web", "shop/checkout-7d9c")
+    pod = rt.named(pod_dir, r, read=False)
+    assert (pod.pod, pod.pod_label, pod.container_name) == ("ff625c6d-e283-4cd8-b2db-75d31edc834a",
+                                                            "shop/checkout-7d9c", None)
