@@ -48,7 +48,8 @@ class Names:
     runtime: str | None = None       # docker, containerd, crio, crio-conmon, podman, podman-conmon, cri
     container_id: str | None = None  # the full id
     pod: str | None = None           # Kubernetes pod uid, dashed
-    # From the runtime's own state (cgroups/runtimes.py), never from the path: None until read.
+    # From the runtime's own state (cgroups/runtime_state.py via the cache in runtimes.py), never from
+    # the path: None until read.
     container_name: str | None = None  # "web-1"
     image: str | None = None           # "nginx:1.27"
     pod_name: str | None = None        # "checkout-7d9c"

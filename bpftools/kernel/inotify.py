@@ -1,6 +1,6 @@
 """inotify(7) for Python: a cffi ABI-mode binding and a pure event parser.
 
-Used to see container runtimes write their state (cgroups/runtimes.py) the
+Used to see container runtimes write their state (cgroups/runtime_watch.py) the
 moment they do, whatever the main loop is busy with.  ``parse_events(buf)``
 is pure, so it is tested on bytes built by hand.
 """

@@ -21,6 +21,7 @@ from bpftools import abi
 from bpftools.abi import REC_CGROUP, REC_TASK, TASK_CHDIR, TASK_FORK
 from bpftools.cgroups import map as cgroup_map
 from bpftools.cgroups import runtimes as runtime_state
+from bpftools.cgroups.runtime_watch import StateWatcher
 from bpftools.cgroups.names import Names
 from bpftools.cgroups.select import (container_selects, glob_root, glob_selects, level_of, pod_selects,
                                      split_specs, within)
@@ -65,7 +66,7 @@ class Session:
         # runtimes are used as they are; the shared cache is also fed by a thread watching the runtimes.
         self.runtimes = runtimes if runtimes is not None else runtime_state.shared()
         self._watch_runtimes = runtimes is None
-        self.runtime_watcher: runtime_state.StateWatcher | None = None
+        self.runtime_watcher: StateWatcher | None = None
 
     # --- setup ------------------------------------------------------------------
     def _filter_ids(self) -> tuple[list[int], int]:
@@ -139,7 +140,7 @@ class Session:
             self.cgmap.feed("mkdir", self.transient.id, self.transient.path, time.monotonic())
         ids, min_level = self._filter_ids()
         if self._watch_runtimes:
-            self.runtime_watcher = runtime_state.StateWatcher(self.runtimes).start()
+            self.runtime_watcher = StateWatcher(self.runtimes).start()
         if self.transient:
             ids.append(self.transient.id)
             min_level = level_of(self.transient.path) if not self.opts.cgroups else min(min_level, 1)

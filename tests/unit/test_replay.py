@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from bpftools.cgroups.map import CgroupMap
-from bpftools.cgroups.runtimes import Runtimes, StateRoots
+from bpftools.cgroups.runtime_state import StateRoots
+from bpftools.cgroups.runtimes import Runtimes
 from bpftools.kernel.replay import ReplayProbe
 from bpftools.session import open_session
 from bpftools.session.contract import Options

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from bpftools.cgroups import runtime_state as st
 from bpftools.cgroups import runtimes as rt
 from bpftools.cgroups.names import names_from_path
-from bpftools.cgroups.runtimes import ContainerInfo, Runtimes, StateRoots
+from bpftools.cgroups.runtime_state import ContainerInfo, StateRoots
+from bpftools.cgroups.runtime_watch import StateWatcher
+from bpftools.cgroups.runtimes import Runtimes
 
 DATA = Path(__file__).parent / "data" / "runtimes"
 DOCKER_ID = "7c8d740bcbf45a66ea188d63c184cad11a3467fdb94104ca0468627fa020951c"
@@ -67,44 +70,44 @@ def containerd_state(tmp_path, cid=CRI_ID, ns="k8s.io", config="cri-bundle-confi
 
 
 def test_docker_config_v2():
-    info = rt.docker_info(load("docker-config.v2.json"))
+    info = st.docker_info(load("docker-config.v2.json"))
     assert info == ContainerInfo("fstrace-proto-4", "fstrace-test-img:1", None, None, "docker")
 
 
 def test_docker_kubernetes_labels_name_the_pod():
     config = load("docker-config.v2.json")
     config["Name"] = "/k8s_web_checkout-7d9c_shop_0c0e_0"
-    config["Config"]["Labels"] = {rt.K8S_CONTAINER: "web", rt.K8S_POD: "checkout-7d9c", rt.K8S_NAMESPACE: "shop"}
-    info = rt.docker_info(config)
+    config["Config"]["Labels"] = {st.K8S_CONTAINER: "web", st.K8S_POD: "checkout-7d9c", st.K8S_NAMESPACE: "shop"}
+    info = st.docker_info(config)
     assert (info.name, info.pod_name, info.pod_namespace) == ("web", "checkout-7d9c", "shop")
     assert info.pod == "shop/checkout-7d9c"
 
 
 def test_containerd_cri_annotations():
-    info = rt.oci_info(load("cri-bundle-config.json"))
+    info = st.oci_info(load("cri-bundle-config.json"))
     assert info == ContainerInfo("web", "registry.example/shop/web:1.2", "checkout-7d9c", "shop", "containerd")
 
 
 def test_cri_sandbox_has_a_pod_but_no_container_name():
     config = load("cri-bundle-config.json")
     config["annotations"]["io.kubernetes.cri.container-type"] = "sandbox"
-    info = rt.oci_info(config)
+    info = st.oci_info(config)
     assert (info.name, info.pod) == (None, "shop/checkout-7d9c")
 
 
 def test_a_bundle_without_names_is_not_an_answer():
     # docker's own task bundle (namespace "moby") carries no names: config.v2.json does.
-    assert rt.oci_info(load("docker-bundle-config.json")) is None
+    assert st.oci_info(load("docker-bundle-config.json")) is None
 
 
 def test_podman_oci_config_is_not_mistaken_for_cri_o():
     # podman writes io.kubernetes.cri-o.Created and .TTY; those do not make it CRI-O.
-    assert rt.oci_info(load("podman-userdata-config.json")) is None
+    assert st.oci_info(load("podman-userdata-config.json")) is None
 
 
 def test_podman_containers_json_entry():
     entry = load("podman-containers.json")[0]
-    info = rt.storage_info(entry, load("podman-userdata-config.json"))
+    info = st.storage_info(entry, load("podman-userdata-config.json"))
     assert info == ContainerInfo("fstrace-proto-2", "localhost/fstrace-test-img:latest", None, None, "podman")
 
 
@@ -112,30 +115,30 @@ CRIO_ANNOTATIONS = {
     "io.kubernetes.cri-o.ContainerType": "container",
     "io.kubernetes.cri-o.ContainerName": "k8s_web_checkout-7d9c_shop_1f6a_0",
     "io.kubernetes.cri-o.ImageName": "docker.io/library/nginx:1.27",
-    "io.kubernetes.cri-o.Labels": json.dumps({rt.K8S_CONTAINER: "web", rt.K8S_POD: "checkout-7d9c",
-                                               rt.K8S_NAMESPACE: "shop"}),
+    "io.kubernetes.cri-o.Labels": json.dumps({st.K8S_CONTAINER: "web", st.K8S_POD: "checkout-7d9c",
+                                               st.K8S_NAMESPACE: "shop"}),
     "io.kubernetes.cri-o.Metadata": json.dumps({"name": "web", "attempt": 0}),
     "io.kubernetes.cri-o.SandboxName": "k8s_POD_checkout-7d9c_shop_1f6a_0",
 }
 
 
 def test_cri_o_annotations():
-    info = rt.oci_info({"annotations": CRIO_ANNOTATIONS})
+    info = st.oci_info({"annotations": CRIO_ANNOTATIONS})
     assert info == ContainerInfo("web", "docker.io/library/nginx:1.27", "checkout-7d9c", "shop", "cri-o")
 
 
 def test_cri_o_sandbox_named_by_kube_name():
     notes = {"io.kubernetes.cri-o.ContainerType": "sandbox", "io.kubernetes.cri-o.KubeName": "checkout-7d9c",
              "io.kubernetes.cri-o.Namespace": "shop", "io.kubernetes.cri-o.Labels": "{not json"}
-    info = rt.oci_info({"annotations": notes})
+    info = st.oci_info({"annotations": notes})
     assert (info.name, info.pod, info.source) == (None, "shop/checkout-7d9c", "cri-o")
 
 
 @pytest.mark.parametrize("junk", [None, [], "x", {"Config": "x"}, {"annotations": []}, {}])
 def test_parsers_take_junk_without_raising(junk):
-    assert rt.docker_info(junk) is None
-    assert rt.oci_info(junk) is None
-    assert rt.storage_info(junk) is None
+    assert st.docker_info(junk) is None
+    assert st.oci_info(junk) is None
+    assert st.storage_info(junk) is None
 
 
 # -- where the state is ----------------------------------------------------------
@@ -152,14 +155,14 @@ def test_roots_from_the_runtimes_config_files(tmp_path):
     (etc / "containerd").mkdir()
     (etc / "containerd" / "config.toml").write_text(
         'version = 2\nroot = "/srv/containerd"\nstate = "/run/ctd"\n[grpc]\n  address = "/run/ctd.sock"\n')
-    roots = rt.roots_from_config(str(etc), environ={})
+    roots = st.roots_from_config(str(etc), environ={})
     assert roots == StateRoots(("/srv/docker",), ("/srv/containers", "/run/cs"), ("/run/ctd",))
 
 
 def test_storage_conf_named_by_the_environment(tmp_path):
     conf = tmp_path / "storage.conf"
     conf.write_text('[storage]\ngraphroot = "/g"\n')
-    roots = rt.roots_from_config(str(tmp_path / "none"), environ={"CONTAINERS_STORAGE_CONF": str(conf)})
+    roots = st.roots_from_config(str(tmp_path / "none"), environ={"CONTAINERS_STORAGE_CONF": str(conf)})
     assert roots.storage == ("/g",)
 
 
@@ -167,15 +170,15 @@ def test_missing_or_broken_config_files_name_nothing(tmp_path):
     etc = tmp_path / "etc"
     (etc / "docker").mkdir(parents=True)
     (etc / "docker" / "daemon.json").write_text('{"data-root": ')
-    assert rt.roots_from_config(str(etc), environ={}) == StateRoots()
+    assert st.roots_from_config(str(etc), environ={}) == StateRoots()
 
 
 def test_toml_subset_without_tomllib(monkeypatch):
-    monkeypatch.setattr(rt, "_toml", None)
+    monkeypatch.setattr(st, "_toml", None)
     text = 'version = 2\nstate = "/run/x"\n[storage]\ngraphroot = "/g" # c\n'
-    assert rt.toml_string(text, None, "state") == "/run/x"
-    assert rt.toml_string(text, "storage", "graphroot") == "/g"
-    assert rt.toml_string(text, "storage", "state") is None
+    assert st.toml_string(text, None, "state") == "/run/x"
+    assert st.toml_string(text, "storage", "graphroot") == "/g"
+    assert st.toml_string(text, "storage", "state") is None
 
 
 # Command lines as the daemons ran on this machine.
@@ -188,18 +191,18 @@ CONMON = ("/usr/bin/conmon --api-version 1 -c 1093d5 -u 1093d5 -r /usr/bin/runc 
 
 
 def test_roots_from_daemon_command_lines(tmp_path):
-    assert rt.roots_from_command_line(DOCKERD) == StateRoots(
+    assert st.roots_from_command_line(DOCKERD) == StateRoots(
         docker=("/tmp/t/data",), containerd=("/tmp/t/exec/containerd/daemon",))
-    assert rt.roots_from_command_line(CONMON) == StateRoots(storage=("/srv/s", "/run/s"))
+    assert st.roots_from_command_line(CONMON) == StateRoots(storage=("/srv/s", "/run/s"))
     conf = tmp_path / "containerd.toml"
     conf.write_text('version = 2\nstate = "/tmp/t/state"\n')
-    assert rt.roots_from_command_line(["/usr/bin/containerd", "--config", str(conf)]) == StateRoots(
+    assert st.roots_from_command_line(["/usr/bin/containerd", "--config", str(conf)]) == StateRoots(
         containerd=("/tmp/t/state",))
     daemon_json = tmp_path / "daemon.json"
     daemon_json.write_text('{"data-root": "/d"}')
-    assert rt.roots_from_command_line(["dockerd", f"--config-file={daemon_json}"]).docker == ("/d",)
-    assert rt.roots_from_command_line(["bash", "--root", "/x"]) == StateRoots()
-    assert rt.roots_from_command_line([]) == StateRoots()
+    assert st.roots_from_command_line(["dockerd", f"--config-file={daemon_json}"]).docker == ("/d",)
+    assert st.roots_from_command_line(["bash", "--root", "/x"]) == StateRoots()
+    assert st.roots_from_command_line([]) == StateRoots()
 
 
 def test_roots_from_a_proc_tree(tmp_path):
@@ -209,13 +212,13 @@ def test_roots_from_a_proc_tree(tmp_path):
         (d / "comm").write_text(comm + "\n")
         (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
     (tmp_path / "13").mkdir()   # a process that exited while the tree was read
-    roots = rt.roots_from_processes(str(tmp_path))
+    roots = st.roots_from_processes(str(tmp_path))
     assert roots.docker == ("/tmp/t/data",) and roots.storage == ("/srv/s", "/run/s")
 
 
 def test_discovered_roots_end_with_the_defaults(tmp_path):
-    roots = rt.discover_roots(etc=str(tmp_path), proc=str(tmp_path))
-    assert roots == rt.DEFAULT_ROOTS
+    roots = st.discover_roots(etc=str(tmp_path), proc=str(tmp_path))
+    assert roots == st.DEFAULT_ROOTS
 
 
 # -- the cache -------------------------------------------------------------------
@@ -407,7 +410,7 @@ def test_watcher_reads_state_as_the_runtimes_write_it(tmp_path):
     containerd = tmp_path / "containerd"
     (containerd / "io.containerd.runtime.v2.task").mkdir(parents=True)
     r = Runtimes(StateRoots((str(docker),), (str(storage),), (str(containerd),)))
-    watcher = rt.StateWatcher(r).start()
+    watcher = StateWatcher(r).start()
     try:
         assert watcher.error is None
         # docker: the container's directory first, its config.v2.json a moment later
@@ -436,7 +439,7 @@ def test_watcher_reads_state_as_the_runtimes_write_it(tmp_path):
 
 
 def test_watcher_without_any_runtime_is_quiet(tmp_path):
-    watcher = rt.StateWatcher(Runtimes(StateRoots((str(tmp_path / "none"),), (), ()))).start()
+    watcher = StateWatcher(Runtimes(StateRoots((str(tmp_path / "none"),), (), ()))).start()
     watcher.close()
     assert watcher.error is None
 
