@@ -35,7 +35,7 @@
 #define FST_CG_RMDIR    1
 
 #define FST_TASK_FORK   0            /* fd = child pid */
-#define FST_TASK_CHDIR  1            /* name1/dirfd, or fd for fchdir */
+
 
 /* fst_event.flags */
 #define FST_F_DIR       0x1          /* the object is a directory */
