@@ -69,8 +69,6 @@ class TextSink(StreamSink):
     def start(self, info, ts: float, pid: int) -> None:
         lines = ["fstrace: backend %s on kernel %s (%s); events: %s"
                  % (info.backend, info.kernel, info.headers, ",".join(info.events))]
-        if not info.headers_match:
-            lines.append("fstrace: warning: %s; only the tracepoint backend is trustworthy" % info.headers)
         for backend in info.passed_over:     # the ones tried first
             lines.append("fstrace: not using %s: %s" % (backend, info.backend_reasons.get(backend, "?")))
         if info.armed:
