@@ -3,7 +3,8 @@
  * The file syscalls the tracepoint backend follows: x86_64 number and name
  * (asm/unistd_64.h), one line each.  The one table: the BPF C gets
  * FST_NR_<name> from it, bpftools/abi.py reads it for syscall names.  Include
- * it with FST_SYSCALL(nr, name) defined.
+ * it with FST_SYSCALL(nr, name) defined.  exit_group is not followed: it names
+ * the closes of files a process leaves open.
  */
 FST_SYSCALL(0, read)
 FST_SYSCALL(1, write)
@@ -37,6 +38,7 @@ FST_SYSCALL(190, fsetxattr)
 FST_SYSCALL(197, removexattr)
 FST_SYSCALL(198, lremovexattr)
 FST_SYSCALL(199, fremovexattr)
+FST_SYSCALL(231, exit_group)
 FST_SYSCALL(235, utimes)
 FST_SYSCALL(257, openat)
 FST_SYSCALL(258, mkdirat)

@@ -258,17 +258,18 @@ static __always_inline const void *fst_base_path(s32 dirfd, u64 seen)
  * for the next: the verifier walks the path builder in one small program,
  * once, instead of once for every way into it.
  */
+#define FST_JOB_MAX 32           /* names: two for a syscall, up to 32 closes at a process's exit */
 struct fst_job {
-	u64 path[2];
-	u64 name[2];
+	u64 path[FST_JOB_MAX];
+	u64 name[FST_JOB_MAX];
 	s64 ret;
-	s32 dirfd[2];            /* reported when the name is not complete */
-	s32 fd[2];
-	u32 op[2];
-	u32 flags[2];
+	s32 dirfd[FST_JOB_MAX];  /* reported when the name is not complete */
+	s32 fd[FST_JOB_MAX];
+	u32 op[FST_JOB_MAX];
+	u32 flags[FST_JOB_MAX];
 	u32 nr;
 	u32 oflags;
-	u32 n;                   /* names: 0, 1 or 2 */
+	u32 n;                   /* names */
 	u32 next;                /* the next name fst_namer() builds */
 	u32 one_record;          /* both names in one record (name1, name2) */
 	u32 off;                 /* where the next name goes in the record */
@@ -298,7 +299,7 @@ static __always_inline struct fst_job *fst_job(struct fst_args *a, long ret)
 /* Add a name: the open file's. */
 static __always_inline void fst_job_file(struct fst_job *j, u32 op, const void *file, s32 fd, u32 flags)
 {
-	u32 i = j->n & 1;
+	u32 i = j->n & (FST_JOB_MAX - 1);
 	j->path[i] = (u64)file + FST_OFF_FILE_F_PATH;
 	j->name[i] = 0;
 	j->dirfd[i] = FST_NO_DIRFD;
@@ -312,7 +313,7 @@ static __always_inline void fst_job_file(struct fst_job *j, u32 op, const void *
 static __always_inline void fst_job_name(struct fst_job *j, u32 op, s32 dirfd, u64 seen, u64 name,
 					 s32 fd, u32 flags)
 {
-	u32 i = j->n & 1;
+	u32 i = j->n & (FST_JOB_MAX - 1);
 	j->path[i] = (u64)fst_base_path(dirfd, seen);
 	j->name[i] = name;
 	j->dirfd[i] = dirfd;
@@ -336,7 +337,7 @@ int fst_namer(void *ctx)
 	if (!j || !pb || !e)
 		return 0;
 	u32 i = j->next;
-	if (i >= j->n || i > 1)
+	if (i >= j->n || i >= FST_JOB_MAX)
 		return 0;
 	j->next = i + 1;
 	u32 op = j->op[i] < FST_EV_COUNT ? j->op[i] : 0;
@@ -351,7 +352,7 @@ int fst_namer(void *ctx)
 	j->fresh = fresh;
 	u32 len = fst_build_name(pb, (const void *)j->path[i], (const char *)j->name[i]);
 	i = *(volatile u32 *)&j->next - 1;
-	if (i > 1)
+	if (i >= FST_JOB_MAX)
 		return 0;
 	fresh = *(volatile u32 *)&j->fresh;
 	op = j->op[i] < FST_EV_COUNT ? j->op[i] : 0;
@@ -588,6 +589,57 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 		if (a.file2 && (u64)fst_fd_file(a.fd2) == a.file2)
 			fst_job_file(j, FST_EV_MODIFY, (void *)a.file2, a.fd2, 0);
 		break;
+	}
+	if (j->n)
+		fst_progs.call(args, 0);
+	return 0;
+}
+
+/*
+ * A process's last thread exits: the files it leaves open are closed now
+ * (exit_files() follows this tracepoint; exit_mm() has dropped its mappings'
+ * references).  Each file whose last reference this is gets its close, as
+ * fsnotify reports it: the first FST_JOB_MAX such fds below FST_EXIT_FDS.  A
+ * fd table shared with another process (CLONE_FILES) is closed by the last
+ * of them, so only an unshared one is walked.
+ */
+#ifndef FST_EXIT_FDS
+#define FST_EXIT_FDS 256
+#endif
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!fst_event_wanted(FST_EV_CLOSE_WRITE) && !fst_event_wanted(FST_EV_CLOSE_NOWRITE))
+		return 0;
+	if (!fst_task_wanted(pid_tgid >> 32))
+		return 0;
+	void *files = fst_ptr(fst_task(), FST_OFF_TASK_STRUCT_FILES);
+	if (!files || fst_u32(files, FST_OFF_FILES_STRUCT_COUNT) != 1)
+		return 0;
+	void *fdt = fst_ptr(files, FST_OFF_FILES_STRUCT_FDT);
+	u32 max = fst_u32(fdt, FST_OFF_FDTABLE_MAX_FDS);
+	void **fds = fst_ptr(fdt, FST_OFF_FDTABLE_FD);
+	int zero = 0;
+	struct fst_job *j = jobs.lookup(&zero);
+	if (!j || !fds)
+		return 0;
+	j->n = 0;
+	j->next = 0;
+	j->one_record = 0;
+	j->early = 0;
+	j->ret = 0;
+	j->nr = FST_NR_exit_group;
+	j->oflags = 0;
+	for (int fd = 0; fd < FST_EXIT_FDS; fd++) {
+		if (fd >= max || j->n >= FST_JOB_MAX)
+			break;
+		void *file = 0;
+		bpf_probe_read_kernel(&file, sizeof(file), fds + fd);
+		if (!file || !fst_file_on_path(file) || fst_file_refs(file) != 1)
+			continue;
+		/* one close wanted and not the other: fst_namer() skips it (a branch here is a state per fd) */
+		u32 op = (fst_file_mode(file) & FST_FMODE_WRITE) ? FST_EV_CLOSE_WRITE : FST_EV_CLOSE_NOWRITE;
+		fst_job_file(j, op, file, fd, 0);
 	}
 	if (j->n)
 		fst_progs.call(args, 0);

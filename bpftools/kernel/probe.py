@@ -39,6 +39,7 @@ BACKEND_TRACEPOINTS = {
         "raw_syscalls/sys_enter": None,
         "raw_syscalls/sys_exit": None,
         "sched/sched_process_fork": None,
+        "sched/sched_process_exit": "files a process leaves open get no close",
     },
     "fentry": {},
     "kprobe": {},

@@ -70,3 +70,14 @@ def test_dup_dup2_dup3_f_dupfd_close_range_threads_and_fd_reuse_never_change_the
     assert writes == ["a", "c", "a", "c", "c", "e"]
     closes = [p for e, p in mine(events, base) if e == "close_write"]
     assert sorted(closes) == ["a", "c", "e"]     # each file once: when its last fd goes
+
+
+def test_files_left_open_are_closed_at_exit_by_the_last_process_holding_them():
+    events, base = trace("leftopen", "-e", "close_write,close_nowrite")
+    got = [(e["event"], e["path"][len(base) + 1:], e["syscall"], e["pid"]) for e in events
+           if (e["path"] or "").startswith(base + "/")]
+    child = [g for g in got if g[1] == "child"]
+    parent = sorted(g[:3] for g in got if g[1] != "child")
+    assert [g[:3] for g in child] == [("close_write", "child", "exit_group")]
+    assert parent == [("close_nowrite", "read", "exit_group"), ("close_write", "written", "exit_group")]
+    assert child[0][3] != got[-1][3]

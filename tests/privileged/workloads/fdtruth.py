@@ -91,5 +91,18 @@ def dups():
     os.close(c)
 
 
-{"pipe": pipe_child_reuses_fds, "close20": close_write_20, "append": creat_append_existing,
+def left_open():
+    """Files a process leaves open are closed at its exit; one a child still holds is not closed yet."""
+    w = os.open("written", os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(w, b"x")
+    os.open("read", os.O_RDONLY | os.O_CREAT, 0o644)
+    pid = os.fork()
+    if pid == 0:
+        os.open("child", os.O_CREAT | os.O_WRONLY, 0o644)
+        os._exit(0)                      # closes child; written and read are the parent's too
+    os.waitpid(pid, 0)
+    os._exit(0)
+
+
+{"leftopen": left_open, "pipe": pipe_child_reuses_fds, "close20": close_write_20, "append": creat_append_existing,
  "futimens": futimens, "copy": copy_range, "dups": dups}[scenario]()
