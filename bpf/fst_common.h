@@ -120,8 +120,8 @@ static __always_inline struct fst_event *fst_record(u32 type, u32 op)
 	e->flags = 0;
 	e->oflags = 0;
 	e->fd = -1;
-	e->dirfd = -100;
-	e->dirfd2 = -100;
+	e->dirfd = FST_AT_FDCWD;
+	e->dirfd2 = FST_AT_FDCWD;
 	e->len1 = 0;
 	e->len2 = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));

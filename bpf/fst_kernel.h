@@ -36,7 +36,6 @@
 #define FST_PATH_LEN    (FST_PATH_MAX - 2) /* bytes of a built path, NUL not counted */
 #define FST_MASK        (FST_PATH_MAX - 1)
 #define FST_NAME_SLACK  256                /* > NAME_MAX */
-#define FST_NO_DIRFD    -1                 /* name1/name2 is a relative tail */
 #define FST_MNT_NS_INTERNAL ((void *)-22)  /* mnt_ns of kern_mount()s and private mounts: ERR_PTR(-EINVAL) */
 
 /* Documented constants: fmode_t bits and i_mode types are #defines, not in BTF. */

@@ -39,7 +39,6 @@ enum {
 #undef FST_SYSCALL
 };
 
-#define FST_AT_FDCWD       -100
 #define FST_AT_REMOVEDIR   0x200
 #define FST_O_CREAT        0100
 #define FST_O_TRUNC        01000

@@ -43,7 +43,8 @@ CG_ACTIONS = ("mkdir", "rmdir")
 TASK_FORK = 0
 
 F_DIR = 0x1
-AT_FDCWD = -100
+AT_FDCWD = -100      # fst_event.dirfd: name1 is absolute (FST_AT_FDCWD)
+NO_DIRFD = -1        # fst_event.dirfd: name1 is a relative tail (FST_NO_DIRFD)
 
 # struct fst_event up to data[]: see bpf/fstrace.h for the meaning of each field.
 HEADER_FIELDS = (
