@@ -120,7 +120,7 @@ static __always_inline int fst_file_on_path(const void *file)
 	if (!file)
 		return 0;
 	void *mnt = fst_real_mount(fst_ptr(file, FST_OFF_FILE_F_PATH + FST_OFF_PATH_MNT));
-	if (!mnt || fst_ptr(mnt, FST_OFF_MOUNT_MNT_NS) == FST_MNT_NS_INTERNAL)
+	if (fst_ptr(mnt, FST_OFF_MOUNT_MNT_NS) == FST_MNT_NS_INTERNAL)
 		return 0;
 	return (fst_file_imode(file) & FST_S_IFMT) != FST_S_IFSOCK;
 }

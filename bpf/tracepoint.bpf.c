@@ -304,7 +304,7 @@ static __always_inline void fst_job_file(struct fst_job *j, u32 op, const void *
 	j->dirfd[i] = FST_NO_DIRFD;
 	j->fd[i] = fd;
 	j->op[i] = op;
-	j->flags[i] = flags | ((fst_file_imode(file) & FST_S_IFMT) == FST_S_IFDIR ? FST_F_DIR : 0);
+	j->flags[i] = flags;         /* fst_namer() adds FST_F_DIR from the inode */
 	j->n = i + 1;
 }
 
@@ -377,6 +377,9 @@ int fst_namer(void *ctx)
 		e->ret = j->ret;
 		e->syscall = j->nr;
 		e->flags = j->flags[i];
+		if (!j->name[i] && (fst_file_imode((const char *)j->path[i] - FST_OFF_FILE_F_PATH) & FST_S_IFMT) ==
+		    FST_S_IFDIR)
+			e->flags |= FST_F_DIR;      /* a name from an open file: its inode says */
 		e->oflags = j->oflags;
 		e->fd = j->fd[i];
 		j->off = 0;
@@ -603,7 +606,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
  * of them, so only an unshared one is walked.
  */
 #ifndef FST_EXIT_FDS
-#define FST_EXIT_FDS 256
+#define FST_EXIT_FDS 64
 #endif
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
@@ -629,16 +632,26 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	j->ret = 0;
 	j->nr = FST_NR_exit_group;
 	j->oflags = 0;
+	/* few branches per fd: the verifier keeps a history of every jump on a path (6.1: at most 8192) */
 	for (int fd = 0; fd < FST_EXIT_FDS; fd++) {
-		if (fd >= max || j->n >= FST_JOB_MAX)
+		if (fd >= max)
 			break;
 		void *file = 0;
 		bpf_probe_read_kernel(&file, sizeof(file), fds + fd);
-		if (!file || !fst_file_on_path(file) || fst_file_refs(file) != 1)
+		if (!file || fst_file_refs(file) != 1 || !fst_file_on_path(file))
 			continue;
-		/* one close wanted and not the other: fst_namer() skips it (a branch here is a state per fd) */
-		u32 op = (fst_file_mode(file) & FST_FMODE_WRITE) ? FST_EV_CLOSE_WRITE : FST_EV_CLOSE_NOWRITE;
-		fst_job_file(j, op, file, fd, 0);
+		u32 i = j->n;
+		if (i >= FST_JOB_MAX)
+			break;
+		/* FST_EV_CLOSE_NOWRITE, or FST_EV_CLOSE_WRITE (one less) for a file open for writing;
+		 * one close wanted and not the other: fst_namer() skips it */
+		j->op[i] = FST_EV_CLOSE_NOWRITE - ((fst_file_mode(file) & FST_FMODE_WRITE) >> 1);
+		j->path[i] = (u64)file + FST_OFF_FILE_F_PATH;
+		j->name[i] = 0;
+		j->dirfd[i] = FST_NO_DIRFD;
+		j->fd[i] = fd;
+		j->flags[i] = 0;
+		j->n = i + 1;
 	}
 	if (j->n)
 		fst_progs.call(args, 0);
