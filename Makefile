@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PY    := /usr/bin/python3
 VENV  := .venv
 KREL  := $(shell uname -r)
-APT_PACKAGES := python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip tmux strace man-db
+APT_PACKAGES := python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip tmux strace rsync man-db
 # Only `make test` installs these, so `make run` never brings a docker daemon to a host that had none:
 # chromium checks the report's pictures headless; podman, runc, catatonit, docker.io, containerd and
 # busybox-static run real containers offline (tests/privileged/test_containers.py).
@@ -32,8 +32,8 @@ apt:
 	fi
 
 # Headers for the running kernel; where the distribution has none (custom
-# kernels), its generic headers, linked in and announced loudly.  fstrace
-# says so again at run time.
+# kernels), its generic headers, linked in and announced.  They only let BCC
+# compile: struct offsets come from the kernel's BTF.
 headers:
 	@if [ -e /lib/modules/$(KREL)/build/include ]; then exit 0; fi; \
 	if apt-cache show linux-headers-$(KREL) >/dev/null 2>&1; then \
@@ -48,8 +48,8 @@ headers:
 	if [ -d $$common ]; then ln -sfn $$common /lib/modules/$(KREL)/source; fi; \
 	echo "################################################################################"; \
 	echo "# WARNING: no headers package for kernel $(KREL)."; \
-	echo "# Linked $$build instead. Only the tracepoint backend (no struct reads)"; \
-	echo "# is trustworthy with headers that do not match; fstrace warns at run time."; \
+	echo "# Linked $$build instead: BCC compiles with them; every struct offset"; \
+	echo "# fstrace reads comes from the running kernel's BTF, so all backends work."; \
 	echo "################################################################################"
 
 $(VENV)/.installed: pyproject.toml

@@ -4,6 +4,7 @@
  * from the tracepoint, so a cgroup that lives for a millisecond still gets a
  * name.  Only the default (v2) hierarchy, whose hierarchy id is 0.
  */
+#include "fst_common.h"
 
 static __always_inline int fst_cgroup_record(u32 op, int root, int level, u64 id, const char *path)
 {

@@ -5,12 +5,10 @@
  * source for two attach types:
  *
  *   FST_FENTRY          attach as fentry (BPF trampoline); otherwise as kprobe
- *   FST_MNT_PARENT      offsets in struct mount of mnt_parent, mnt_mountpoint,
- *   FST_MNT_MOUNTPOINT  mnt_ns and the embedded struct vfsmount: struct mount
- *   FST_MNT_NS          is private to fs/, so they come from BTF
- *   FST_MNT_VFSMOUNT    (bpftools/btf.py)
- *   FST_DEPTH_MAX       path components (and mount crossings) walked per name
+ *   FST_EVENT_PATH      the values of enum fsnotify_data_type's
+ *   FST_EVENT_DENTRY    FSNOTIFY_EVENT_PATH and _DENTRY, from BTF (6.14 added one before them)
  *   FST_MOUNTS_MAX      size of the superblock table
+ *   FST_OFF_*           struct offsets from BTF: see fst_kernel.h
  *
  * The kernel only calls fsnotify() on a superblock that has some fsnotify
  * mark, and from 6.9 only for event types some mark covers; user space places
@@ -29,29 +27,18 @@
  *
  * Stacking filesystems (overlayfs) open, read and write their backing files
  * through private mounts; those events repeat the stacked file's and are
- * dropped.  Kernel structs are read with the layout of the
- * headers BCC compiles with: probe.py refuses these backends when the headers
- * do not match the running kernel.
+ * dropped.  Kernel structs are read at offsets from the running kernel's BTF
+ * (fst_kernel.h), so the kernel headers BCC compiles with need not match it;
+ * the FS_* event bits are the fanotify/inotify ABI, the same in every kernel.
  */
-#include <linux/fs.h>
-#include <linux/dcache.h>
-#include <linux/mount.h>
-#include <linux/fs_struct.h>
-#include <linux/sched.h>
 #include <linux/fsnotify_backend.h>
+#include "fst_common.h"
+#include "fst_count.h"
 
-#ifndef FST_DEPTH_MAX
-#define FST_DEPTH_MAX 64
-#endif
 #ifndef FST_MOUNTS_MAX
 #define FST_MOUNTS_MAX 16384
 #endif
 #define FST_PREFIX_MAX  1024              /* bytes of a mount point, power of two */
-#define FST_PATH_LEN    (FST_PATH_MAX - 2) /* bytes of a built path, NUL not counted */
-#define FST_MASK        (FST_PATH_MAX - 1)
-#define FST_NAME_SLACK  256                /* > NAME_MAX */
-#define FST_NO_DIRFD    -1                 /* name1/name2 is a relative tail */
-#define FST_MNT_NS_INTERNAL ((void *)-22)  /* mnt_ns of private mounts: ERR_PTR(-EINVAL) */
 
 /* One superblock (key: its s_dev) as user space sees it mounted. */
 struct fst_mount {
@@ -62,32 +49,23 @@ struct fst_mount {
 BPF_F_TABLE("hash", u32, struct fst_mount, mounts, FST_MOUNTS_MAX, BPF_F_NO_PREALLOC);
 
 /*
- * A path is built in two passes, each loop with little branching so the
- * verifier's work stays linear: walk up, noting each component's name; then
- * write them out from the top down.  The slack after buf takes one name.
+ * For fst_kernel.h: the mount point user space gave for superblock sb, and
+ * whether it is known (a walk that ends at a superblock's root is complete
+ * only with it).
  */
-struct fst_comp {
-	const unsigned char *name;
-	u32 len;
-	u32 pad;
-};
-struct fst_pathbuf {
-	char buf[FST_PATH_MAX + FST_NAME_SLACK];
-	struct fst_comp comps[FST_DEPTH_MAX];
-	u32 forget;
-};
-BPF_PERCPU_ARRAY(pathbuf, struct fst_pathbuf, 1);
-
-/*
- * v, as a number the verifier no longer knows: each way out of a loop leaves
- * a different known count, and every one of them would walk the code after it
- * again.  Through memory they become one unknown value.
- */
-static __always_inline u32 fst_forget(struct fst_pathbuf *pb, u32 v)
+static __always_inline int fst_sb_prefix(const void *sb, const char **text, u32 *len)
 {
-	*(volatile u32 *)&pb->forget = v;
-	return *(volatile u32 *)&pb->forget;
+	u32 key = 0;
+	bpf_probe_read_kernel(&key, sizeof(key), (const char *)sb + FST_OFF_SUPER_BLOCK_S_DEV);
+	struct fst_mount *m = mounts.lookup(&key);
+	if (!m)
+		return 0;
+	*text = m->prefix;
+	*len = m->len & (FST_PREFIX_MAX - 1);
+	return 1;
 }
+#define FST_SB_PREFIXES
+#include "fst_kernel.h"
 
 /* FS_MOVED_FROM's half of a rename, waiting for FS_MOVED_TO from the same thread. */
 struct fst_move {
@@ -124,165 +102,17 @@ static __always_inline u32 fst_mask_op(u32 mask)
 	return FST_EV_COUNT;         /* FS_RENAME (the pair is used), *_SELF, permission events */
 }
 
-static __always_inline struct super_block *fst_sb(struct dentry *dentry)
+static __always_inline struct fst_mount *fst_sb_mount(const void *dentry)
 {
-	struct super_block *sb = 0;
-	bpf_probe_read_kernel(&sb, sizeof(sb), &dentry->d_sb);
-	return sb;
-}
-
-static __always_inline struct fst_mount *fst_sb_mount(struct dentry *dentry)
-{
-	dev_t dev = 0;
-	bpf_probe_read_kernel(&dev, sizeof(dev), &fst_sb(dentry)->s_dev);
-	u32 key = dev;
+	u32 key = fst_u32(fst_ptr(dentry, FST_OFF_DENTRY_D_SB), FST_OFF_SUPER_BLOCK_S_DEV);
 	return mounts.lookup(&key);
 }
 
-/* The acting task's root directory: a struct mount and a dentry. */
-struct fst_root {
-	void *mnt;
-	struct dentry *dentry;
-};
-
-static __always_inline void fst_task_root(struct fst_root *root)
+/* The dentry of a directory inode (directories have exactly one): i_dentry's first d_u.d_alias. */
+static __always_inline void *fst_dir_dentry(const void *dir)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fs_struct *fs = 0;
-	struct vfsmount *vfsmnt = 0;
-	bpf_probe_read_kernel(&fs, sizeof(fs), &task->fs);
-	if (!fs)
-		return;
-	bpf_probe_read_kernel(&vfsmnt, sizeof(vfsmnt), &fs->root.mnt);
-	bpf_probe_read_kernel(&root->dentry, sizeof(root->dentry), &fs->root.dentry);
-	if (vfsmnt)
-		root->mnt = (void *)vfsmnt - FST_MNT_VFSMOUNT;
-}
-
-/* Where the upward walk ended. */
-#define FST_WALK_CUT     0    /* too deep: only a tail is known */
-#define FST_WALK_ROOT    1    /* at the task's root directory */
-#define FST_WALK_SB      2    /* at a superblock's root: prefix its mount point */
-
-/*
- * The path of dentry (on struct mount mnt, 0 if unknown) [+ "/" + last] into
- * out; returns its length with the NUL.  *dirfd becomes FST_NO_DIRFD when
- * only a relative tail could be built.
- */
-static __always_inline u32 fst_path(struct fst_pathbuf *pb, char *out, struct dentry *dentry,
-				    void *mnt, const struct qstr *last, s32 *dirfd)
-{
-	struct fst_root root = {};
-	struct qstr q = {};
-	u32 n = 0, total = 0, end = FST_WALK_CUT;
-
-	fst_task_root(&root);
-	if (!mnt && root.mnt) {
-		struct super_block *root_sb = 0;
-		bpf_probe_read_kernel(&root_sb, sizeof(root_sb),
-				      root.mnt + FST_MNT_VFSMOUNT + offsetof(struct vfsmount, mnt_sb));
-		if (root_sb == fst_sb(dentry))
-			mnt = root.mnt;
-	}
-	if (last) {
-		bpf_probe_read_kernel(&q, sizeof(q), last);
-		pb->comps[0].name = q.name;
-		pb->comps[0].len = q.len;
-		total = q.len + 1;
-		n = 1;
-	}
-	/* pass 1: up to the task's root or a superblock's root, crossing mount points */
-	for (int i = 0; i < FST_DEPTH_MAX; i++) {
-		if (mnt && mnt == root.mnt && dentry == root.dentry) {
-			end = FST_WALK_ROOT;
-			break;
-		}
-		if (mnt) {
-			struct dentry *mnt_root = 0;
-			bpf_probe_read_kernel(&mnt_root, sizeof(mnt_root),
-					      mnt + FST_MNT_VFSMOUNT + offsetof(struct vfsmount, mnt_root));
-			if (dentry == mnt_root) {
-				void *parent = 0;
-				bpf_probe_read_kernel(&parent, sizeof(parent), mnt + FST_MNT_PARENT);
-				if (parent && parent != mnt) {
-					bpf_probe_read_kernel(&dentry, sizeof(dentry), mnt + FST_MNT_MOUNTPOINT);
-					mnt = parent;
-					continue;
-				}
-				mnt = 0;     /* a namespace's root mount: on to its superblock's root */
-			}
-		}
-		struct dentry *parent = 0;
-		bpf_probe_read_kernel(&parent, sizeof(parent), &dentry->d_parent);
-		if (!parent || parent == dentry) {
-			end = FST_WALK_SB;
-			break;
-		}
-		/* n lives in memory: a count in a register would split every state by its value */
-		n = fst_forget(pb, n);
-		if (n >= FST_DEPTH_MAX)
-			break;
-		bpf_probe_read_kernel(&q, sizeof(q), &dentry->d_name);
-		pb->comps[n & (FST_DEPTH_MAX - 1)].name = q.name;
-		pb->comps[n & (FST_DEPTH_MAX - 1)].len = q.len;
-		total += q.len + 1;
-		n++;
-		dentry = parent;
-	}
-	n = fst_forget(pb, n) & (2 * FST_DEPTH_MAX - 1);
-	struct fst_mount *m = end == FST_WALK_SB ? fst_sb_mount(dentry) : 0;
-	u32 prefix = m ? m->len & (FST_PREFIX_MAX - 1) : 0;
-	int complete = end == FST_WALK_ROOT || m;
-
-	/* too long for one name: keep the deepest components that fit, as a relative tail */
-	u32 skip = 0;
-	if (complete && prefix + total > FST_PATH_LEN)
-		complete = 0;
-	if (!complete) {
-		prefix = 0;
-		total -= 1;      /* no leading '/' */
-		for (int j = 0; j < FST_DEPTH_MAX; j++) {
-			if (total <= FST_PATH_LEN || skip + 1 >= n)
-				break;
-			total -= pb->comps[(n - 1 - skip) & (FST_DEPTH_MAX - 1)].len + 1;
-			skip++;
-		}
-		*dirfd = FST_NO_DIRFD;
-	}
-	skip = fst_forget(pb, skip) & (2 * FST_DEPTH_MAX - 1);
-
-	/* pass 2: the mount point, then the names from the top down */
-	u32 off = prefix;
-	if (prefix)
-		bpf_probe_read_kernel(pb->buf, prefix, m->prefix);
-	for (int j = 0; j < FST_DEPTH_MAX; j++) {
-		if (skip + j >= n)
-			break;
-		struct fst_comp *c = &pb->comps[(n - 1 - skip - j) & (FST_DEPTH_MAX - 1)];
-		if (complete || j > 0) {
-			pb->buf[off & FST_MASK] = '/';
-			off++;
-		}
-		u32 len = c->len & (FST_NAME_SLACK - 1);
-		bpf_probe_read_kernel(pb->buf + (off & FST_MASK), len, c->name);
-		off += len;
-	}
-	if (off == 0 && complete)        /* the root directory itself */
-		pb->buf[off++] = '/';
-	pb->buf[off & FST_MASK] = 0;     /* off <= FST_PATH_LEN: the lengths are the ones summed above */
-	u32 size = (off + 1) & FST_MASK;
-	bpf_probe_read_kernel(out, size, pb->buf);
-	return size;
-}
-
-/* The dentry of a directory inode (directories have exactly one). */
-static __always_inline struct dentry *fst_dir_dentry(struct inode *dir)
-{
-	struct hlist_node *first = 0;
-	bpf_probe_read_kernel(&first, sizeof(first), &dir->i_dentry.first);
-	if (!first)
-		return 0;
-	return (struct dentry *)((void *)first - offsetof(struct dentry, d_u.d_alias));
+	void *first = fst_ptr(dir, FST_OFF_INODE_I_DENTRY);
+	return first ? (char *)first - FST_OFF_DENTRY_D_ALIAS : 0;
 }
 
 /* The syscall the current task is in (x86_64), as the tracepoint backend reports it. */
@@ -295,7 +125,7 @@ static __always_inline u32 fst_syscall_nr(void)
 }
 
 static __always_inline int fst_fsnotify(u32 mask, const void *data, int data_type,
-					struct inode *dir, const struct qstr *file_name)
+					const void *dir, const void *file_name)
 {
 	u32 op = fst_mask_op(mask);
 	if (!fst_event_wanted(op))
@@ -305,31 +135,24 @@ static __always_inline int fst_fsnotify(u32 mask, const void *data, int data_typ
 		return 0;
 
 	/* What to name: a struct path, a dentry, or a directory and a name. */
-	struct dentry *dentry = 0;
+	void *dentry = 0;
 	void *mnt = 0;
-	const struct qstr *last = 0;
+	const void *last = 0;
 	u32 oflags = 0;
-	if (data_type == FSNOTIFY_EVENT_PATH) {
-		const struct path *path = data;
-		struct vfsmount *vfsmnt = 0;
-		bpf_probe_read_kernel(&vfsmnt, sizeof(vfsmnt), &path->mnt);
-		bpf_probe_read_kernel(&dentry, sizeof(dentry), &path->dentry);
-		mnt = (void *)vfsmnt - FST_MNT_VFSMOUNT;
-		void *ns = 0;
-		bpf_probe_read_kernel(&ns, sizeof(ns), mnt + FST_MNT_NS);
-		if (ns == FST_MNT_NS_INTERNAL)
+	if (data_type == FST_EVENT_PATH) {
+		mnt = fst_real_mount(fst_ptr(data, FST_OFF_PATH_MNT));
+		dentry = fst_ptr(data, FST_OFF_PATH_DENTRY);
+		if (fst_ptr(mnt, FST_OFF_MOUNT_MNT_NS) == FST_MNT_NS_INTERNAL)
 			return 0;        /* a stacking filesystem's backing file */
 		if (op == FST_EV_OPEN || op == FST_EV_EXEC) {
 			/* FS_OPEN comes from fsnotify_open(file): data is &file->f_path */
-			struct file *file = (struct file *)((void *)path - offsetof(struct file, f_path));
-			fmode_t fmode = 0;
-			bpf_probe_read_kernel(&fmode, sizeof(fmode), &file->f_mode);
-			if (fmode & FMODE_CREATED)
+			const void *file = (const char *)data - FST_OFF_FILE_F_PATH;
+			if (fst_file_mode(file) & FST_FMODE_CREATED)
 				return 0;    /* the open that created the file: its create was sent */
-			bpf_probe_read_kernel(&oflags, sizeof(oflags), &file->f_flags);
+			oflags = fst_u32(file, FST_OFF_FILE_F_FLAGS);
 		}
-	} else if (data_type == FSNOTIFY_EVENT_DENTRY) {
-		dentry = (struct dentry *)data;
+	} else if (data_type == FST_EVENT_DENTRY) {
+		dentry = (void *)data;
 	} else if (dir && file_name) {
 		dentry = fst_dir_dentry(dir);
 		last = file_name;
@@ -341,8 +164,7 @@ static __always_inline int fst_fsnotify(u32 mask, const void *data, int data_typ
 	if (!fs || !fs->traced)
 		return 0;
 
-	int zero = 0;
-	struct fst_pathbuf *pb = pathbuf.lookup(&zero);
+	struct fst_pathbuf *pb = fst_pathbuf();
 	struct fst_event *e = fst_record(FST_REC_FILE, op);
 	if (!pb || !e)
 		return 0;
@@ -369,7 +191,10 @@ static __always_inline int fst_fsnotify(u32 mask, const void *data, int data_typ
 		moves.delete(&tid);
 		dirfd = &e->dirfd2;
 	}
-	u32 len = fst_path(pb, e->data + off, dentry, mnt, last, dirfd);
+	u32 len = fst_build(pb, dentry, mnt, last);
+	if (!pb->complete)
+		*dirfd = FST_NO_DIRFD;
+	fst_put_name(e, off, pb, len);
 	if (mask & FS_MOVED_FROM) {
 		/* pb's contents are overwritten right away; it only sizes the new entry */
 		moves.update(&tid, (struct fst_move *)pb);
@@ -403,12 +228,11 @@ KFUNC_PROBE(fsnotify, __u32 mask)
 	bpf_get_func_arg(ctx, 2, &data_type);
 	bpf_get_func_arg(ctx, 3, &dir);
 	bpf_get_func_arg(ctx, 4, &file_name);
-	return fst_fsnotify(mask, (const void *)data, data_type, (struct inode *)dir,
-			    (const struct qstr *)file_name);
+	return fst_fsnotify(mask, (const void *)data, data_type, (const void *)dir, (const void *)file_name);
 }
 #else
 int kprobe__fsnotify(struct pt_regs *ctx, __u32 mask, const void *data, int data_type,
-		     struct inode *dir, const struct qstr *file_name)
+		     const void *dir, const void *file_name)
 {
 	return fst_fsnotify(mask, data, data_type, dir, file_name);
 }

@@ -35,7 +35,12 @@
 #define FST_CG_RMDIR    1
 
 #define FST_TASK_FORK   0            /* fd = child pid */
-#define FST_TASK_CHDIR  1            /* name1/dirfd, or fd for fchdir */
+
+
+/* fst_event.dirfd: name1 is absolute (or relative to the cwd, as a task gave it) */
+#define FST_AT_FDCWD    -100
+/* fst_event.dirfd: name1 is a relative tail, the deepest components of a path too deep or long */
+#define FST_NO_DIRFD    -1
 
 /* fst_event.flags */
 #define FST_F_DIR       0x1          /* the object is a directory */
@@ -56,7 +61,7 @@ struct fst_event {
 	__u32 flags;                 /* FST_F_* */
 	__u32 oflags;                /* open(2) flags for open/create */
 	__s32 fd;                    /* fd acted on or returned; child pid for FST_TASK_FORK */
-	__s32 dirfd;                 /* directory fd for name1 (AT_FDCWD = -100) */
+	__s32 dirfd;                 /* FST_AT_FDCWD, FST_NO_DIRFD, or the directory fd name1 is relative to */
 	__s32 dirfd2;                /* directory fd for name2 */
 	__u16 len1;                  /* bytes of name1 at data[0], NUL included; 0 = none */
 	__u16 len2;                  /* bytes of name2 at data[len1], NUL included; 0 = none */

@@ -2,68 +2,64 @@
 /*
  * The tracepoint backend: file syscalls seen at raw_syscalls:sys_enter and
  * sys_exit (two attach points instead of ninety, so attaching and detaching
- * take milliseconds), mapped onto fstrace's event names.  It reads syscall
- * arguments and user memory only, never kernel structs, so it is correct
- * whatever kernel headers BCC compiled it with.
+ * take milliseconds), mapped onto fstrace's event names.
  *
- * Paths are sent as the task gave them, with the dirfd they are relative to.
- * fd-based events name the open file by a file_id assigned at open time and
- * kept in an in-kernel (tgid, fd) table; user space maps ids to paths from the
- * open records it has seen (bpftools/paths.py).
+ * Every name is the kernel's own, built here with fst_kernel.h (struct
+ * offsets from the running kernel's BTF):
  *
- * x86_64 syscall numbers; 32-bit (ia32) tasks use other numbers and are not
- * decoded.
+ *   fd events       the struct file in the task's fd table at sys_enter,
+ *                   named at sys_exit if the fd still holds it (a thread
+ *                   sharing the table may have closed and reused the fd)
+ *   opens           the struct file the returned fd holds; create only if
+ *                   the open created the file (FMODE_CREATED)
+ *   close           named at sys_enter (close(2) may free the file before
+ *                   sys_exit), sent at sys_exit if it succeeded, and only
+ *                   when it dropped the file's last reference, as fsnotify's
+ *                   close events are; close_write if opened for writing
+ *   names           (unlink, rename, chmod, ...) appended to the path of the
+ *                   dirfd's file or the task's cwd, if that is still the same
+ *                   at sys_exit as at sys_enter; else sent as given
+ *   exec            built at sys_enter (the caller's memory is gone after)
+ *   copy_file_range, sendfile, splice: access on the source, modify on the
+ *                   destination, for the ends that are files
+ *
+ * Files on kernel-internal mounts (pipes, sockets, eventfds, anon inodes,
+ * memfds) are not files on a path and produce no events.
+ *
+ * x86_64 syscall numbers (fst_syscalls.h); 32-bit (ia32) tasks use other
+ * numbers and are not decoded.
  */
-#include <asm/unistd.h>
+#include "fst_common.h"
+#include "fst_count.h"
+#include "fst_kernel.h"
 
-#ifndef __NR_fchmodat2
-#define __NR_fchmodat2 452
-#endif
-#ifndef __NR_setxattrat
-#define __NR_setxattrat 463
-#endif
-#ifndef __NR_removexattrat
-#define __NR_removexattrat 466
-#endif
-#ifndef __NR_close_range
-#define __NR_close_range 436
-#endif
-#ifndef __NR_openat2
-#define __NR_openat2 437
-#endif
+enum {
+#define FST_SYSCALL(nr, name) FST_NR_##name = nr,
+#include "fst_syscalls.h"
+#undef FST_SYSCALL
+};
 
-#define FST_AT_FDCWD       -100
 #define FST_AT_REMOVEDIR   0x200
-#define FST_O_ACCMODE      03
 #define FST_O_CREAT        0100
 #define FST_O_TRUNC        01000
-#define FST_O_DIRECTORY    0200000
-#define FST_O_CLOEXEC      02000000
-#define FST_O_PATH         010000000
-#define FST_O_TMPFILE      020000000
-#define FST_F_DUPFD        0
-#define FST_F_DUPFD_CLOEXEC 1030
-
-#ifndef FST_FD_MAX
-#define FST_FD_MAX 65536
-#endif
 
 /* What a syscall does, decided at sys_enter. */
 #define K_PATH     1     /* file event on name1 (relative to dirfd) [and name2] */
 #define K_FD       2     /* file event on an open fd */
-#define K_OPEN     3     /* open: event + new fd-table entry */
+#define K_OPEN     3     /* open: event on the fd it returns */
 #define K_CLOSE    4
-#define K_DUP      5     /* fd = old fd, arg = new fd (-1: the return value) */
-#define K_CLOSE_RANGE 6  /* fd = first, arg = last */
-#define K_CHDIR    7
-#define K_FCHDIR   8
-#define K_EXEC     9
+#define K_FD2      5     /* access on fd (source), modify on fd2 (destination) */
+#define K_EXEC     6
 
 struct fst_args {
-	u64 name1;
+	u64 name1;               /* user pointers */
 	u64 name2;
-	u64 arg;
+	u64 file;                /* K_FD, K_FD2: the struct file at fd at sys_enter */
+	u64 file2;               /* K_FD2: the one at fd2 */
+	u64 base1;               /* K_PATH, K_OPEN: what name1 is relative to at sys_enter (fst_base()) */
+	u64 base2;               /* K_PATH: the same for name2 */
 	s32 fd;
+	s32 fd2;
 	s32 dirfd;
 	s32 dirfd2;
 	u32 nr;
@@ -71,126 +67,28 @@ struct fst_args {
 	u32 op;
 	u32 flags;
 	u32 oflags;
-};
-
-/* fd-table entry mode bits */
-#define FD_WRITE    1
-#define FD_CLOEXEC  2
-
-struct fd_key {
-	u32 tgid;
-	s32 fd;
-};
-
-struct fd_val {
-	u64 file_id;
-	u64 epoch;       /* task_gen.epoch of the owning process when stored */
-	u32 exec;        /* task_gen.exec when stored */
-	u32 mode;        /* FD_* */
-};
-
-/* One per process incarnation: a new epoch at fork, exec counted. */
-struct task_gen {
-	u64 epoch;
-	u32 exec;
 	u32 pad;
 };
 
+/* A name built at sys_enter, sent at sys_exit: close and exec. */
+struct fst_early {
+	u32 len;
+	u32 op;
+	u32 flags;
+	s32 dirfd;
+	char name[FST_PATH_MAX];
+};
+
 BPF_HASH(inflight, u32, struct fst_args, 16384);
-BPF_TABLE("lru_hash", struct fd_key, struct fd_val, fds, FST_FD_MAX);
-BPF_TABLE("lru_hash", u32, struct task_gen, gens, 32768);
-BPF_TABLE("lru_hash", u32, u32, parents, 32768);   /* pid -> parent tgid, from fork */
-BPF_HASH(refs, u64, u32, FST_FD_MAX);              /* file_id -> extra fds from dup */
-BPF_ARRAY(next_id, u64, 1);
-struct exec_name { char name[FST_PATH_MAX]; };
-/* execve's name, read at sys_enter: the caller's memory is gone at sys_exit */
-BPF_F_TABLE("hash", u32, struct exec_name, exec_names, 1024, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", u32, struct fst_early, early, 4096, BPF_F_NO_PREALLOC);
 BPF_PERCPU_ARRAY(dropped, u64, 1);                  /* syscalls not followed: inflight full */
 
-static __always_inline u64 fst_new_id(void)
+static __always_inline void fst_count_dropped(void)
 {
 	int zero = 0;
-	u64 *n = next_id.lookup(&zero);
-	if (!n)
-		return 0;
-	return __sync_fetch_and_add(n, 1) + 1;
-}
-
-static __always_inline struct task_gen fst_gen(u32 tgid)
-{
-	struct task_gen g = {};
-	struct task_gen *p = gens.lookup(&tgid);
-	if (p)
-		g = *p;
-	return g;
-}
-
-static __always_inline int fd_valid(struct fd_val *v, struct task_gen *g)
-{
-	if (v->epoch != g->epoch)
-		return 0;
-	return !(v->mode & FD_CLOEXEC) || v->exec == g->exec;
-}
-
-/*
- * The fd-table entry of (tgid, fd), or 0.  A process that has not opened fd
- * itself may have inherited it across fork: look in its ancestors and copy
- * the entry over (a close-on-exec entry is not inherited past an exec).
- */
-static __always_inline struct fd_val *fd_get(u32 tgid, s32 fd)
-{
-	if (fd < 0)
-		return 0;
-	struct task_gen g = fst_gen(tgid);
-	struct fd_key k = {.tgid = tgid, .fd = fd};
-	struct fd_val *v = fds.lookup(&k);
-	if (v) {
-		if (fd_valid(v, &g))
-			return v;
-		fds.delete(&k);
-		return 0;
-	}
-	u32 p = tgid;
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		u32 *pp = parents.lookup(&p);
-		if (!pp || *pp == p)
-			return 0;
-		p = *pp;
-		struct fd_key pk = {.tgid = p, .fd = fd};
-		struct fd_val *pv = fds.lookup(&pk);
-		if (!pv)
-			continue;
-		struct task_gen pg = fst_gen(p);
-		if (!fd_valid(pv, &pg) || ((pv->mode & FD_CLOEXEC) && g.exec))
-			return 0;
-		struct fd_val nv = *pv;
-		nv.epoch = g.epoch;
-		nv.exec = g.exec;
-		fds.update(&k, &nv);
-		return fds.lookup(&k);
-	}
-	return 0;
-}
-
-static __always_inline void fd_put(u32 tgid, s32 fd, u64 file_id, u32 mode)
-{
-	struct task_gen g = fst_gen(tgid);
-	struct fd_key k = {.tgid = tgid, .fd = fd};
-	struct fd_val v = {.file_id = file_id, .epoch = g.epoch, .exec = g.exec, .mode = mode};
-	fds.update(&k, &v);
-}
-
-static __always_inline void fd_del(u32 tgid, s32 fd)
-{
-	struct fd_key k = {.tgid = tgid, .fd = fd};
-	fds.delete(&k);
-}
-
-static __always_inline u64 fd_file_id(u32 tgid, s32 fd)
-{
-	struct fd_val *v = fd_get(tgid, fd);
-	return v ? v->file_id : 0;
+	u64 *n = dropped.lookup(&zero);
+	if (n)
+		*n += 1;
 }
 
 /* Fill a from the syscall number and arguments; 0 if not a syscall we follow. */
@@ -200,182 +98,386 @@ static __always_inline int fst_decode(struct fst_args *a, long nr, unsigned long
 	a->dirfd = FST_AT_FDCWD;
 	a->dirfd2 = FST_AT_FDCWD;
 	a->fd = -1;
+	a->fd2 = -1;
 	switch (nr) {
-	case __NR_open:
+	case FST_NR_open:
 		a->kind = K_OPEN; a->name1 = ar[0]; a->oflags = ar[1];
 		return 1;
-	case __NR_creat:
+	case FST_NR_creat:
 		a->kind = K_OPEN; a->name1 = ar[0]; a->oflags = FST_O_CREAT | FST_O_TRUNC | 01;
 		return 1;
-	case __NR_openat:
+	case FST_NR_openat:
 		a->kind = K_OPEN; a->dirfd = ar[0]; a->name1 = ar[1]; a->oflags = ar[2];
 		return 1;
-	case __NR_openat2: {
+	case FST_NR_openat2: {
 		u64 how_flags = 0;
 		bpf_probe_read_user(&how_flags, sizeof(how_flags), (void *)ar[2]);
 		a->kind = K_OPEN; a->dirfd = ar[0]; a->name1 = ar[1]; a->oflags = how_flags;
 		return 1;
 	}
-	case __NR_mkdir:
+	case FST_NR_mkdir:
 		a->kind = K_PATH; a->op = FST_EV_CREATE; a->flags = FST_F_DIR; a->name1 = ar[0];
 		return 1;
-	case __NR_mkdirat:
+	case FST_NR_mkdirat:
 		a->kind = K_PATH; a->op = FST_EV_CREATE; a->flags = FST_F_DIR; a->dirfd = ar[0]; a->name1 = ar[1];
 		return 1;
-	case __NR_mknod:
+	case FST_NR_mknod:
 		a->kind = K_PATH; a->op = FST_EV_CREATE; a->name1 = ar[0];
 		return 1;
-	case __NR_mknodat:
+	case FST_NR_mknodat:
 		a->kind = K_PATH; a->op = FST_EV_CREATE; a->dirfd = ar[0]; a->name1 = ar[1];
 		return 1;
-	case __NR_unlink:
+	case FST_NR_unlink:
 		a->kind = K_PATH; a->op = FST_EV_DELETE; a->name1 = ar[0];
 		return 1;
-	case __NR_unlinkat:
+	case FST_NR_unlinkat:
 		a->kind = K_PATH; a->op = FST_EV_DELETE; a->dirfd = ar[0]; a->name1 = ar[1];
 		a->flags = (ar[2] & FST_AT_REMOVEDIR) ? FST_F_DIR : 0;
 		return 1;
-	case __NR_rmdir:
+	case FST_NR_rmdir:
 		a->kind = K_PATH; a->op = FST_EV_DELETE; a->flags = FST_F_DIR; a->name1 = ar[0];
 		return 1;
-	case __NR_rename:
+	case FST_NR_rename:
 		a->kind = K_PATH; a->op = FST_EV_RENAME; a->name1 = ar[0]; a->name2 = ar[1];
 		return 1;
-	case __NR_renameat:
-	case __NR_renameat2:
+	case FST_NR_renameat:
+	case FST_NR_renameat2:
 		a->kind = K_PATH; a->op = FST_EV_RENAME; a->dirfd = ar[0]; a->name1 = ar[1];
 		a->dirfd2 = ar[2]; a->name2 = ar[3];
 		return 1;
-	case __NR_link:
-	case __NR_symlink:
+	case FST_NR_link:
+	case FST_NR_symlink:
 		a->kind = K_PATH; a->op = FST_EV_CREATE; a->name1 = ar[1];
 		return 1;
-	case __NR_linkat:
+	case FST_NR_linkat:
 		a->kind = K_PATH; a->op = FST_EV_CREATE; a->dirfd = ar[2]; a->name1 = ar[3];
 		return 1;
-	case __NR_symlinkat:
+	case FST_NR_symlinkat:
 		a->kind = K_PATH; a->op = FST_EV_CREATE; a->dirfd = ar[1]; a->name1 = ar[2];
 		return 1;
-	case __NR_chmod:
-	case __NR_chown:
-	case __NR_lchown:
-	case __NR_utime:
-	case __NR_utimes:
-	case __NR_setxattr:
-	case __NR_lsetxattr:
-	case __NR_removexattr:
-	case __NR_lremovexattr:
+	case FST_NR_chmod:
+	case FST_NR_chown:
+	case FST_NR_lchown:
+	case FST_NR_utime:
+	case FST_NR_utimes:
+	case FST_NR_setxattr:
+	case FST_NR_lsetxattr:
+	case FST_NR_removexattr:
+	case FST_NR_lremovexattr:
 		a->kind = K_PATH; a->op = FST_EV_ATTRIB; a->name1 = ar[0];
 		return 1;
-	case __NR_fchmodat:
-	case __NR_fchmodat2:
-	case __NR_fchownat:
-	case __NR_futimesat:
-	case __NR_utimensat:          /* a NULL name means the dirfd itself */
-	case __NR_setxattrat:
-	case __NR_removexattrat:
+	case FST_NR_utimensat:
+		if (!ar[1]) {            /* futimens(fd): utimensat(fd, NULL, ...) acts on the fd itself */
+			a->kind = K_FD; a->op = FST_EV_ATTRIB; a->fd = ar[0];
+			return 1;
+		}
+		/* fall through */
+	case FST_NR_fchmodat:
+	case FST_NR_fchmodat2:
+	case FST_NR_fchownat:
+	case FST_NR_futimesat:
+	case FST_NR_setxattrat:
+	case FST_NR_removexattrat:
 		a->kind = K_PATH; a->op = FST_EV_ATTRIB; a->dirfd = ar[0]; a->name1 = ar[1];
 		return 1;
-	case __NR_fchmod:
-	case __NR_fchown:
-	case __NR_fsetxattr:
-	case __NR_fremovexattr:
+	case FST_NR_fchmod:
+	case FST_NR_fchown:
+	case FST_NR_fsetxattr:
+	case FST_NR_fremovexattr:
 		a->kind = K_FD; a->op = FST_EV_ATTRIB; a->fd = ar[0];
 		return 1;
-	case __NR_truncate:
+	case FST_NR_truncate:
 		a->kind = K_PATH; a->op = FST_EV_MODIFY; a->name1 = ar[0];
 		return 1;
-	case __NR_ftruncate:
+	case FST_NR_ftruncate:
 		a->kind = K_FD; a->op = FST_EV_MODIFY; a->fd = ar[0];
 		return 1;
-	case __NR_write:
-	case __NR_pwrite64:
-	case __NR_writev:
-	case __NR_pwritev:
-	case __NR_pwritev2:
+	case FST_NR_write:
+	case FST_NR_pwrite64:
+	case FST_NR_writev:
+	case FST_NR_pwritev:
+	case FST_NR_pwritev2:
 		a->kind = K_FD; a->op = FST_EV_MODIFY; a->fd = ar[0];
 		return 1;
-	case __NR_read:
-	case __NR_pread64:
-	case __NR_readv:
-	case __NR_preadv:
-	case __NR_preadv2:
+	case FST_NR_read:
+	case FST_NR_pread64:
+	case FST_NR_readv:
+	case FST_NR_preadv:
+	case FST_NR_preadv2:
 		a->kind = K_FD; a->op = FST_EV_ACCESS; a->fd = ar[0];
 		return 1;
-	case __NR_close:
+	case FST_NR_copy_file_range:
+	case FST_NR_splice:
+		a->kind = K_FD2; a->fd = ar[0]; a->fd2 = ar[2];
+		return 1;
+	case FST_NR_sendfile:
+		a->kind = K_FD2; a->fd = ar[1]; a->fd2 = ar[0];
+		return 1;
+	case FST_NR_close:
 		a->kind = K_CLOSE; a->fd = ar[0];
 		return 1;
-	case __NR_execve:
+	case FST_NR_execve:
 		a->kind = K_EXEC; a->op = FST_EV_EXEC; a->name1 = ar[0];
 		return 1;
-	case __NR_execveat:
+	case FST_NR_execveat:
 		a->kind = K_EXEC; a->op = FST_EV_EXEC; a->dirfd = ar[0]; a->name1 = ar[1];
-		return 1;
-	case __NR_chdir:
-		a->kind = K_CHDIR; a->name1 = ar[0];
-		return 1;
-	case __NR_fchdir:
-		a->kind = K_FCHDIR; a->fd = ar[0];
-		return 1;
-	case __NR_dup:
-		a->kind = K_DUP; a->fd = ar[0]; a->arg = (u64)-1;
-		return 1;
-	case __NR_dup2:
-		a->kind = K_DUP; a->fd = ar[0]; a->arg = ar[1];
-		return 1;
-	case __NR_dup3:
-		a->kind = K_DUP; a->fd = ar[0]; a->arg = ar[1];
-		a->oflags = (ar[2] & FST_O_CLOEXEC) ? FST_O_CLOEXEC : 0;
-		return 1;
-	case __NR_fcntl:
-		if (ar[1] != FST_F_DUPFD && ar[1] != FST_F_DUPFD_CLOEXEC)
-			return 0;
-		a->kind = K_DUP; a->fd = ar[0]; a->arg = (u64)-1;
-		a->oflags = ar[1] == FST_F_DUPFD_CLOEXEC ? FST_O_CLOEXEC : 0;
-		return 1;
-	case __NR_close_range:
-		a->kind = K_CLOSE_RANGE; a->fd = ar[0]; a->arg = ar[1];
 		return 1;
 	}
 	return 0;
 }
 
-static __always_inline void fst_save_exec_name(u32 tid, const char *name)
+/*
+ * What a name relative to dirfd is relative to, as an identity that can be
+ * compared at sys_exit: the dirfd's struct file, or the cwd's dentry.
+ */
+static __always_inline u64 fst_base(s32 dirfd)
 {
-	int zero = 0;
-	struct fst_event *blank = scratch.lookup(&zero);
-	if (!blank)
-		return;
-	exec_names.update(&tid, (struct exec_name *)blank->data);
-	struct exec_name *n = exec_names.lookup(&tid);
-	if (n)
-		bpf_probe_read_user_str(n->name, sizeof(n->name), name);
+	if (dirfd != FST_AT_FDCWD)
+		return (u64)fst_fd_file(dirfd);
+	void *fs = fst_ptr(fst_task(), FST_OFF_TASK_STRUCT_FS);
+	return (u64)fst_ptr(fs, FST_OFF_FS_STRUCT_PWD + FST_OFF_PATH_DENTRY);
 }
 
-static __always_inline void fst_exec_exit(struct fst_args *a, u32 tid, u32 tgid, long ret)
+/* The struct path of dirfd's base if it is still the one seen at sys_enter, else 0. */
+static __always_inline const void *fst_base_path(s32 dirfd, u64 seen)
 {
-	if (ret == 0) {
-		struct task_gen g = fst_gen(tgid);
-		g.exec++;
-		gens.update(&tgid, &g);
+	if (!seen || fst_base(dirfd) != seen)
+		return 0;
+	if (dirfd != FST_AT_FDCWD)
+		return (const char *)seen + FST_OFF_FILE_F_PATH;
+	return (const char *)fst_ptr(fst_task(), FST_OFF_TASK_STRUCT_FS) + FST_OFF_FS_STRUCT_PWD;
+}
+
+/*
+ * What sys_exit sends: up to two names, each the path of a struct path
+ * (a file's f_path, a dirfd's or the cwd's), a user-space name, or the
+ * second appended to the first.  Two names are one record (rename) or two
+ * (copy_file_range's source and destination).  sys_exit fills this job and
+ * tail-calls fst_namer(), which builds one name per call and calls itself
+ * for the next: the verifier walks the path builder in one small program,
+ * once, instead of once for every way into it.
+ */
+#define FST_JOB_MAX 32           /* names: two for a syscall, up to 32 closes at a process's exit */
+struct fst_job {
+	u64 path[FST_JOB_MAX];
+	u64 name[FST_JOB_MAX];
+	s64 ret;
+	s32 dirfd[FST_JOB_MAX];  /* reported when the name is not complete */
+	s32 fd[FST_JOB_MAX];
+	u32 op[FST_JOB_MAX];
+	u32 flags[FST_JOB_MAX];
+	u32 nr;
+	u32 oflags;
+	u32 n;                   /* names */
+	u32 next;                /* the next name fst_namer() builds */
+	u32 one_record;          /* both names in one record (name1, name2) */
+	u32 off;                 /* where the next name goes in the record */
+	u32 early;               /* a thread at sys_enter of close or exec: the name goes to early[tid] */
+	u32 fresh;               /* fst_namer(): the name starts a record */
+};
+BPF_PERCPU_ARRAY(jobs, struct fst_job, 1);
+BPF_PROG_ARRAY(fst_progs, 1);   /* [0] = fst_namer, set by bpftools/kernel/probe.py */
+
+static __always_inline struct fst_job *fst_job(struct fst_args *a, long ret)
+{
+	int zero = 0;
+	struct fst_job *j = jobs.lookup(&zero);
+	if (j) {
+		j->n = 0;
+		j->next = 0;
+		j->one_record = 0;
+		j->off = 0;
+		j->early = 0;
+		j->ret = ret;
+		j->nr = a->nr;
+		j->oflags = a->oflags;
 	}
-	struct exec_name *n = exec_names.lookup(&tid);
-	if (!n)
+	return j;
+}
+
+/* Add a name: the open file's. */
+static __always_inline void fst_job_file(struct fst_job *j, u32 op, const void *file, s32 fd, u32 flags)
+{
+	u32 i = j->n & (FST_JOB_MAX - 1);
+	j->path[i] = (u64)file + FST_OFF_FILE_F_PATH;
+	j->name[i] = 0;
+	j->dirfd[i] = FST_NO_DIRFD;
+	j->fd[i] = fd;
+	j->op[i] = op;
+	j->flags[i] = flags;         /* fst_namer() adds FST_F_DIR from the inode */
+	j->n = i + 1;
+}
+
+/* Add a name: name relative to dirfd's base, if that is still the one seen at sys_enter. */
+static __always_inline void fst_job_name(struct fst_job *j, u32 op, s32 dirfd, u64 seen, u64 name,
+					 s32 fd, u32 flags)
+{
+	u32 i = j->n & (FST_JOB_MAX - 1);
+	j->path[i] = (u64)fst_base_path(dirfd, seen);
+	j->name[i] = name;
+	j->dirfd[i] = dirfd;
+	j->fd[i] = fd;
+	j->op[i] = op;
+	j->flags[i] = flags;
+	j->n = i + 1;
+}
+
+/*
+ * One name of the job into the record under construction (sent when
+ * complete), or for a thread at sys_enter of close or exec into early[tid].
+ * One call of the path builder, whatever the name is for.
+ */
+int fst_namer(void *ctx)
+{
+	int zero = 0;
+	struct fst_job *j = jobs.lookup(&zero);
+	struct fst_pathbuf *pb = fst_pathbuf();
+	struct fst_event *e = scratch.lookup(&zero);
+	if (!j || !pb || !e)
+		return 0;
+	u32 i = j->next;
+	if (i >= j->n || i >= FST_JOB_MAX)
+		return 0;
+	j->next = i + 1;
+	u32 op = j->op[i] < FST_EV_COUNT ? j->op[i] : 0;
+	int fresh = !j->early && (i == 0 || !j->one_record);
+	if (fresh && (!fst_event_wanted(op) || !fst_outcome_wanted(j->ret))) {
+		if (j->one_record)
+			return 0;
+		goto next;
+	}
+
+	/* nothing the walk does not need lives across it: each known value would be one more walk to verify */
+	j->fresh = fresh;
+	u32 len = fst_build_name(pb, (const void *)j->path[i], (const char *)j->name[i]);
+	i = *(volatile u32 *)&j->next - 1;
+	if (i >= FST_JOB_MAX)
+		return 0;
+	fresh = *(volatile u32 *)&j->fresh;
+	op = j->op[i] < FST_EV_COUNT ? j->op[i] : 0;
+	s32 dirfd = pb->complete ? FST_AT_FDCWD : j->dirfd[i];
+
+	if (j->early) {
+		u32 tid = j->early;
+		early.update(&tid, (struct fst_early *)pb->buf);     /* pb only sizes the new entry */
+		struct fst_early *x = early.lookup(&tid);
+		if (!x)
+			return 0;
+		x->op = op;
+		x->len = len;
+		x->dirfd = dirfd;
+		x->flags = j->flags[0];
+		bpf_probe_read_kernel(x->name, len & FST_MASK, pb->buf);
+		return 0;
+	}
+	if (fresh) {
+		e = fst_record(FST_REC_FILE, op);
+		if (!e)
+			return 0;
+		e->ret = j->ret;
+		e->syscall = j->nr;
+		e->flags = j->flags[i];
+		if (!j->name[i] && (fst_file_imode((const char *)j->path[i] - FST_OFF_FILE_F_PATH) & FST_S_IFMT) ==
+		    FST_S_IFDIR)
+			e->flags |= FST_F_DIR;      /* a name from an open file: its inode says */
+		e->oflags = j->oflags;
+		e->fd = j->fd[i];
+		j->off = 0;
+	}
+	/* else: the record name1 went into */
+	u32 off = j->off & FST_MASK;
+	fst_put_name(e, off, pb, len);
+	if (off) {
+		e->dirfd2 = dirfd;
+		e->len2 = len;
+	} else {
+		e->dirfd = dirfd;
+		e->len1 = len;
+	}
+	j->off = len;
+	if (!j->one_record || i == 1)
+		fst_file(e);
+next:
+	if (j->next < j->n)
+		fst_progs.call(ctx, 0);
+	return 0;
+}
+
+static __always_inline void fst_open_exit(struct fst_job *j, struct fst_args *a, long ret)
+{
+	if (ret < 0) {               /* nothing was opened: the name as given, create if it was asked for */
+		fst_job_name(j, (a->oflags & FST_O_CREAT) ? FST_EV_CREATE : FST_EV_OPEN, a->dirfd, a->base1,
+			     a->name1, -1, 0);
 		return;
-	if (fst_event_wanted(FST_EV_EXEC) && fst_outcome_wanted(ret)) {
-		struct fst_event *e = fst_record(FST_REC_FILE, FST_EV_EXEC);
+	}
+	void *file = fst_fd_file(ret);
+	if (!fst_file_on_path(file))
+		return;
+	u32 op = (fst_file_mode(file) & FST_FMODE_CREATED) ? FST_EV_CREATE : FST_EV_OPEN;
+	fst_job_file(j, op, file, ret, 0);
+}
+
+/*
+ * close and exec: the name is built at sys_enter (close(2) may free the file
+ * before sys_exit; execve's name is gone with the old program) and kept per
+ * thread until sys_exit.
+ */
+static __always_inline int fst_early_enter(struct fst_args *a, u32 tid)
+{
+	u32 op = FST_EV_EXEC, flags = 0;
+	const void *path;
+	const char *name = 0;
+	s32 dirfd = a->dirfd;
+	if (a->kind == K_CLOSE) {
+		void *file = fst_fd_file(a->fd);
+		if (!fst_file_on_path(file) || fst_file_refs(file) != 1)
+			return 0;        /* another fd, process or mapping keeps the file open: no close yet */
+		op = (fst_file_mode(file) & FST_FMODE_WRITE) ? FST_EV_CLOSE_WRITE : FST_EV_CLOSE_NOWRITE;
+		flags = (fst_file_imode(file) & FST_S_IFMT) == FST_S_IFDIR ? FST_F_DIR : 0;
+		path = (const char *)file + FST_OFF_FILE_F_PATH;
+		dirfd = FST_NO_DIRFD;
+	} else {
+		path = fst_base_path(a->dirfd, fst_base(a->dirfd));
+		name = (const char *)a->name1;
+	}
+	if (!fst_event_wanted(op))
+		return 0;
+	int zero = 0;
+	struct fst_job *j = jobs.lookup(&zero);
+	if (!j)
+		return 0;
+	j->path[0] = (u64)path;
+	j->name[0] = (u64)name;
+	j->dirfd[0] = dirfd;
+	j->op[0] = op;
+	j->flags[0] = flags;
+	j->n = 1;
+	j->next = 0;
+	j->early = tid;          /* fst_namer() builds the name into early[tid] */
+	return 1;
+}
+
+static __always_inline void fst_early_exit(struct fst_args *a, u32 tid, long ret)
+{
+	struct fst_early *x = early.lookup(&tid);
+	if (!x)
+		return;
+	u32 op = x->op < FST_EV_COUNT ? x->op : 0;
+	if ((a->kind == K_EXEC || ret == 0) && fst_event_wanted(op) && fst_outcome_wanted(ret)) {
+		struct fst_event *e = fst_record(FST_REC_FILE, op);
 		if (e) {
 			e->ret = ret;
 			e->syscall = a->nr;
-			e->dirfd = a->dirfd;
-			e->base_id = fd_file_id(tgid, a->dirfd);
-			long r = bpf_probe_read_kernel_str(e->data, FST_PATH_MAX, n->name);
-			if (r > 0)
-				e->len1 = r;
+			e->fd = a->fd;
+			e->flags = x->flags;
+			e->dirfd = x->dirfd;
+			u32 len = x->len & FST_MASK;
+			bpf_probe_read_kernel(e->data, len, x->name);
+			e->len1 = len;
 			fst_file(e);
 		}
 	}
-	exec_names.delete(&tid);
+	early.delete(&tid);
 }
 
 TRACEPOINT_PROBE(raw_syscalls, sys_enter)
@@ -385,12 +487,12 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 	long nr = args->id;
 
 	/* cheap exit for the hot syscalls nobody asked for */
-	if (nr == __NR_read || nr == __NR_pread64 || nr == __NR_readv ||
-	    nr == __NR_preadv || nr == __NR_preadv2) {
+	if (nr == FST_NR_read || nr == FST_NR_pread64 || nr == FST_NR_readv ||
+	    nr == FST_NR_preadv || nr == FST_NR_preadv2) {
 		if (!fst_event_wanted(FST_EV_ACCESS))
 			return 0;
-	} else if (nr == __NR_write || nr == __NR_pwrite64 || nr == __NR_writev ||
-		   nr == __NR_pwritev || nr == __NR_pwritev2) {
+	} else if (nr == FST_NR_write || nr == FST_NR_pwrite64 || nr == FST_NR_writev ||
+		   nr == FST_NR_pwritev || nr == FST_NR_pwritev2) {
 		if (!fst_event_wanted(FST_EV_MODIFY))
 			return 0;
 	}
@@ -401,193 +503,171 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 	if (!fst_task_wanted(pid_tgid >> 32))
 		return 0;
 	u32 tid = (u32)pid_tgid;
-	if (a.kind == K_EXEC && fst_event_wanted(FST_EV_EXEC))
-		fst_save_exec_name(tid, (const char *)a.name1);
 	if (inflight.update(&tid, &a) < 0) {
-		int zero = 0;
-		u64 *n = dropped.lookup(&zero);
-		if (n)
-			*n += 1;
+		fst_count_dropped();
+		return 0;
 	}
+	/*
+	 * On from the map's copy: its fields are unknown to the verifier, so
+	 * what follows is walked once, not once per syscall fst_decode() knows.
+	 */
+	struct fst_args *ap = inflight.lookup(&tid);
+	if (!ap)
+		return 0;
+	int keep = 1;
+	switch (ap->kind) {
+	case K_FD:
+		ap->file = (u64)fst_fd_file(ap->fd);
+		keep = fst_file_on_path((void *)ap->file);    /* not pipes, sockets, ...; bad fds */
+		break;
+	case K_FD2:
+		ap->file = (u64)fst_fd_file(ap->fd);
+		ap->file2 = (u64)fst_fd_file(ap->fd2);
+		if (!fst_file_on_path((void *)ap->file))
+			ap->file = 0;
+		if (!fst_file_on_path((void *)ap->file2))
+			ap->file2 = 0;
+		keep = ap->file || ap->file2;
+		break;
+	case K_CLOSE:
+	case K_EXEC:
+		keep = fst_early_enter(ap, tid);
+		if (keep) {
+			early.delete(&tid);      /* a leftover of a syscall that never returned (exit) */
+			fst_progs.call(args, 0);
+		}
+		break;
+	default:                     /* K_PATH, K_OPEN */
+		ap->base1 = fst_base(ap->dirfd);
+		if (ap->name2)
+			ap->base2 = fst_base(ap->dirfd2);
+	}
+	if (!keep)
+		inflight.delete(&tid);
 	return 0;
-}
-
-static __always_inline void fst_emit(struct fst_args *a, long ret, u32 op, u64 file_id)
-{
-	if (!fst_event_wanted(op) || !fst_outcome_wanted(ret))
-		return;
-	struct fst_event *e = fst_record(FST_REC_FILE, op);
-	if (!e)
-		return;
-	e->ret = ret;
-	e->syscall = a->nr;
-	e->flags = a->flags;
-	e->oflags = a->oflags;
-	e->fd = a->fd;
-	e->dirfd = a->dirfd;
-	e->dirfd2 = a->dirfd2;
-	e->file_id = file_id;
-	if (a->kind == K_PATH) {
-		e->base_id = fd_file_id(e->pid, a->dirfd);
-		e->base_id2 = fd_file_id(e->pid, a->dirfd2);
-		fst_user_names(e, (const char *)a->name1, (const char *)a->name2);
-	}
-	fst_file(e);
-}
-
-static __always_inline void fst_open_exit(struct fst_args *a, u32 tgid, long ret)
-{
-	u32 oflags = a->oflags;
-	u32 op = (oflags & FST_O_CREAT) ? FST_EV_CREATE : FST_EV_OPEN;
-	if ((oflags & FST_O_DIRECTORY) && (oflags & FST_O_TMPFILE) != FST_O_TMPFILE)
-		a->flags |= FST_F_DIR;
-	u64 id = 0;
-	if (ret >= 0) {
-		u32 mode = 0;
-		if ((oflags & FST_O_ACCMODE) != 0 && !(oflags & FST_O_PATH))
-			mode |= FD_WRITE;
-		if (oflags & FST_O_CLOEXEC)
-			mode |= FD_CLOEXEC;
-		id = fst_new_id();
-		fd_put(tgid, ret, id, mode);
-	}
-	if (!fst_event_wanted(op) || !fst_outcome_wanted(ret))
-		return;
-	struct fst_event *e = fst_record(FST_REC_FILE, op);
-	if (!e)
-		return;
-	e->ret = ret;
-	e->syscall = a->nr;
-	e->flags = a->flags;
-	e->oflags = oflags;
-	e->fd = ret;
-	e->dirfd = a->dirfd;
-	e->file_id = id;
-	e->base_id = fd_file_id(tgid, a->dirfd);
-	fst_user_names(e, (const char *)a->name1, 0);
-	fst_file(e);
-}
-
-static __always_inline void fst_task_record(struct fst_args *a, u32 tgid)
-{
-	struct fst_event *e = fst_record(FST_REC_TASK, FST_TASK_CHDIR);
-	if (!e)
-		return;
-	e->syscall = a->nr;
-	e->dirfd = a->dirfd;
-	e->fd = a->fd;
-	if (a->kind == K_FCHDIR)
-		e->file_id = fd_file_id(tgid, a->fd);
-	else
-		fst_user_names(e, (const char *)a->name1, 0);
-	e->base_id = fd_file_id(tgid, a->dirfd);
-	fst_send(e);
 }
 
 TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 {
-	u64 pid_tgid = bpf_get_current_pid_tgid();
-	u32 tid = (u32)pid_tgid;
-	u32 tgid = pid_tgid >> 32;
+	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct fst_args *ap = inflight.lookup(&tid);
 	if (!ap)
 		return 0;
 	struct fst_args a = *ap;
 	inflight.delete(&tid);
 	long ret = args->ret;
-	if (a.nr != args->id)
+	if (a.nr != args->id) {
+		if (a.kind == K_CLOSE || a.kind == K_EXEC)
+			early.delete(&tid);
 		return 0;
+	}
 
+	if (a.kind == K_CLOSE || a.kind == K_EXEC) {
+		fst_early_exit(&a, tid, ret);
+		return 0;
+	}
+	struct fst_job *j = fst_job(&a, ret);
+	if (!j)
+		return 0;
 	switch (a.kind) {
 	case K_OPEN:
-		fst_open_exit(&a, tgid, ret);
+		fst_open_exit(j, &a, ret);
 		break;
 	case K_PATH:
-		fst_emit(&a, ret, a.op, 0);
-		break;
-	case K_EXEC:
-		fst_exec_exit(&a, tid, tgid, ret);
-		break;
-	case K_FD: {
-		struct fd_val *v = fd_get(tgid, a.fd);
-		if (v)                                  /* untracked fds: pipes, sockets, ... */
-			fst_emit(&a, ret, a.op, v->file_id);
-		break;
-	}
-	case K_CLOSE: {
-		struct fd_val *v = fd_get(tgid, a.fd);
-		if (!v || ret < 0)
-			break;
-		u64 id = v->file_id;
-		u32 op = (v->mode & FD_WRITE) ? FST_EV_CLOSE_WRITE : FST_EV_CLOSE_NOWRITE;
-		fd_del(tgid, a.fd);
-		u32 *extra = refs.lookup(&id);
-		if (extra && *extra) {          /* another fd still refers to the file */
-			*extra -= 1;
-			break;
-		}
-		refs.delete(&id);
-		fst_emit(&a, ret, op, id);
-		break;
-	}
-	case K_DUP: {
-		if (ret < 0)
-			break;
-		struct fd_val *v = fd_get(tgid, a.fd);
-		if (v) {
-			u32 mode = v->mode & ~FD_CLOEXEC;
-			if (a.oflags & FST_O_CLOEXEC)
-				mode |= FD_CLOEXEC;
-			u64 id = v->file_id;
-			u32 one = 1, *extra = refs.lookup(&id);
-			if (extra)
-				*extra += 1;
-			else
-				refs.update(&id, &one);
-			fd_put(tgid, ret, id, mode);
-		} else {
-			fd_del(tgid, ret);
+		fst_job_name(j, a.op, a.dirfd, a.base1, a.name1, -1, a.flags);
+		if (a.name2) {
+			fst_job_name(j, a.op, a.dirfd2, a.base2, a.name2, -1, a.flags);
+			j->one_record = 1;
 		}
 		break;
-	}
-	case K_CLOSE_RANGE: {
-		if (ret < 0)
-			break;
-		u32 last = a.arg > 0x7fffffff ? 0x7fffffff : (u32)a.arg;
-		for (int i = 0; i < 256; i++) {
-			s32 fd = a.fd + i;
-			if (fd < 0 || (u32)fd > last)
-				break;
-			fd_del(tgid, fd);
-		}
+	case K_FD:
+		/* the fd still holds the file it held at sys_enter: the one acted on, and alive */
+		if ((u64)fst_fd_file(a.fd) == a.file)
+			fst_job_file(j, a.op, (void *)a.file, a.fd, 0);
+		break;
+	case K_FD2:
+		if (a.file && (u64)fst_fd_file(a.fd) == a.file)
+			fst_job_file(j, FST_EV_ACCESS, (void *)a.file, a.fd, 0);
+		if (a.file2 && (u64)fst_fd_file(a.fd2) == a.file2)
+			fst_job_file(j, FST_EV_MODIFY, (void *)a.file2, a.fd2, 0);
 		break;
 	}
-	case K_CHDIR:
-	case K_FCHDIR:
-		if (ret == 0) {
-			fst_cwd_changed(tgid);
-			fst_task_record(&a, tgid);
-		}
-		break;
-	}
+	if (j->n)
+		fst_progs.call(args, 0);
 	return 0;
 }
 
-/* Every new process: inherits its parent's fds and cwd, starts a new incarnation. */
+/*
+ * A process's last thread exits: the files it leaves open are closed now
+ * (exit_files() follows this tracepoint; exit_mm() has dropped its mappings'
+ * references).  Each file whose last reference this is gets its close, as
+ * fsnotify reports it: the first FST_JOB_MAX such fds below FST_EXIT_FDS.  A
+ * fd table shared with another process (CLONE_FILES) is closed by the last
+ * of them, so only an unshared one is walked.
+ */
+#ifndef FST_EXIT_FDS
+#define FST_EXIT_FDS 64
+#endif
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!fst_event_wanted(FST_EV_CLOSE_WRITE) && !fst_event_wanted(FST_EV_CLOSE_NOWRITE))
+		return 0;
+	if (!fst_task_wanted(pid_tgid >> 32))
+		return 0;
+	void *files = fst_ptr(fst_task(), FST_OFF_TASK_STRUCT_FILES);
+	if (!files || fst_u32(files, FST_OFF_FILES_STRUCT_COUNT) != 1)
+		return 0;
+	void *fdt = fst_ptr(files, FST_OFF_FILES_STRUCT_FDT);
+	u32 max = fst_u32(fdt, FST_OFF_FDTABLE_MAX_FDS);
+	void **fds = fst_ptr(fdt, FST_OFF_FDTABLE_FD);
+	int zero = 0;
+	struct fst_job *j = jobs.lookup(&zero);
+	if (!j || !fds)
+		return 0;
+	j->n = 0;
+	j->next = 0;
+	j->one_record = 0;
+	j->early = 0;
+	j->ret = 0;
+	j->nr = FST_NR_exit_group;
+	j->oflags = 0;
+	/* few branches per fd: the verifier keeps a history of every jump on a path (6.1: at most 8192) */
+	for (int fd = 0; fd < FST_EXIT_FDS; fd++) {
+		if (fd >= max)
+			break;
+		void *file = 0;
+		bpf_probe_read_kernel(&file, sizeof(file), fds + fd);
+		if (!file || fst_file_refs(file) != 1 || !fst_file_on_path(file))
+			continue;
+		u32 i = j->n;
+		if (i >= FST_JOB_MAX)
+			break;
+		/* FST_EV_CLOSE_NOWRITE, or FST_EV_CLOSE_WRITE (one less) for a file open for writing;
+		 * one close wanted and not the other: fst_namer() skips it */
+		j->op[i] = FST_EV_CLOSE_NOWRITE - ((fst_file_mode(file) & FST_FMODE_WRITE) >> 1);
+		j->path[i] = (u64)file + FST_OFF_FILE_F_PATH;
+		j->name[i] = 0;
+		j->dirfd[i] = FST_NO_DIRFD;
+		j->fd[i] = fd;
+		j->flags[i] = 0;
+		j->n = i + 1;
+	}
+	if (j->n)
+		fst_progs.call(args, 0);
+	return 0;
+}
+
+/* Every new process: its parent, for the ppid of its events. */
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
 	u32 parent = bpf_get_current_pid_tgid() >> 32;
-	u32 child = args->child_pid;
-	struct task_gen g = {.epoch = fst_new_id()};
-	gens.update(&child, &g);
-	parents.update(&child, &parent);
-	fst_cwd_changed(child);
 	if (!fst_task_wanted(parent))
 		return 0;
 	struct fst_event *e = fst_record(FST_REC_TASK, FST_TASK_FORK);
 	if (!e)
 		return 0;
-	e->fd = child;
+	e->fd = args->child_pid;
 	fst_send(e);
 	return 0;
 }

@@ -5,8 +5,10 @@ tests/privileged/test_abi.py compares it with the struct BCC compiles.
 """
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
+from importlib import resources
 from typing import NamedTuple
 
 PATH_MAX = 4096
@@ -39,10 +41,10 @@ DEFAULT_EVENTS = tuple(n for n in EVENT_NAMES if n not in OPT_IN_EVENTS)
 CG_ACTIONS = ("mkdir", "rmdir")
 
 TASK_FORK = 0
-TASK_CHDIR = 1
 
 F_DIR = 0x1
-AT_FDCWD = -100
+AT_FDCWD = -100      # fst_event.dirfd: name1 is absolute (FST_AT_FDCWD)
+NO_DIRFD = -1        # fst_event.dirfd: name1 is a relative tail (FST_NO_DIRFD)
 
 # struct fst_event up to data[]: see bpf/fstrace.h for the meaning of each field.
 HEADER_FIELDS = (
@@ -71,23 +73,15 @@ HEADER = struct.Struct("=" + "".join(code for _, code in HEADER_FIELDS))
 HEADER_SIZE = HEADER.size
 RECORD_MAX = HEADER_SIZE + 2 * PATH_MAX
 
-# x86_64 numbers of the syscalls the tracepoint backend follows (asm/unistd_64.h).
-SYSCALL_NAMES = {
-    0: "read", 1: "write", 2: "open", 3: "close", 17: "pread64", 18: "pwrite64",
-    19: "readv", 20: "writev", 32: "dup", 33: "dup2", 59: "execve", 72: "fcntl",
-    76: "truncate", 77: "ftruncate", 80: "chdir", 81: "fchdir", 82: "rename",
-    83: "mkdir", 84: "rmdir", 85: "creat", 86: "link", 87: "unlink", 88: "symlink",
-    90: "chmod", 91: "fchmod", 92: "chown", 93: "fchown", 94: "lchown",
-    132: "utime", 133: "mknod", 188: "setxattr", 189: "lsetxattr", 190: "fsetxattr",
-    197: "removexattr", 198: "lremovexattr", 199: "fremovexattr", 235: "utimes",
-    257: "openat", 258: "mkdirat", 259: "mknodat", 260: "fchownat", 261: "futimesat",
-    263: "unlinkat", 264: "renameat", 265: "linkat", 266: "symlinkat", 268: "fchmodat",
-    280: "utimensat", 292: "dup3", 295: "preadv", 296: "pwritev", 316: "renameat2",
-    322: "execveat", 327: "preadv2", 328: "pwritev2", 436: "close_range",
-    437: "openat2", 452: "fchmodat2", 463: "setxattrat", 466: "removexattrat",
-}
-# Followed only to keep fd and cwd tables right; they produce no event.
-BOOKKEEPING_SYSCALLS = frozenset({"dup", "dup2", "dup3", "fcntl", "close_range", "chdir", "fchdir"})
+
+
+def _syscall_table() -> dict[int, str]:
+    """x86_64 number -> name of the syscalls the tracepoint backend follows: bpf/fst_syscalls.h, the one table."""
+    text = resources.files("bpftools.bpf").joinpath("fst_syscalls.h").read_text()
+    return {int(nr): name for nr, name in re.findall(r"^FST_SYSCALL\((\d+),\s*(\w+)\)", text, re.M)}
+
+
+SYSCALL_NAMES = _syscall_table()
 
 
 @dataclass(slots=True)

@@ -24,8 +24,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from bpftools.cgroups.names import Names, names_from_path
-from bpftools.cgroups.runtime_state import (DEFAULT_ROOTS, ContainerInfo, StateRoots, _read_json, discover_roots,
-                                            docker_info, oci_info, storage_info)
+from bpftools.cgroups.runtime_state import (
+    DEFAULT_ROOTS,
+    ContainerInfo,
+    StateRoots,
+    _read_json,
+    discover_roots,
+    docker_info,
+    oci_info,
+    storage_info,
+)
 
 DEFAULT_MAX_ENTRIES = 4096
 DEFAULT_RETRY_S = 0.05    # the first retry; then twice as long each time, up to MAX_RETRY_S

@@ -14,8 +14,8 @@ import re
 import click
 
 from bpftools import __version__
-from bpftools.cli.app import run_session, say
 from bpftools.cgroups.runtimes import named
+from bpftools.cli.app import run_session, say
 from bpftools.cli.options import count_filters, parse_duration, session_options
 from bpftools.errors import UsageError
 from bpftools.export import prometheus

@@ -19,9 +19,21 @@ from array import array
 VMLINUX = "/sys/kernel/btf/vmlinux"
 BTF_MAGIC = 0xEB9F
 
+KIND_INT = 1
+KIND_PTR = 2
+KIND_ARRAY = 3
 KIND_STRUCT = 4
+KIND_UNION = 5
+KIND_ENUM = 6
+KIND_TYPEDEF = 8
+KIND_VOLATILE = 9
+KIND_CONST = 10
+KIND_RESTRICT = 11
 KIND_FUNC = 12
 KIND_FUNC_PROTO = 13
+KIND_TYPE_TAG = 18
+KIND_ENUM64 = 19
+_QUALIFIERS = {KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG}
 
 # Bytes that follow struct btf_type for each kind: fixed, or per vlen entry.
 _FIXED_TAIL = {1: 4, 3: 12, 14: 4, 17: 4}
@@ -98,6 +110,75 @@ class Btf:
                 out[self._name(name_off)] = bits // 8
         return out
 
+    def _strip(self, type_id: int) -> int:
+        """type_id without typedefs and qualifiers."""
+        for _ in range(64):
+            _, _, kind, _, size_or_type = self._head(type_id)
+            if kind not in _QUALIFIERS:
+                return type_id
+            type_id = size_or_type
+        raise BtfError("BTF type %d: qualifier chain too long" % type_id)
+
+    def _members(self, type_id: int):
+        """(name, type id, bit offset) of each member of a struct or union, bitfields left out."""
+        pos, _, kind, vlen, _ = self._head(type_id)
+        if kind not in (KIND_STRUCT, KIND_UNION):
+            raise BtfError("BTF type %d is not a struct or union" % type_id)
+        kind_flag = _TYPE.unpack_from(self._types, pos)[1] >> 31
+        for i in range(vlen):
+            name_off, member_type, offset = _MEMBER.unpack_from(self._types, pos + _TYPE.size + i * _MEMBER.size)
+            if kind_flag and offset >> 24:
+                continue
+            yield (self._name(name_off) if name_off else ""), member_type, offset & 0xFFFFFF if kind_flag else offset
+
+    def _member(self, type_id: int, name: str) -> tuple[int, int] | None:
+        """(byte offset, type id) of member name of a struct or union, looking inside anonymous members."""
+        for member, member_type, bits in self._members(type_id):
+            if member == name and bits % 8 == 0:
+                return bits // 8, member_type
+            if not member:
+                inner = self._strip(member_type)
+                if self._head(inner)[2] in (KIND_STRUCT, KIND_UNION):
+                    found = self._member(inner, name)
+                    if found:
+                        return bits // 8 + found[0], found[1]
+        return None
+
+    def offset(self, struct_name: str, member: str) -> int:
+        """Byte offset of member in struct struct_name; member may be dotted ("d_u.d_alias") and sit in
+        anonymous structs and unions at any depth (6.18's struct file keeps f_path in one)."""
+        type_id = self.find(KIND_STRUCT, struct_name)
+        total = 0
+        for part in member.split("."):
+            found = self._member(self._strip(type_id), part)
+            if found is None:
+                raise BtfError("struct %s has no member %s" % (struct_name, member))
+            total += found[0]
+            type_id = found[1]
+        return total
+
+    def enum_value(self, name: str) -> int:
+        """The value of enumerator name (in any enum); BtfError if the kernel has none."""
+        at = self._strings.find(b"\0" + name.encode() + b"\0")
+        if at < 0:
+            raise BtfError("no enumerator %s in the kernel's BTF" % name)
+        name_off = at + 1
+        for type_id in range(1, len(self._offsets)):
+            pos, _, kind, vlen, _ = self._head(type_id)
+            if kind == KIND_ENUM:
+                signed = _TYPE.unpack_from(self._types, pos)[1] >> 31
+                for i in range(vlen):
+                    off, value = struct.unpack_from("=Ii" if signed else "=II", self._types,
+                                                    pos + _TYPE.size + i * 8)
+                    if off == name_off:
+                        return value
+            elif kind == KIND_ENUM64:
+                for i in range(vlen):
+                    off, lo, hi = struct.unpack_from("=III", self._types, pos + _TYPE.size + i * 12)
+                    if off == name_off:
+                        return hi << 32 | lo
+        raise BtfError("no enumerator %s in the kernel's BTF" % name)
+
     def func_params(self, func_name: str) -> tuple[int, list[str]]:
         """The BTF id of function func_name and the names of its parameters."""
         func_id = self.find(KIND_FUNC, func_name)
@@ -111,3 +192,46 @@ class Btf:
 
 
 _KIND_NAMES = {KIND_STRUCT: "struct", KIND_FUNC: "function", KIND_FUNC_PROTO: "prototype"}
+
+
+# Every kernel struct member a BPF program reads: -D FST_OFF_<STRUCT>_<MEMBER>=<byte offset>
+# (bpf/fst_kernel.h).  Alternatives are tried in order: the first the kernel has wins.
+LAYOUT = (
+    ("task_struct", "files"), ("task_struct", "fs"),
+    ("files_struct", "fdt"), ("files_struct", "count"),
+    ("fdtable", "fd"), ("fdtable", "max_fds"),
+    ("file", "f_path"), ("file", "f_mode"), ("file", "f_inode"), ("file", "f_flags"),
+    ("file", ("f_ref", "f_count")),
+    ("path", "mnt"), ("path", "dentry"),
+    ("dentry", "d_parent"), ("dentry", "d_name"), ("dentry", "d_sb"), ("dentry", "d_inode"),
+    ("dentry", "d_u.d_alias"),
+    ("qstr", "name"), ("qstr", "len"),
+    ("inode", "i_mode"), ("inode", "i_dentry"),
+    ("mount", "mnt_parent"), ("mount", "mnt_mountpoint"), ("mount", "mnt_ns"), ("mount", "mnt"),
+    ("vfsmount", "mnt_root"), ("vfsmount", "mnt_sb"),
+    ("fs_struct", "root"), ("fs_struct", "pwd"),
+    ("super_block", "s_dev"),
+)
+
+
+def layout_macro(struct_name: str, member: str) -> str:
+    return "FST_OFF_%s_%s" % (struct_name.upper(), member.split(".")[-1].upper())
+
+
+def layout_cflags(kernel_btf: Btf) -> list[str]:
+    """The -D flags of every struct offset in LAYOUT; BtfError names the first one the kernel lacks."""
+    flags = []
+    for struct_name, members in LAYOUT:
+        alternatives = (members,) if isinstance(members, str) else members
+        for member in alternatives:
+            try:
+                off = kernel_btf.offset(struct_name, member)
+            except BtfError:
+                continue
+            flags.append("-D%s=%d" % (layout_macro(struct_name, alternatives[0]), off))
+            if member == "f_ref":
+                flags.append("-DFST_FILE_REF_BIAS=1")
+            break
+        else:
+            raise BtfError("struct %s has no member %s" % (struct_name, " or ".join(alternatives)))
+    return flags

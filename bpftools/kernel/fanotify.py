@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import cffi
 
+from bpftools.abi import AT_FDCWD
+
 # fanotify_init(2) flags.
 FAN_CLOEXEC = 0x00000001
 FAN_NONBLOCK = 0x00000002
@@ -59,7 +61,6 @@ FANOTIFY_METADATA_VERSION = 3
 FAN_NOFD = -1
 FILEID_KERNFS = 0xFE  # kernfs (cgroupfs, sysfs) handle type; f_handle is the u64 node id
 MAX_HANDLE_SZ = 128
-AT_FDCWD = -100
 READ_SIZE = 64 * 1024
 
 # struct fanotify_event_metadata: event_len, vers, reserved, metadata_len, mask, fd, pid.

@@ -35,9 +35,6 @@ BACKENDS = ("fentry", "kprobe", "tracepoint")       # the order --backend auto t
 FSNOTIFY_BACKENDS = ("fentry", "kprobe")
 HOOK = "fsnotify"
 HOOK_PARAMS = ["mask", "data", "data_type", "dir", "file_name", "inode", "cookie"]    # Linux 5.9+
-# struct mount members the path walk reads, and the -D flag carrying each offset
-MOUNT_MEMBERS = {"mnt_parent": "FST_MNT_PARENT", "mnt_mountpoint": "FST_MNT_MOUNTPOINT",
-                 "mnt_ns": "FST_MNT_NS", "mnt": "FST_MNT_VFSMOUNT"}
 MOUNT_PREFIX_MAX = 1024                             # struct fst_mount.prefix in bpf/fsnotify.bpf.c
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
@@ -49,6 +46,7 @@ BACKEND_TRACEPOINTS = {
         "raw_syscalls/sys_enter": None,
         "raw_syscalls/sys_exit": None,
         "sched/sched_process_fork": None,
+        "sched/sched_process_exit": "files a process leaves open get no close",
     },
     "fentry": {},
     "kprobe": {},
@@ -92,6 +90,10 @@ def tracefs() -> str:
     return TRACEFS_DIRS[0]
 
 
+# Syscalls whose tracepoint is named after the kernel's function, not the syscall.
+SYSCALL_EVENTS = {"sendfile": "sendfile64"}
+
+
 def tracepoint_exists(tracefs_dir: str, name: str) -> bool:
     return os.path.isdir(os.path.join(tracefs_dir, "events", name))
 
@@ -100,7 +102,7 @@ def missing_syscalls(tracefs_dir: str) -> list[str]:
     """Followed syscalls this kernel does not have (they simply never occur)."""
     return sorted(
         name for name in abi.SYSCALL_NAMES.values()
-        if not tracepoint_exists(tracefs_dir, "syscalls/sys_enter_" + name)
+        if not tracepoint_exists(tracefs_dir, "syscalls/sys_enter_" + SYSCALL_EVENTS.get(name, name))
     )
 
 
@@ -192,9 +194,26 @@ class LoadReport:
     armed: dict[str, str] = field(default_factory=dict)
 
 
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
+
+
 def bpf_text(parts) -> str:
+    """The program's C text: each file with its own `#include "..."`s of bpf/ expanded in place.
+
+    Every bpf/*.bpf.c includes what it uses, and compiles on its own, but BCC
+    only rewrites its map syntax (events.ringbuf_output(), ...) in the text it
+    is handed, not in included files: so the includes are expanded here.
+    Include guards keep a header that two parts include to one copy.
+    """
     src = resources.files("bpftools.bpf")
-    return "\n".join(src.joinpath(p).read_text() for p in parts)
+
+    def expand(name: str, depth: int = 0) -> str:
+        if depth > 8:
+            raise BpfLoadError("bpf/%s: includes nested too deep" % name)
+        text = src.joinpath(name).read_text()
+        return _INCLUDE.sub(lambda m: expand(m.group(1), depth + 1) if src.joinpath(m.group(1)).is_file()
+                            else m.group(0), text)
+    return "\n".join(expand(p) for p in parts)
 
 
 def program_parts(backend: str, cgroup_tracepoints: bool = True) -> list[str]:
@@ -203,7 +222,7 @@ def program_parts(backend: str, cgroup_tracepoints: bool = True) -> list[str]:
         sources = []
     else:
         sources = ["fsnotify.bpf.c" if backend in FSNOTIFY_BACKENDS else backend + ".bpf.c"]
-    return ["common.bpf.c"] + sources + (["cgroup.bpf.c"] if cgroup_tracepoints else [])
+    return sources + (["cgroup.bpf.c"] if cgroup_tracepoints or not sources else [])
 
 
 def cflags(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> list[str]:
@@ -227,28 +246,43 @@ def cflags(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> list[str]:
     return flags
 
 
-def fsnotify_cflags(backend: str, kernel_btf: btf.Btf) -> list[str]:
-    """The -D flags of an fsnotify backend: attach type and struct mount offsets from BTF."""
+def layout_cflags() -> list[str]:
+    """The struct offsets every backend reads (bpf/fst_kernel.h), from the running kernel's BTF."""
     try:
-        offsets = kernel_btf.member_offsets("mount")
-        flags = ["-D%s=%d" % (macro, offsets[member]) for member, macro in MOUNT_MEMBERS.items()]
-    except (btf.BtfError, KeyError) as e:
-        raise MissingKernelFeature("struct mount", "not described by the kernel's BTF (%s)" % e) from None
+        return btf.layout_cflags(btf.Btf.load())
+    except btf.BtfError as e:
+        raise MissingKernelFeature("BTF", "fstrace reads kernel structs with offsets from the kernel's BTF "
+                                   "(CONFIG_DEBUG_INFO_BTF): %s" % e) from None
+
+
+FSNOTIFY_DATA_TYPES = {"FSNOTIFY_EVENT_PATH": "FST_EVENT_PATH", "FSNOTIFY_EVENT_DENTRY": "FST_EVENT_DENTRY"}
+
+
+def fsnotify_cflags(backend: str) -> list[str]:
+    """The -D flags of an fsnotify backend: its attach type, and enum fsnotify_data_type from BTF."""
+    try:
+        kernel_btf = btf.Btf.load()
+        flags = ["-D%s=%d" % (macro, kernel_btf.enum_value(name)) for name, macro in FSNOTIFY_DATA_TYPES.items()]
+    except btf.BtfError as e:
+        raise MissingKernelFeature("fsnotify data types", "not described by the kernel's BTF (%s)" % e) from None
     return flags + (["-DFST_FENTRY"] if backend == "fentry" else [])
 
 
 def program(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> tuple[list[str], str]:
     """The cflags and C text of cfg.backend's program, as Probe compiles it (with the kernel's BTF)."""
     flags = cflags(cfg, self_tgid, bpf_dir)
+    if cfg.backend != CGROUPS_ONLY:
+        flags += layout_cflags()
     if cfg.backend in FSNOTIFY_BACKENDS:
-        flags += fsnotify_cflags(cfg.backend, btf.Btf.load())
+        flags += fsnotify_cflags(cfg.backend)
     return flags, bpf_text(program_parts(cfg.backend))
 
 
-def check_fsnotify_backend(backend: str, headers: KernelHeaders, forced: bool) -> btf.Btf:
-    """Why backend cannot hook fsnotify() here (MissingKernelFeature), else the kernel's BTF.
+def check_fsnotify_backend(backend: str) -> None:
+    """Why backend cannot hook fsnotify() here (MissingKernelFeature).
 
-    What the kernel refuses or lacks is checked first: that is the true reason when it applies.
+    The kernel headers need not match the running kernel: every struct offset
+    comes from BTF (layout_cflags()), the headers only let BCC compile.
     """
     try:
         kernel_btf = btf.Btf.load()
@@ -261,10 +295,6 @@ def check_fsnotify_backend(backend: str, headers: KernelHeaders, forced: bool) -
     why = features.fentry_error(func_id) if backend == "fentry" else features.kprobe_error(HOOK)
     if why:
         raise MissingKernelFeature(backend + " backend", why)
-    if not headers.matches and not forced:
-        raise MissingKernelFeature(backend + " backend", "%s, so kernel struct offsets would be wrong "
-                                            "(--backend %s uses them anyway)" % (headers.describe(), backend))
-    return kernel_btf
 
 
 @contextmanager
@@ -336,8 +366,11 @@ class Probe:
         report = LoadReport(backend, headers=headers)
         bpf_dir = str(resources.files("bpftools.bpf"))
         flags = cflags(cfg, os.getpid(), bpf_dir)
+        if backend != CGROUPS_ONLY:
+            flags += layout_cflags()
         if backend in FSNOTIFY_BACKENDS:
-            flags += fsnotify_cflags(backend, check_fsnotify_backend(backend, headers, forced))
+            check_fsnotify_backend(backend)
+            flags += fsnotify_cflags(backend)
         elif cfg.mounts and backend != CGROUPS_ONLY:
             raise MissingKernelFeature(backend + " backend", "--mount needs an fsnotify backend (fentry or kprobe)")
         elif backend == "tracepoint":
@@ -358,6 +391,8 @@ class Probe:
         except Exception as e:  # BCC raises bare Exception for compile, load and attach
             raise BpfLoadError("loading the %s BPF program failed: %s"
                                % (backend, _bcc_reason(e, diagnostics))) from e
+        if backend == "tracepoint":
+            _set_tail_calls(bpf, self._bcc)
         report.tracepoints = [tp for tp in list(BACKEND_TRACEPOINTS[backend]) + list(CGROUP_TRACEPOINTS)
                               if tp not in report.skipped]
         self.bpf, self.report, self.text, self.cflags = bpf, report, text, flags
@@ -409,19 +444,6 @@ class Probe:
         for cgid in ids:
             table[ctypes.c_uint64(cgid)] = ctypes.c_uint8(1)
 
-    def seed_fd(self, tgid: int, fd: int, file_id: int, writable: bool, cloexec: bool) -> bool:
-        """Tell the kernel about an fd opened before tracing began (never overwriting a newer entry).
-
-        Only the tracepoint backend keeps an fd table; the others name files in the kernel.
-        """
-        if self.report.backend != "tracepoint":
-            return False
-        table = self.bpf["fds"]
-        key = table.Key(tgid, fd)
-        val = table.Leaf(file_id, 0, 0, (1 if writable else 0) | (2 if cloexec else 0))
-        rc = self._bcc.libbcc.lib.bpf_update_elem(table.map_fd, ctypes.byref(key), ctypes.byref(val), 1)
-        return rc == 0
-
     def counters(self) -> Counters:
         """The counter maps of an FST_AGGREGATE program."""
         return Counters.from_probe(self)
@@ -457,6 +479,18 @@ class Probe:
         self.bpf.cleanup()
         if self.armer:
             self.armer.close()
+
+
+def _set_tail_calls(bpf, bcc) -> None:
+    """fst_progs[0] = fst_namer (bpf/tracepoint.bpf.c), which names what sys_enter and sys_exit hand it."""
+    try:
+        with _stderr_captured() as diagnostics:
+            fn = bpf.load_func("fst_namer", bcc.BPF.TRACEPOINT)
+    except Exception as e:  # BCC raises bare Exception
+        bpf.cleanup()
+        raise BpfLoadError("loading the tracepoint backend's path builder failed: %s"
+                           % _bcc_reason(e, diagnostics)) from e
+    bpf["fst_progs"][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
 
 
 def _bcc_reason(e: Exception, diagnostics: list[str]) -> str:

@@ -5,7 +5,7 @@
   stream.py     trace: every record becomes a FileEvent
   counting.py   top, report, export: the kernel's counters drained into ticks
   command.py    `-- CMD` in a transient cgroup
-  paths.py      names of files from the tracepoint backend's records
+  paths.py      names as the kernel sends them, and who forked whom
 """
 from __future__ import annotations
 

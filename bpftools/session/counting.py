@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import time
 
-from bpftools.abi import KEY_FD, REC_NAME, Record
+from bpftools.abi import REC_NAME, Record
 from bpftools.cgroups.select import unknown_path
 from bpftools.escape import fs_text
 from bpftools.model import Tick
-from bpftools.session.paths import BoundedDict, join
+from bpftools.session.paths import BoundedDict, normalize
 from bpftools.session.runner import Session
 
 COUNT_RING_PAGES = 2048     # names and cgroup changes only
@@ -42,16 +42,10 @@ class CountingSession(Session):
             super()._record(rec)
 
     def _learn_name(self, rec: Record) -> None:
-        """What a file key names (fstrace.h: FST_REC_NAME): file_id is the key, base_id2 its directory's."""
-        key = rec.file_id
-        if rec.name1 is None:           # known by its open file only: by its file id if the key holds it
-            path = self.resolver.file(rec.pid, rec.fd, key & ~KEY_FD if key & KEY_FD else 0)
-        elif rec.base_id2 and not rec.name1.startswith(b"/") and rec.base_id2 in self.file_names:
-            path = join(self.file_names[rec.base_id2][0], rec.name1)
-        else:
-            path = self.resolver.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1)
-        if path is not None:
-            self.file_names[key] = (path, fs_text(path))
+        """What a file key names (fstrace.h: FST_REC_NAME): file_id is the key, name1 the name built in the kernel."""
+        if rec.name1 is not None:
+            path = normalize(rec.name1)
+            self.file_names[rec.file_id] = (path, fs_text(path))
 
     def _path_wanted(self, path: str) -> bool:
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.opts.path_prefixes)
@@ -91,7 +85,7 @@ class CountingSession(Session):
         lost, self._lost_delivered = self.totals.lost - self._lost_delivered, self.totals.lost
         ppids = {}
         for pid in {e.pid for e in kept}:
-            ppid = self.resolver.ppid(pid)      # from the fork records, else /proc
+            ppid = self.parents.ppid(pid)       # from the fork records, else /proc
             if ppid is not None:
                 ppids[pid] = ppid
         return Tick(

@@ -18,18 +18,25 @@ import time
 from dataclasses import replace
 
 from bpftools import abi
-from bpftools.abi import REC_CGROUP, REC_TASK, TASK_CHDIR, TASK_FORK
+from bpftools.abi import REC_CGROUP, REC_TASK, TASK_FORK
 from bpftools.cgroups import map as cgroup_map
 from bpftools.cgroups import runtimes as runtime_state
-from bpftools.cgroups.runtime_watch import StateWatcher
 from bpftools.cgroups.names import Names
-from bpftools.cgroups.select import (container_selects, glob_root, glob_selects, level_of, pod_selects,
-                                     split_specs, within)
+from bpftools.cgroups.runtime_watch import StateWatcher
+from bpftools.cgroups.select import (
+    container_selects,
+    glob_root,
+    glob_selects,
+    level_of,
+    pod_selects,
+    split_specs,
+    within,
+)
 from bpftools.errors import UsageError
 from bpftools.kernel import probe
 from bpftools.session import command
 from bpftools.session.contract import Options, StartInfo, Totals
-from bpftools.session.paths import PathResolver
+from bpftools.session.paths import Parents
 
 POLL_MS = 50
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -61,7 +68,7 @@ class Session:
         self._subtrees: list[str] = []
         self._follow_paths: set[str] = set()
         self._offset = time.time() - time.monotonic()
-        self.resolver = PathResolver()      # tracepoint backend: fd and cwd names from the records
+        self.parents = Parents()            # ppids, from the fork records
         # container names from the runtimes' state; views read the same cache (runtimes.named).  Given
         # runtimes are used as they are; the shared cache is also fed by a thread watching the runtimes.
         self.runtimes = runtimes if runtimes is not None else runtime_state.shared()
@@ -165,30 +172,16 @@ class Session:
                      "containers": list(self.opts.containers), "pods": list(self.opts.pods)},
         )
 
-    def _seed_fds(self) -> None:
-        """Files open before tracing began get ids too (the kernel table is not overwritten)."""
-        next_id = 1 << 62
-        for tgid, fd, path, writable, cloexec in self.resolver.existing_fds(os.getpid()):
-            next_id += 1
-            if self.probe.seed_fd(tgid, fd, next_id, writable, cloexec):
-                self.resolver.opened(next_id, path)
-
     # --- what subclasses extend ------------------------------------------------------
     def _started(self) -> None:
         """The probe is attached (counting starts here)."""
-        if self.probe.report.backend == "tracepoint":     # the others name files in the kernel
-            self._seed_fds()
 
     def _record(self, rec: abi.Record) -> None:
         """A ring-buffer record other than a cgroup change: here, task bookkeeping."""
         if rec.type != REC_TASK:
             return
         if rec.op == TASK_FORK:
-            self.resolver.forked(rec.pid, rec.fd)
-        elif rec.op == TASK_CHDIR:
-            path = (self.resolver.file(rec.pid, rec.fd, rec.file_id) if rec.fd >= 0 and rec.name1 is None
-                    else self.resolver.resolve(rec.pid, rec.dirfd, rec.base_id, rec.name1))
-            self.resolver.chdir(rec.pid, path)
+            self.parents.forked(rec.pid, rec.fd)
 
     def _lost(self, count: int) -> None:
         """count records were lost since the last poll (already in totals)."""
@@ -271,7 +264,7 @@ class Session:
 
     def _spawned(self, pid: int) -> None:
         """The command runs as pid (a child of fstrace)."""
-        self.resolver.forked(os.getpid(), pid)
+        self.parents.forked(os.getpid(), pid)
 
     def close(self) -> None:
         if self.runtime_watcher is not None:

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import time
 
-from bpftools.abi import EVENT_CODES, EVENT_NAMES, F_DIR, REC_FILE, Record
+from bpftools.abi import EVENT_NAMES, F_DIR, REC_FILE, Record
 from bpftools.cgroups.names import Names
 from bpftools.session.contract import FileEvent
-from bpftools.session.paths import BoundedDict
+from bpftools.session.paths import BoundedDict, normalize
 from bpftools.session.runner import Session
 
 # The ring holds a burst of ~200k events (8192 pages: 32 MiB) while Python, at ~90k/s, catches up.
 STREAM_RING_PAGES = 8192
 MAX_CGROUPS_SEEN = 8192     # cgroup id -> (CgroupInfo, path, Names, wanted, names pending) of recent events
-EV_OPEN, EV_CREATE = EVENT_CODES["open"], EVENT_CODES["create"]
 
 
 class StreamSession(Session):
@@ -50,18 +49,12 @@ class StreamSession(Session):
         return self.runtimes.lookup(names.runtime, names.container_id) is not None
 
     def _file_event(self, rec: Record, cgroup: str | None, names: Names) -> None:
-        r = self.resolver
-        op, pid, fd, name1 = rec.op, rec.pid, rec.fd, rec.name1
-        if (op == EV_OPEN or op == EV_CREATE) and rec.file_id and fd >= 0 and rec.ret >= 0:
-            path = r.resolve(pid, rec.dirfd, rec.base_id, name1)
-            r.opened(rec.file_id, path)
-        elif name1 is None and fd >= 0:      # fd events: write, close, fchmod, ...
-            path = r.file(pid, fd, rec.file_id)
-        else:
-            path = r.resolve(pid, rec.dirfd, rec.base_id, name1)
-        path2 = r.resolve(pid, rec.dirfd2, rec.base_id2, rec.name2) if rec.name2 is not None else None
+        # every backend builds the names in the kernel: absolute, or (a path it could not complete,
+        # a name relative to a directory that changed during the call) as the kernel had it
+        name1, name2, pid = rec.name1, rec.name2, rec.pid
         self.totals.events += 1
         self.sink.event(FileEvent(
-            self._offset + rec.ts_ns / 1e9, EVENT_NAMES[op], bool(rec.flags & F_DIR), path, path2, pid,
-            rec.tid, r.ppid(pid), rec.uid, rec.comm, rec.cgroup_id, cgroup, names, rec.ret,
+            self._offset + rec.ts_ns / 1e9, EVENT_NAMES[rec.op], bool(rec.flags & F_DIR),
+            normalize(name1) if name1 is not None else None, normalize(name2) if name2 is not None else None,
+            pid, rec.tid, self.parents.ppid(pid), rec.uid, rec.comm, rec.cgroup_id, cgroup, names, rec.ret,
             rec.syscall_name))

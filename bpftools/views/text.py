@@ -59,15 +59,9 @@ def event_line(ev, colour: bool) -> str:
     return line + ("  " + err if err else "")
 
 
-FSNOTIFY_BACKENDS = ("fentry", "kprobe")
-
-
 def start_lines(info) -> list[str]:
     """What trace says on stderr once tracing has begun: each thing once, with its true reason."""
     lines = ["fstrace: backend %s on kernel %s; events: %s" % (info.backend, info.kernel, ",".join(info.events))]
-    if not info.headers_match and info.backend in FSNOTIFY_BACKENDS:    # the tracepoint backend needs no headers
-        lines.append("fstrace: warning: %s; the %s backend may misread kernel structures"
-                     % (info.headers, info.backend))
     for backend in info.passed_over:     # the ones tried first
         lines.append("fstrace: not using %s: %s" % (backend, info.backend_reasons.get(backend, "?")))
     if info.armed:

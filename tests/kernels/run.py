@@ -21,7 +21,10 @@ relative figures) and appends its table to build/kernels/bench.md.
 
 usage: tests/kernels/run.py [--kernel 6.1|6.12]... [--setup-only|--bench] [-- PYTEST ARGS]
 env:   FSTRACE_KERNELS_DIR (build/kernels), GUEST_MEM (3G), GUEST_CPUS (2),
-       GUEST_TIMEOUT (1500 s per boot; a boot takes ~11 min here)
+       GUEST_TIMEOUT (1500 s per boot; a boot takes ~11 min here),
+       GUEST_HEADERS=RELEASE: inside the guest, the headers of kernel RELEASE
+       (e.g. 6.1.0-57-amd64) bind-mounted over the booted kernel's, to test
+       that no backend depends on matching headers (the host is untouched)
 """
 from __future__ import annotations
 
@@ -44,7 +47,8 @@ APT = Path("/etc/apt")
 BACKPORTS_LIST = "sources.list.d/fstrace-kernels-backports.sources"
 HOST_PACKAGES = ["qemu-system-x86", "busybox-static"]
 GUEST_TESTS = ["tests/privileged/test_backends.py", "tests/privileged/fsnotify_checks.py",
-               "tests/privileged/test_arming_marks.py"]
+               "tests/privileged/test_arming_marks.py", "tests/privileged/test_kernel_truth.py",
+               "tests/privileged/test_bpf_sources.py"]
 
 
 @dataclass(frozen=True)
@@ -183,8 +187,14 @@ def guest_command(kernel: Kernel, out: Path, pytest_args: list[str], bench: bool
                 "--junitxml=%s" % (out / "junit.xml"), *GUEST_TESTS, *pytest_args]
     env = {"FSTRACE_REQUIRE_BPF": "1", "FSTRACE_TEST_BACKENDS": kernel.backends,
            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
-    return "cd %s && %s %s %s; echo $? > %s" % (
-        shlex.quote(str(REPO)), " ".join("%s=%s" % kv for kv in env.items()), shlex.quote(str(python)),
+    headers = os.environ.get("GUEST_HEADERS")
+    mounts = ""
+    if headers:
+        for link in ("build", "source"):
+            mounts += "mount --bind %s /lib/modules/$(uname -r)/%s && " % (
+                shlex.quote(os.path.realpath("/lib/modules/%s/%s" % (headers, link))), link)
+    return "%scd %s && %s %s %s; echo $? > %s" % (
+        mounts, shlex.quote(str(REPO)), " ".join("%s=%s" % kv for kv in env.items()), shlex.quote(str(python)),
         " ".join(shlex.quote(a) for a in args), shlex.quote(str(out / "status")))
 
 

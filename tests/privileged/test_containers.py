@@ -18,10 +18,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import FSTRACE
 from containers import DockerDaemons, Podman, cgroup_mounts, remove_tree, unique
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @pytest.fixture(scope="module")

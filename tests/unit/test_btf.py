@@ -66,3 +66,53 @@ def test_this_kernels_fsnotify_and_struct_mount():
     offsets = b.member_offsets("mount")
     assert {"mnt_parent", "mnt_mountpoint", "mnt"} <= set(offsets)
     assert offsets["mnt_parent"] < offsets["mnt_mountpoint"] < offsets["mnt"]
+
+
+# strings for a struct with members inside anonymous unions and structs, and enums
+NSTR = b"\0int\0long\0file\0f_mode\0f_path\0path\0mnt\0dentry\0x\0e\0E_A\0E_B\0E_BIG\0"
+NOFF = {s: NSTR.index(b"\0" + s + b"\0") + 1 for s in
+        (b"int", b"long", b"file", b"f_mode", b"f_path", b"path", b"mnt", b"dentry", b"x", b"e",
+         b"E_A", b"E_B", b"E_BIG")}
+NTYPES = b"".join([
+    typ(NOFF[b"int"], KIND_INT, 0, 4) + struct.pack("=I", 32),                    # 1: int
+    typ(NOFF[b"long"], KIND_INT, 0, 8) + struct.pack("=I", 64),                   # 2: long
+    typ(NOFF[b"path"], btf.KIND_STRUCT, 2, 16)                                    # 3: struct path
+    + struct.pack("=III", NOFF[b"mnt"], 2, 0) + struct.pack("=III", NOFF[b"dentry"], 2, 64),
+    typ(0, btf.KIND_STRUCT, 2, 24)                                                # 4: struct { x; path }
+    + struct.pack("=III", NOFF[b"x"], 2, 0) + struct.pack("=III", NOFF[b"f_path"], 6, 64),
+    typ(0, btf.KIND_UNION, 2, 24)                                                 # 5: union { long; struct 4 }
+    + struct.pack("=III", NOFF[b"e"], 2, 0) + struct.pack("=III", 0, 4, 0),
+    typ(0, btf.KIND_CONST, 0, 3),                                                 # 6: const struct path
+    typ(NOFF[b"file"], btf.KIND_STRUCT, 2, 40)                                    # 7: struct file
+    + struct.pack("=III", NOFF[b"f_mode"], 1, 32) + struct.pack("=III", 0, 5, 64),
+    typ(NOFF[b"e"], btf.KIND_ENUM, 2, 4, kind_flag=1)                             # 8: enum, signed
+    + struct.pack("=Ii", NOFF[b"E_A"], -22) + struct.pack("=Ii", NOFF[b"E_B"], 4),
+    typ(0, btf.KIND_ENUM64, 1, 8) + struct.pack("=III", NOFF[b"E_BIG"], 1, 2),    # 9: enum64
+])
+
+
+def test_offsets_inside_anonymous_unions_and_structs_and_through_qualifiers():
+    b = btf.Btf(blob(NTYPES, NSTR))
+    assert b.offset("file", "f_mode") == 4
+    assert b.offset("file", "f_path") == 16            # 8 (union) + 8 (in the anonymous struct)
+    assert b.offset("file", "f_path.dentry") == 24     # through the const qualifier
+    with pytest.raises(btf.BtfError, match="struct file has no member f_nope"):
+        b.offset("file", "f_nope")
+
+
+def test_enum_values_signed_and_64_bit():
+    b = btf.Btf(blob(NTYPES, NSTR))
+    assert b.enum_value("E_A") == -22
+    assert b.enum_value("E_B") == 4
+    assert b.enum_value("E_BIG") == 2 << 32 | 1
+    with pytest.raises(btf.BtfError, match="no enumerator E_C"):
+        b.enum_value("E_C")
+
+
+@pytest.mark.skipif(not os.path.exists(btf.VMLINUX), reason="this kernel has no BTF")
+def test_this_kernels_layout_has_every_member_fstrace_reads():
+    flags = btf.layout_cflags(btf.Btf.load())
+    macros = dict(f[2:].split("=") for f in flags)
+    assert len([m for m in macros if m.startswith("FST_OFF_")]) == len(btf.LAYOUT)
+    assert int(macros["FST_OFF_PATH_DENTRY"]) == 8      # struct path { mnt; dentry; }
+    assert "FST_OFF_FILE_F_REF" in macros and "FST_OFF_FILE_F_PATH" in macros

@@ -150,6 +150,4 @@ def test_trace_says_each_thing_once_with_the_true_reason():
         "fstrace: not using kprobe: this kernel has no kprobe support"]
     from dataclasses import replace
     forced = text.start_lines(replace(info, backend="kprobe", passed_over=()))
-    assert forced[1] == ("fstrace: warning: headers 6.1.0 do not match running kernel 6.18.44; "
-                         "the kprobe backend may misread kernel structures")
-    assert sum("headers" in line for line in forced) == 1
+    assert not any("headers" in line for line in forced)   # struct offsets come from BTF, not headers
