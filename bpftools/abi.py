@@ -86,6 +86,29 @@ SYSCALL_NAMES = {
     322: "execveat", 327: "preadv2", 328: "pwritev2", 436: "close_range",
     437: "openat2", 452: "fchmodat2", 463: "setxattrat", 466: "removexattrat",
 }
+# The syscalls whose return value is the bytes they moved: their access and modify events carry
+# them (bpf/fstrace.h FST_MOVES_BYTES, by number; tests/unit/test_bytes.py compares the two).
+# sendfile, splice and copy_file_range read one file and write another: access on the source,
+# modify on the destination, each with the same bytes.
+BYTES_SYSCALLS = frozenset({
+    "read", "pread64", "readv", "preadv", "preadv2",
+    "write", "pwrite64", "writev", "pwritev", "pwritev2",
+    "sendfile", "splice", "copy_file_range",
+})
+_BYTES_NRS = frozenset({0, 17, 19, 295, 327, 1, 18, 20, 296, 328, 40, 275, 326})
+_BYTES_OPS = frozenset({2, 3})      # access, modify
+
+
+def moved_bytes(op: int, syscall: int, ret: int) -> int | None:
+    """The bytes an event's syscall moved (its return value), or None when the event moves none.
+
+    A failed call moved none (None); a read at the end of a file moved 0.
+    """
+    if op in _BYTES_OPS and syscall in _BYTES_NRS and ret >= 0:
+        return ret
+    return None
+
+
 # Followed only to keep fd and cwd tables right; they produce no event.
 BOOKKEEPING_SYSCALLS = frozenset({"dup", "dup2", "dup3", "fcntl", "close_range", "chdir", "fchdir"})
 
@@ -198,7 +221,7 @@ def event_mask(names) -> int:
 # --- the counter maps of FST_AGGREGATE (struct fst_agg_key, struct fst_agg_val) ---------------
 KEY_FD = 1 << 63                # file key of a file known only by its file id (FST_KEY_FD)
 AGG_KEY = struct.Struct("=QQII")    # cgroup_id, file, pid, err
-AGG_VALUE = struct.Struct("=%dQ%ds" % (len(EVENT_NAMES), COMM_LEN))    # n[FST_EV_COUNT], comm
+AGG_VALUE = struct.Struct("=%dQQQ%ds" % (len(EVENT_NAMES), COMM_LEN))   # n[FST_EV_COUNT], read_bytes, write_bytes, comm
 
 
 class Entry(NamedTuple):
@@ -210,3 +233,5 @@ class Entry(NamedTuple):
     err: int                # errno of failed operations; 0 when they succeeded
     comm: bytes
     counts: tuple[int, ...]  # per EVENT_NAMES
+    read_bytes: int = 0      # bytes its access events moved (BYTES_SYSCALLS)
+    write_bytes: int = 0     # bytes its modify events moved
