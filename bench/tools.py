@@ -24,6 +24,8 @@ from system import cpu_seconds, last_line
 from work import Run
 
 FSTRACE = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "fstrace"
+# Another fstrace to measure side by side with this one (e.g. the last release's, without bytes).
+FSTRACE_BASELINE = os.environ.get("FSTRACE_BASELINE")
 TRACEFS_SYSCALLS = Path("/sys/kernel/tracing/events/syscalls")
 
 # Syscalls fstrace turns into events (bpf/tracepoint.bpf.c, fst_decode), by
@@ -322,6 +324,14 @@ def bpftrace_script(body: str, syscalls: list[str]) -> str:
                       marker % (os.getpid(), "last"), ""])
 
 
+def bytes_script() -> str:
+    """The bpftrace one-liner of issue 13: bytes written per cgroup, between the harness's two markers."""
+    marker = 'tracepoint:syscalls:sys_enter_getppid /pid == %d/ { printf("fstb-ready-%%s\\n", "%s"); }'
+    return "\n".join([marker % (os.getpid(), "first"),
+                      "tracepoint:syscalls:sys_exit_write { @[cgroup] = sum(args.ret); }",
+                      marker % (os.getpid(), "last"), ""])
+
+
 def poke_getppid() -> None:
     os.getppid()
 
@@ -358,6 +368,11 @@ def contenders(marker: Path) -> list[Contender]:
                 parse=parse_fstrace_json, follows=FSTRACE_ALL_SYSCALLS, successes_only=True),
         fstrace("fstrace top -b --json", "top", ("-b", "--json"), ready=counting, parse=parse_fstrace_counts,
                 follows=FSTRACE_ALL_SYSCALLS, successes_only=True),
+        *([Contender("fstrace top -b --json (FSTRACE_BASELINE)", (FSTRACE_BASELINE, "top", "-b", "--json"),
+                     ready=counting, parse=parse_fstrace_counts, follows=FSTRACE_ALL_SYSCALLS,
+                     successes_only=True)] if FSTRACE_BASELINE else []),
+        Contender("bpftrace sum(ret) of write per cgroup", ("bpftrace", "-e", bytes_script()), bpftrace_ready,
+                  env=bpftrace_env),
         fstrace("fstrace report --json --top 0", "report", ("--json", "--top", "0"), ready=counting,
                 parse=parse_fstrace_counts, follows=FSTRACE_ALL_SYSCALLS),
         Contender("fatrace", ("fatrace",), Ready((re.escape(marker.name),), opener(marker), "an open of a marker file"),

@@ -11,7 +11,9 @@
 #ifdef FST_AGGREGATE
 /*
  * Counting.  Each file event adds one to n[op] of its (cgroup, file key, tgid,
- * errno) entry in the counter map agg_slot[0] points to.  User space keeps two
+ * errno) entry, and an access or modify event of a syscall that moves bytes
+ * (FST_MOVES_BYTES) adds its return value to read_bytes or write_bytes of the
+ * entry in the counter map agg_slot[0] points to.  User space keeps two
  * maps, agg_a and agg_b: once per tick it points agg_slot[0] at the empty one
  * (the kernel waits for every running program before that update returns, see
  * maybe_wait_bpf_programs()), then reads and empties the other at leisure.  So
@@ -71,6 +73,14 @@ static __always_inline u64 fst_file_key(struct fst_event *e)
 	return key ? key : 1;
 }
 
+static __always_inline void fst_add_bytes(struct fst_agg_val *v, u32 op, u64 moved)
+{
+	if (op == FST_EV_ACCESS)
+		__sync_fetch_and_add(&v->read_bytes, moved);
+	else
+		__sync_fetch_and_add(&v->write_bytes, moved);
+}
+
 static __always_inline void fst_count(struct fst_event *e)
 {
 	int zero = 0;
@@ -87,9 +97,14 @@ static __always_inline void fst_count(struct fst_event *e)
 		.pid = e->pid,
 		.err = e->ret < 0 ? (u32)-e->ret : 0,
 	};
+	/* bytes the call moved: its return value (a zero-byte or failed call adds none) */
+	u64 moved = e->ret > 0 && (op == FST_EV_ACCESS || op == FST_EV_MODIFY) && FST_MOVES_BYTES(e->syscall)
+		? (u64)e->ret : 0;
 	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
 	if (v) {                        /* the common case: seen already this tick */
 		__sync_fetch_and_add(&v->n[op], 1);
+		if (moved)
+			fst_add_bytes(v, op, moved);
 		if (op == FST_EV_EXEC)
 			__builtin_memcpy(v->comm, e->comm, FST_COMM_LEN);
 		return;
@@ -100,6 +115,8 @@ static __always_inline void fst_count(struct fst_event *e)
 	v = bpf_map_lookup_elem(counts, &k);
 	if (v) {
 		__sync_fetch_and_add(&v->n[op], 1);
+		if (moved)
+			fst_add_bytes(v, op, moved);
 	} else {
 		u64 *n = agg_overflow.lookup(&op);
 		if (n)

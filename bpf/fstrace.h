@@ -3,7 +3,7 @@
  * fstrace event ABI: the one definition of what crosses the BPF ring buffer.
  *
  * Included by every BPF program in this directory and mirrored once in
- * bpftools/events.py (a test compares sizes and offsets with what BCC
+ * bpftools/abi.py (a test compares sizes and offsets with what BCC
  * compiles).  Flat, fixed-width types only.
  */
 #ifndef FSTRACE_H
@@ -91,8 +91,25 @@ struct fst_agg_key {
 
 struct fst_agg_val {
 	__u64 n[FST_EV_COUNT];       /* operations, per FST_EV_* */
+	__u64 read_bytes;            /* bytes moved by its access events (FST_MOVES_BYTES) */
+	__u64 write_bytes;           /* bytes moved by its modify events (FST_MOVES_BYTES) */
 	char  comm[FST_COMM_LEN];    /* the process's name at the entry's first event or latest exec */
 };
+
+/*
+ * The syscalls whose return value is the number of bytes they moved (x86_64
+ * numbers): read pread64 readv preadv preadv2 (access), write pwrite64
+ * writev pwritev pwritev2 (modify), and sendfile splice copy_file_range
+ * (access on the source, modify on the destination).  Their access and
+ * modify events carry those bytes: counted into read_bytes / write_bytes,
+ * and bpftools/abi.py BYTES_SYSCALLS (the same list, by name) gives
+ * streamed events their bytes.  truncate and ftruncate modify without
+ * moving bytes.
+ */
+#define FST_MOVES_BYTES(nr) \
+	((nr) == 0 || (nr) == 17 || (nr) == 19 || (nr) == 295 || (nr) == 327 || \
+	 (nr) == 1 || (nr) == 18 || (nr) == 20 || (nr) == 296 || (nr) == 328 || \
+	 (nr) == 40 || (nr) == 275 || (nr) == 326)
 
 #define FST_HDR_SIZE  ((unsigned long)&((struct fst_event *)0)->data)
 

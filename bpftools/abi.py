@@ -43,6 +43,7 @@ CG_ACTIONS = ("mkdir", "rmdir")
 TASK_FORK = 0
 
 F_DIR = 0x1
+F_NO_BYTES = 0x2        # access/modify: the bytes its syscall moved are not known (fsnotify backends)
 AT_FDCWD = -100      # fst_event.dirfd: name1 is absolute (FST_AT_FDCWD)
 NO_DIRFD = -1        # fst_event.dirfd: name1 is a relative tail (FST_NO_DIRFD)
 
@@ -82,6 +83,33 @@ def _syscall_table() -> dict[int, str]:
 
 
 SYSCALL_NAMES = _syscall_table()
+
+
+def _moves_bytes() -> frozenset[int]:
+    """The syscalls whose return value is the bytes they moved: FST_MOVES_BYTES of bpf/fstrace.h, the one list.
+
+    Their access and modify events carry those bytes; sendfile, splice and copy_file_range read one file
+    and write another: access on the source, modify on the destination, each with the same bytes.
+    """
+    text = resources.files("bpftools.bpf").joinpath("fstrace.h").read_text()
+    block = text[text.index("#define FST_MOVES_BYTES(nr)"):]
+    block = block[:block.index("\n\n")]
+    return frozenset(int(nr) for nr in re.findall(r"\(nr\) == (\d+)", block))
+
+
+_BYTES_NRS = _moves_bytes()
+BYTES_SYSCALLS = frozenset(SYSCALL_NAMES[nr] for nr in _BYTES_NRS)
+_BYTES_OPS = frozenset({2, 3})      # access, modify
+
+
+def moved_bytes(op: int, syscall: int, ret: int, flags: int = 0) -> int | None:
+    """The bytes an event's syscall moved (its return value), or None when it moved none or is not known.
+
+    A failed call moved none (None); a read at the end of a file moved 0.
+    """
+    if op in _BYTES_OPS and syscall in _BYTES_NRS and ret >= 0 and not flags & F_NO_BYTES:
+        return ret
+    return None
 
 
 @dataclass(slots=True)
@@ -192,7 +220,7 @@ def event_mask(names) -> int:
 # --- the counter maps of FST_AGGREGATE (struct fst_agg_key, struct fst_agg_val) ---------------
 KEY_FD = 1 << 63                # file key of a file known only by its file id (FST_KEY_FD)
 AGG_KEY = struct.Struct("=QQII")    # cgroup_id, file, pid, err
-AGG_VALUE = struct.Struct("=%dQ%ds" % (len(EVENT_NAMES), COMM_LEN))    # n[FST_EV_COUNT], comm
+AGG_VALUE = struct.Struct("=%dQQQ%ds" % (len(EVENT_NAMES), COMM_LEN))   # n[FST_EV_COUNT], read_bytes, write_bytes, comm
 
 
 class Entry(NamedTuple):
@@ -204,3 +232,5 @@ class Entry(NamedTuple):
     err: int                # errno of failed operations; 0 when they succeeded
     comm: bytes
     counts: tuple[int, ...]  # per EVENT_NAMES
+    read_bytes: int = 0      # bytes its access events moved (BYTES_SYSCALLS)
+    write_bytes: int = 0     # bytes its modify events moved

@@ -20,7 +20,7 @@ from rich.console import Console
 from bpftools.errors import FstraceError, UsageError
 from bpftools.session import open_session
 from bpftools.session.contract import Options, StartInfo
-from bpftools.session.runner import STOP_SIGNALS
+from bpftools.session.runner import STOP_SIGNALS, stop_signals_held
 
 
 def say(text: str) -> None:
@@ -67,8 +67,9 @@ def run_session(opts: Options, sink, announce: Callable[[StartInfo], None] | Non
             sink.flush()
             raise
         session.totals.exit_status = status if opts.command else None
-        sink.summary(time.time(), session.totals, info.backend, session.duration)
-        sink.flush()
+        with stop_signals_held():
+            sink.summary(time.time(), session.totals, info.backend, session.duration)
+            sink.flush()
     except BrokenPipeError:
         quiet_stdout()
     finally:

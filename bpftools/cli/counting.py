@@ -14,18 +14,26 @@ from bpftools import model
 from bpftools.cli.app import PipeConsole, batch_width, run_session, say, write_report
 from bpftools.cli.options import RunsCommand, count_filters, filter_words, open_output, output_option, session_options
 from bpftools.errors import UsageError
+from bpftools.model.fields import FIELDS
 from bpftools.views.report import TABLES
 
-EPILOG_TOP = """\b
+# the columns and sort keys, from the field table (man fstrace: FIELDS)
+FIELDS_HELP = "\b\nColumns (sort key in brackets where it differs):\n" + "".join(
+    "  %-20s %s\n" % (f.column + ("" if f.column == f.name else " [%s]" % f.name), f.help) for f in FIELDS)
+
+EPILOG_TOP = FIELDS_HELP + """
+\b
 Examples:
   fstrace top                            live view, by cgroup (press ? for keys)
   fstrace top -g file --cgroup system.slice/nginx.service
+  fstrace top -g file -s write_bytes     the files written the most, in bytes
   fstrace top -b -n 3                    three plain tables, one per second
   fstrace top -g comm -a                 per command name, running totals (iotop -a)
   fstrace top --json -n 10 | jq .total   one JSON document per tick
 """
 
-EPILOG_REPORT = """\b
+EPILOG_REPORT = FIELDS_HELP + """
+\b
 Examples:
   fstrace report -d 30s                  what the whole machine did in 30 s
   fstrace report -- make -j2             everything make and its children did
@@ -162,7 +170,8 @@ def report(ctx, duration, top_n, by, sort, as_json, output, csv_dir, svg_file, h
         sys.exit(status)
     meta = view.ReportMeta(backend=info.backend, kernel=info.kernel, command=tuple(command),
                            command_cgroup=info.command_cgroup, exit_status=status if command else None,
-                           filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes, containers, pods))
+                           filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes, containers, pods),
+                           bytes=info.bytes)
     rep = view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
     write_report(rep, out, as_json, csv_dir, svg_file, html_file)
     sys.exit(status)

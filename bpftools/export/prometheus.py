@@ -71,6 +71,9 @@ class ExportSink(CountSink):
         self.state = state
         self.interval = interval
 
+    def start(self, info, ts: float, pid: int) -> None:
+        self.state.moved_bytes = info.bytes
+
     def cgroup(self, change) -> None:
         self.state.cgroup_change(change.action, change.path, time.monotonic())
 
@@ -103,6 +106,15 @@ class Collector:
         for labels, n in p.events.items():
             events.add_metric(labels, n)
         yield events
+        if self.state.moved_bytes:
+            for i, (name, what) in enumerate((("read", "read by"), ("write", "written by"))):
+                family = CounterMetricFamily(
+                    "fstrace_%s_bytes" % name, "Bytes %s read/write-family syscalls, sendfile, splice and "
+                    "copy_file_range per cgroup: their return values, counted in the kernel (cgroup=\"%s\": "
+                    "label sets beyond --max-series)." % (what, OVERFLOW), labels=self.state.labels[:-1])
+                for labels, rw in p.moved.items():
+                    family.add_metric(labels, rw[i])
+                yield family
         yield CounterMetricFamily(
             "fstrace_folded_cgroups", "Cgroup labels that found no room below --max-series: their events "
             "are in the %s series." % OVERFLOW, value=p.folded_cgroups)

@@ -16,6 +16,11 @@ Cardinality is bounded whatever the machine does:
   its ancestors (a glob selects subtrees, as ``trace --cgroup`` does); events
   of cgroups not selected are not exported.
 * ``max_series``: at most this many ``fstrace_events_total`` series exist.
+  ``fstrace_read_bytes_total`` / ``fstrace_write_bytes_total`` have the same
+  labels minus ``event``: a label set has a bytes series while its
+  ``access`` (read) or ``modify`` (write) series exists, and its bytes go to
+  the ``__overflow__`` bytes series when that series found no room; so they
+  add at most as many series as there are label sets, plus one.
   Room is kept for one overflow series per event type (cgroup
   ``__overflow__``); a label set that finds no room is counted there, and
   ``fstrace_folded_cgroups_total`` counts each cgroup label that had to be
@@ -48,6 +53,8 @@ UNKNOWN = "__unknown__"         # the cgroup label of every id the cgroup map co
 CGROUP_LABELS = ("cgroup", "unit", "container", "pod", "container_name", "image", "pod_name", "pod_namespace")
 MAX_CACHED_LABELS = 16384
 PROCESS_LABELS = ("comm", "pid")
+EV_COUNT = len(EVENT_NAMES)
+MOVED_BY = ("access", "modify")     # the events whose syscalls' bytes are read_bytes, write_bytes
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,7 @@ class Published:
     uncounted: tuple[int, ...]              # per EVENT_NAMES: the kernel's counter map was full
     tracked: int
     cgroup_changes: dict[str, int]          # mkdir/rmdir -> count
+    moved: dict[tuple[str, ...], tuple[int, int]] = None   # labels minus event -> bytes read, written
 
 
 class ExportState:
@@ -131,6 +139,9 @@ class ExportState:
         self.tracked = 0
         self.cgroup_changes = dict.fromkeys(CG_ACTIONS, 0)
         self._labels: dict[str, tuple[str, ...] | None] = {}     # cgroup path -> its labels, once final
+        self.moved: dict[tuple[str, ...], list[int]] = {}      # labels minus event -> [read, written]
+        self.moved_overflow = [0, 0]
+        self.moved_bytes = True         # the backend knows bytes: the bytes metrics exist
         self.published: Published | None = None     # None until start(): scrapes show no fstrace metrics
 
     def start(self, info: dict[str, str]) -> None:
@@ -172,14 +183,23 @@ class ExportState:
                 group = group + (e.comm.decode("utf-8", "backslashreplace"), str(e.pid))
             acc = sums.get(group)
             if acc is None:
-                sums[group] = list(e.counts)
+                sums[group] = list(e.counts) + [e.read_bytes, e.write_bytes]
             else:
                 for code, n in enumerate(e.counts):
                     acc[code] += n
+                acc[EV_COUNT] += e.read_bytes
+                acc[EV_COUNT + 1] += e.write_bytes
         for group, counts in sums.items():
-            for code, n in enumerate(counts):
+            for code, n in enumerate(counts[:EV_COUNT]):
                 if n:
                     self._count(group + (EVENT_NAMES[code],), code, n, now)
+            for i, (event, n) in enumerate(zip(MOVED_BY, counts[EV_COUNT:])):
+                if not n:
+                    continue
+                if group + (event,) in self.series:     # bytes live as long as their operations' series
+                    self.moved.setdefault(group, [0, 0])[i] += n
+                else:
+                    self.moved_overflow[i] += n
         self.lost += tick.lost
         for code, n in enumerate(tick.overflow):
             self.uncounted[code] += n
@@ -220,19 +240,26 @@ class ExportState:
     def expire(self, now: float) -> None:
         """Forget the series (and folded labels) of cgroups removed ttl ago; per_process: idle ones."""
         ttl = self.limits.ttl
+        dropped = False
         for label in [label for label, gone in self.removed.items() if now - gone >= ttl]:
             del self.removed[label]
             self.folded.pop(label, None)
             for key in self.by_cgroup.pop(label, ()):
                 del self.series[key]
                 self.last.pop(key, None)
+                dropped = True
         for key in [key for key, seen in self.last.items() if now - seen >= ttl]:
             del self.series[key]
             del self.last[key]
+            dropped = True
             keys = self.by_cgroup[key[0]]
             keys.discard(key)
             if not keys:
                 del self.by_cgroup[key[0]]
+        if dropped and self.moved:     # bytes series go with the last of their operations' series
+            for group in list(self.moved):
+                if not any(group + (event,) in self.series for event in MOVED_BY):
+                    del self.moved[group]
 
     def _publish(self) -> Published:
         events = dict(self.series)
@@ -240,6 +267,9 @@ class ExportState:
         for code, n in enumerate(self.overflow):
             if n:
                 events[(OVERFLOW,) + blank + (EVENT_NAMES[code],)] = n
+        moved = {group: tuple(rw) for group, rw in self.moved.items()}
+        if any(self.moved_overflow):
+            moved[(OVERFLOW,) + blank] = tuple(self.moved_overflow)
         return Published(info=self.info, events=events, folded_cgroups=self.folded_cgroups, lost=self.lost,
                          uncounted=tuple(self.uncounted), tracked=self.tracked,
-                         cgroup_changes=dict(self.cgroup_changes))
+                         cgroup_changes=dict(self.cgroup_changes), moved=moved)

@@ -52,7 +52,7 @@ def possible_cpus(text: str) -> int:
 def parse(keys: bytes, values: bytes) -> list[Entry]:
     """Entries from the raw key and value arrays of a batched read."""
     new = tuple.__new__         # an Entry without its Python-level __new__: 10k of them per tick
-    return [new(Entry, (*k, v[EV_COUNT].split(b"\0", 1)[0], v[:EV_COUNT]))
+    return [new(Entry, (*k, v[EV_COUNT + 2].split(b"\0", 1)[0], v[:EV_COUNT], v[EV_COUNT], v[EV_COUNT + 1]))
             for k, v in zip(AGG_KEY.iter_unpack(keys), AGG_VALUE.iter_unpack(values))]
 
 

@@ -52,6 +52,9 @@ BACKEND_TRACEPOINTS = {
     "kprobe": {},
     "cgroups": {},
 }
+# The backends whose access/modify records carry the bytes their syscall moved (its return value in
+# ret); fsnotify() is not told how many bytes a read or write moved (see man fstrace, BYTES).
+BYTES_BACKENDS = ("tracepoint",)
 # Not a file backend: only the cgroup tracepoints (fstrace cgroups --watch).
 CGROUPS_ONLY = "cgroups"
 CGROUP_TRACEPOINTS = ("cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir")
@@ -192,6 +195,7 @@ class LoadReport:
     reasons: dict[str, str] = field(default_factory=dict)
     passed_over: tuple[str, ...] = ()       # the backends ahead of this one in BACKENDS
     armed: dict[str, str] = field(default_factory=dict)
+    moves_bytes: bool = False               # access/modify records carry the bytes their syscall moved
 
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
@@ -363,7 +367,7 @@ class Probe:
     def _load(self, backend: str, headers: KernelHeaders, forced: bool) -> None:
         """Compile, load and attach one backend (and arm fsnotify for it), or raise why not."""
         cfg, tdir = self.cfg, self._tdir
-        report = LoadReport(backend, headers=headers)
+        report = LoadReport(backend, headers=headers, moves_bytes=backend in BYTES_BACKENDS)
         bpf_dir = str(resources.files("bpftools.bpf"))
         flags = cflags(cfg, os.getpid(), bpf_dir)
         if backend != CGROUPS_ONLY:

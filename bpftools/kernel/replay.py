@@ -74,7 +74,9 @@ class ReplayProbe:
         recorded = frames(recording)
         self._records = [payload for kind, payload in recorded if kind == RECORD]
         self._drains = [payload for kind, payload in recorded if kind == DRAIN]
-        self.report = LoadReport(backend, headers=KernelHeaders("(recording)", "replay", "replay"))
+        # tests/replay/record.py records with the tracepoint backend, whose records carry bytes
+        self.report = LoadReport(backend, headers=KernelHeaders("(recording)", "replay", "replay"),
+                                 moves_bytes=True)
         self.cgroup_filter: set[int] = set()
 
     def add_cgroups(self, ids) -> None:

@@ -23,6 +23,7 @@ from bpftools.model.rows import (
     focused,
     group_rows,
     summarize,
+    tick_bytes,
     trend_key,
 )
 
@@ -45,13 +46,17 @@ class Aggregator:
         self.lost = 0
         self.tick_counts = [0] * EV_COUNT       # the last tick: successes per event
         self.tick_failed = 0
+        self.tick_bytes = (0, 0)                # the last tick: bytes read, written
+        self.bytes_total = [0, 0]               # every tick: bytes read, written
         # cumulative state
         self.max_entries = max_entries
         self.totals: dict[tuple, list[int]] = {}
+        self.moved: dict[tuple, list[int]] = {}  # same keys as totals: [read bytes, write bytes], when any
         self.comms: dict[int, bytes] = {}
         self.cgroups: dict[int, str] = {}
         self.files: dict[int, str] = {}
         self.timeline: list[tuple[float, float, dict[int, int]]] = []   # (start, seconds, cgroup id -> events)
+        self.bytes_timeline: list[tuple[float, float, int, int]] = []   # (start, seconds, read, written)
         self.lives: dict[int, CgroupLife] = {}
         self.since: float | None = None         # when accumulating began (the start of its first tick)
         self.ppids: dict[int, int] = {}         # pid -> parent pid, as the ticks said
@@ -62,6 +67,7 @@ class Aggregator:
             return
         self.cumulative = on
         self.totals, self.comms, self.timeline, self.since = {}, {}, [], None
+        self.moved, self.bytes_timeline = {}, []
 
     def add(self, tick: Tick) -> None:
         if self.first_ts is None:
@@ -78,6 +84,9 @@ class Aggregator:
         self.tick_counts, self.tick_failed, trends = summarize(tick.entries, tick.cgroups, tick.files)
         if tick.elapsed > 0:        # rates: ticks of different lengths (+ and - in top) compare
             trends = {k: n / tick.elapsed for k, n in trends.items()}
+        self.tick_bytes = tick_bytes(tick.entries)
+        self.bytes_total[0] += self.tick_bytes[0]
+        self.bytes_total[1] += self.tick_bytes[1]
         self.trends.append(trends)
         if self.cumulative:
             if self.since is None:
@@ -99,13 +108,21 @@ class Aggregator:
             if key[2] == e.file and e.file in tick.files:
                 self.files[e.file] = tick.files[e.file]
             add_into(acc, e.counts)
+            if e.read_bytes or e.write_bytes:
+                m = self.moved.get(key)
+                if m is None:
+                    m = self.moved[key] = [0, 0]
+                m[0] += e.read_bytes
+                m[1] += e.write_bytes
             if (e.counts[EXEC] and not e.err) or e.pid not in self.comms:
                 self.comms[e.pid] = e.comm      # a failed exec (a PATH search) renames nothing
             if not e.err:
                 per_cgroup[e.cgroup_id] = per_cgroup.get(e.cgroup_id, 0) + sum(e.counts)
         self.timeline.append((tick.ts - tick.elapsed, tick.elapsed, per_cgroup))
+        self.bytes_timeline.append((tick.ts - tick.elapsed, tick.elapsed) + self.tick_bytes)
         if len(self.timeline) > MAX_TIMELINE:
             self.timeline = merge_pairs(self.timeline)
+            self.bytes_timeline = merge_byte_pairs(self.bytes_timeline)
 
     def cgroup_change(self, action: str, cgid: int, path: str, ts: float) -> None:
         """A cgroup mkdir/rmdir seen while counting (the first MAX_LIVES cgroups)."""
@@ -142,8 +159,9 @@ class Aggregator:
 
     # --- views of the whole run (report) ---------------------------------------
     def entries(self) -> list[Entry]:
-        return [Entry(cg, f, pid, err, self.comms.get(pid, b""), tuple(c))
-                for (cg, pid, f, err), c in self.totals.items()]
+        moved = self.moved
+        return [Entry(cg, f, pid, err, self.comms.get(pid, b""), tuple(c), *moved.get(k, (0, 0)))
+                for k, c in self.totals.items() for cg, pid, f, err in (k,)]
 
     def run_totals(self) -> tuple[list[int], int]:
         counts = [0] * EV_COUNT
@@ -189,6 +207,15 @@ class Aggregator:
     def series(self, cgroup_ids) -> list[tuple[float, float, list[int]]]:
         """Per timeline point: (start, seconds, events of each cgroup in cgroup_ids)."""
         return [(start, secs, [counts.get(c, 0) for c in cgroup_ids]) for start, secs, counts in self.timeline]
+
+
+def merge_byte_pairs(timeline):
+    """Halve a bytes timeline's resolution: neighbours (start, seconds, read, written) become one point."""
+    out = []
+    for i in range(0, len(timeline), 2):
+        pair = timeline[i:i + 2]
+        out.append((pair[0][0], sum(p[1] for p in pair), sum(p[2] for p in pair), sum(p[3] for p in pair)))
+    return out
 
 
 def merge_pairs(timeline):

@@ -42,9 +42,12 @@ CLASSES = (
 CLASS_NAMES = tuple(name for name, _ in CLASSES)
 _CLASS_CODES = {name: tuple(EVENT_CODES[e] for e in evs) for name, evs in CLASSES}
 EXEC = EVENT_CODES["exec"]
+ACCESS = EVENT_CODES["access"]
+MODIFY = EVENT_CODES["modify"]
 
 GROUPINGS = ("cgroup", "process", "comm", "file", "event")
-SORT_KEYS = ("total",) + CLASS_NAMES + ("failed", "name")
+BYTE_KEYS = ("read_bytes", "write_bytes")     # Row attributes: bytes moved (model/fields.py)
+SORT_KEYS = ("total",) + CLASS_NAMES + ("failed",) + BYTE_KEYS + ("name",)
 DEFAULT_SORT = "total"
 HISTORY = 20                    # ticks of trend per row
 MAX_TIMELINE = 240              # report chart points; older ones are merged pairwise
@@ -109,6 +112,8 @@ class Row:
     cgroup: str | None = None       # a process's cgroup; a file's or event's busiest cgroup
     comm: str | None = None         # process rows
     extra: dict = field(default_factory=dict)   # event rows: distinct cgroups, processes, files
+    read_bytes: int = 0             # bytes moved by its reads (abi.BYTES_SYSCALLS)
+    write_bytes: int = 0            # bytes moved by its writes
 
     @property
     def total(self) -> int:
@@ -190,7 +195,9 @@ def focused(entries, focus: tuple[Focus, ...], cgroups, files) -> list[Entry]:
         if f.group == "event":
             code = EVENT_CODES[f.key]
             out = [Entry(e.cgroup_id, e.file, e.pid, e.err, e.comm,
-                         tuple(n if i == code else 0 for i, n in enumerate(e.counts))) for e in out]
+                         tuple(n if i == code else 0 for i, n in enumerate(e.counts)),
+                         e.read_bytes if code == ACCESS else 0, e.write_bytes if code == MODIFY else 0)
+                   for e in out]
     return out
 
 
@@ -220,7 +227,7 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
         return _comm_rows(entries, cgroups)
     if by not in ("process", "file", "dir"):
         raise ValueError("unknown grouping %r" % by)
-    acc: dict = {}          # key -> [counts, failed, {cgroup id: events}, comm]
+    acc: dict = {}          # key -> [counts, failed, {cgroup id: events}, comm, read bytes, write bytes]
     names: dict[int, str] = {}
     for e in entries:
         if by == "process":
@@ -233,8 +240,10 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
                     key = names[e.file] = parent_dir(key)
         a = acc.get(key)
         if a is None:
-            a = acc[key] = [[0] * EV_COUNT, 0, {}, e.comm]
+            a = acc[key] = [[0] * EV_COUNT, 0, {}, e.comm, 0, 0]
         n = sum(e.counts)
+        a[4] += e.read_bytes
+        a[5] += e.write_bytes
         if e.err:
             a[1] += n
         else:
@@ -244,8 +253,9 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
         if e.counts[EXEC] and not e.err:    # the name after an exec is the process's name now
             a[3] = e.comm
     rows = []
-    for key, (counts, failed, w, comm) in acc.items():
-        row = Row(by, key, str(key), counts, failed, cgroup=cgroup_path(cgroups, busiest(w)))
+    for key, (counts, failed, w, comm, rb, wb) in acc.items():
+        row = Row(by, key, str(key), counts, failed, cgroup=cgroup_path(cgroups, busiest(w)),
+                  read_bytes=rb, write_bytes=wb)
         if by == "process":
             row.comm = comm.decode("utf-8", "surrogateescape")
             row.label = "%s[%d]" % (row.comm, key)
@@ -257,13 +267,15 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
 
 def _comm_rows(entries, cgroups) -> list[Row]:
     """One row per command name, over all its processes (short-lived `mv`s become one row)."""
-    acc: dict = {}          # name -> [counts, failed, {cgroup id: events}, pids]
+    acc: dict = {}          # name -> [counts, failed, {cgroup id: events}, pids, read bytes, write bytes]
     for e in entries:
         name = comm_text(e.comm)
         a = acc.get(name)
         if a is None:
-            a = acc[name] = [[0] * EV_COUNT, 0, {}, set()]
+            a = acc[name] = [[0] * EV_COUNT, 0, {}, set(), 0, 0]
         n = sum(e.counts)
+        a[4] += e.read_bytes
+        a[5] += e.write_bytes
         if e.err:
             a[1] += n
         else:
@@ -271,16 +283,18 @@ def _comm_rows(entries, cgroups) -> list[Row]:
         a[2][e.cgroup_id] = a[2].get(e.cgroup_id, 0) + n
         a[3].add(e.pid)
     return [Row("comm", name, name, counts, failed, cgroup=cgroup_path(cgroups, busiest(w)), comm=name,
-                extra={"processes": len(pids), "cgroups": len(w)})
-            for name, (counts, failed, w, pids) in acc.items()]
+                extra={"processes": len(pids), "cgroups": len(w)}, read_bytes=rb, write_bytes=wb)
+            for name, (counts, failed, w, pids, rb, wb) in acc.items()]
 
 
 def _cgroup_rows(entries, cgroups) -> list[Row]:
-    own: dict[int, list] = {}        # cgroup id -> [counts, failed]
+    own: dict[int, list] = {}        # cgroup id -> [counts, failed, read bytes, write bytes]
     for e in entries:
         a = own.get(e.cgroup_id)
         if a is None:
-            a = own[e.cgroup_id] = [[0] * EV_COUNT, 0]
+            a = own[e.cgroup_id] = [[0] * EV_COUNT, 0, 0, 0]
+        a[2] += e.read_bytes
+        a[3] += e.write_bytes
         if e.err:
             a[1] += sum(e.counts)
         else:
@@ -289,21 +303,26 @@ def _cgroup_rows(entries, cgroups) -> list[Row]:
     for cgid, a in own.items():
         path = cgroup_path(cgroups, cgid)
         if path in by_path:           # two ids, one path: a cgroup removed and made again
-            by_path[path] = [list(map(add, by_path[path][0], a[0])), by_path[path][1] + a[1]]
+            b = by_path[path]
+            by_path[path] = [list(map(add, b[0], a[0])), b[1] + a[1], b[2] + a[2], b[3] + a[3]]
         else:
             by_path[path] = a
     rows: dict[str, Row] = {}
-    for path, (counts, failed) in by_path.items():
+    for path, (counts, failed, rb, wb) in by_path.items():
         for up in [path] + ancestors(path):
             target = rows.get(up)
             if target is None:
                 target = rows[up] = Row("cgroup", up, cgroup_label(up), [0] * EV_COUNT)
             add_into(target.counts, counts)
             target.failed += failed
+            target.read_bytes += rb
+            target.write_bytes += wb
     for path, row in rows.items():
         mine = by_path.get(path)
         row.extra["own"] = list(mine[0]) if mine else [0] * EV_COUNT
         row.extra["own_failed"] = mine[1] if mine else 0
+        row.extra["own_read_bytes"] = mine[2] if mine else 0
+        row.extra["own_write_bytes"] = mine[3] if mine else 0
     return list(rows.values())
 
 
@@ -313,7 +332,10 @@ def _event_rows(entries, cgroups) -> list[Row]:
     weights: list[dict] = [{} for _ in range(EV_COUNT)]
     pids: list[set] = [set() for _ in range(EV_COUNT)]
     keys: list[set] = [set() for _ in range(EV_COUNT)]
+    moved = [0] * EV_COUNT          # bytes: access (read) and modify (write)
     for e in entries:
+        moved[ACCESS] += e.read_bytes
+        moved[MODIFY] += e.write_bytes
         for code, n in enumerate(e.counts):
             if n:
                 if e.err:
@@ -334,7 +356,9 @@ def _event_rows(entries, cgroups) -> list[Row]:
         rows.append(Row("event", name, name, counts, failed[code],
                         cgroup=cgroup_path(cgroups, busiest(weights[code])),
                         extra={"cgroups": len(weights[code]), "processes": len(pids[code]),
-                               "files": len(keys[code])}))
+                               "files": len(keys[code])},
+                        read_bytes=moved[code] if code == ACCESS else 0,
+                        write_bytes=moved[code] if code == MODIFY else 0))
     return rows
 
 
@@ -347,6 +371,8 @@ def sort_value(row: Row, key: str):
         return row.label.lower()
     if key in _CLASS_CODES:
         return row.klass(key)
+    if key in BYTE_KEYS:
+        return getattr(row, key)
     raise ValueError("unknown sort key %r (known: %s)" % (key, ", ".join(SORT_KEYS)))
 
 
@@ -409,6 +435,11 @@ def arrange(rows: list[Row], by: str, key: str = DEFAULT_SORT, reverse: bool = F
 
 def trend_key(row: Row):
     return (row.group, row.key)
+
+
+def tick_bytes(entries) -> tuple[int, int]:
+    """Bytes read and written by every entry of a tick."""
+    return sum(e.read_bytes for e in entries), sum(e.write_bytes for e in entries)
 
 
 def summarize(entries, cgroups: dict[int, str], files: dict[int, str]) -> tuple[list[int], int, dict]:

@@ -30,6 +30,10 @@ class Snapshot:
     trends: dict                            # trend_key(row) -> events/s in each of the last ticks
     accumulated: bool = False               # tables hold counts since accumulating began, not the tick's
     accumulated_since: float | None = None  # when that began
+    read_bytes: int = 0                     # bytes read in the tick, everything counted
+    write_bytes: int = 0
+    read_bytes_total: int = 0               # since the start
+    write_bytes_total: int = 0
 
 
 def views_for(group: str, focus: tuple[Focus, ...]) -> tuple[str, ...]:
@@ -60,4 +64,6 @@ def snapshot(agg: Aggregator, group: str = "cgroup", sort: str = DEFAULT_SORT, r
         lost_total=agg.lost, overflow_total=sum(agg.overflow), group=group, sort=sort, reverse=reverse,
         focus=focus, text=text, tables=tables, trends=trends, accumulated=accumulated and agg.cumulative,
         accumulated_since=agg.since,
+        read_bytes=agg.tick_bytes[0], write_bytes=agg.tick_bytes[1],
+        read_bytes_total=agg.bytes_total[0], write_bytes_total=agg.bytes_total[1],
     )

@@ -56,6 +56,7 @@ class FileEvent:
     names: Names
     ret: int
     syscall: str
+    bytes: int | None = None        # access/modify: the bytes the syscall moved; None: none, or not known
 
 
 @dataclass
@@ -78,6 +79,7 @@ class StartInfo:
     failed: bool = False                                            # failed operations traced too
     command: tuple[str, ...] = ()                                   # -- CMD
     filters: dict = field(default_factory=dict)     # "pids", "comms", "cgroups", "containers", "pods": as asked
+    bytes: bool = True              # the backend knows the bytes each read and write moved
 
 
 @dataclass

@@ -43,6 +43,7 @@ FAST_TICK_S = 15.0          # as views/report.py: quarter-second ticks until the
 FAST_INTERVAL = 0.25
 SLOW_INTERVAL = 1.0
 _EXEC = EVENT_CODES["exec"]
+_ACCESS, _MODIFY = EVENT_CODES["access"], EVENT_CODES["modify"]
 MAX_PATHS = MAX_REPORT_ENTRIES  # distinct paths kept apart (memory); events on others count as "(other files)"
 
 
@@ -56,6 +57,7 @@ class TraceInfo:
     kernel: str = "?"
     events: tuple[str, ...] | None = None   # traced events; None: no start record says
     failed: bool | None = None              # failed operations traced; None: the start record does not say
+    bytes: bool | None = None               # access/modify events carry bytes; None: the start record does not say
     command: tuple[str, ...] = ()
     command_cgroup: str | None = None
     exit_status: int | None = None          # the command's, from the summary record
@@ -204,7 +206,7 @@ class Folder:
         self.t0: float | None = None            # the trace's start: tick boundaries count from here
         self.bucket_start = 0.0                 # the tick being filled
         self.bucket_end = 0.0
-        self.acc: dict[tuple, list] = {}        # (cgroup id, file key, pid, err) -> [counts, comm]
+        self.acc: dict[tuple, list] = {}        # (cgroup id, file key, pid, err) -> [counts, comm, read, written]
         self.pending_lost = 0
         self.path_keys: dict[str, int] = {}     # path -> file key (1, 2, ...; NO_FILE: no path)
         self.key_paths: list[str | None] = [None]   # file key -> path
@@ -241,8 +243,8 @@ class Folder:
 
     def _emit(self, start: float, end: float) -> None:
         entries, files, cgroups = [], {}, {}
-        for (cgid, key, pid, err), (counts, comm) in self.acc.items():
-            entries.append(Entry(cgid, key, pid, err, comm, tuple(counts)))
+        for (cgid, key, pid, err), (counts, comm, rb, wb) in self.acc.items():
+            entries.append(Entry(cgid, key, pid, err, comm, tuple(counts), rb, wb))
             if key > 0:
                 files[key] = self.key_paths[key]
             cgroups[cgid] = self.cgroup_paths.get(cgid) or unknown_path(cgid)
@@ -272,6 +274,8 @@ class Folder:
             info.events = tuple(e for e in EVENT_NAMES if e in evs)
         if isinstance(rec.get("failed"), bool):
             info.failed = rec["failed"]
+        if isinstance(rec.get("bytes"), bool):
+            info.bytes = rec["bytes"]
         if isinstance(rec.get("command"), list):
             info.command = tuple(str(a) for a in rec["command"])
         if isinstance(rec.get("command_cgroup"), str):
@@ -335,8 +339,11 @@ class Folder:
         a = self.acc.get(k)
         raw_comm = comm.encode("utf-8", "surrogateescape")
         if a is None:
-            a = self.acc[k] = [[0] * EV_COUNT, raw_comm]
+            a = self.acc[k] = [[0] * EV_COUNT, raw_comm, 0, 0]
         a[0][code] += 1
+        moved = rec.get("bytes")        # access and modify: the bytes the syscall moved
+        if isinstance(moved, int) and moved > 0 and (code == _ACCESS or code == _MODIFY):
+            a[2 if code == _ACCESS else 3] += moved
         if code == _EXEC:               # as the kernel does: the name after an exec
             a[1] = raw_comm
 

@@ -33,12 +33,14 @@ EVENT_FIELDS = (
     ("ret", "syscall return value"),
     ("error", "errno name of a failed operation, else null"),
     ("syscall", "the syscall that caused the event"),
+    ("bytes", "access and modify: the bytes the syscall moved (its return value; 0 at the end of a file); "
+              "null for other events, truncates, failed calls and backends that cannot know (see BYTES)"),
 )
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quote = json.encoder.encode_basestring     # what _dumps does to a str, minus its per-call dispatch
 _EVENT_LINE = ('{"type":"event","ts":%.6f,"event":"%s","dir":%s,"path":%s,"path2":%s,"pid":%d,"tid":%d,'
-               '"ppid":%s,"uid":%d,"comm":%s,"cgroup_id":%d,%s,"ret":%d,"error":%s,"syscall":"%s"}\n')
+               '"ppid":%s,"uid":%d,"comm":%s,"cgroup_id":%d,%s,"ret":%d,"error":%s,"syscall":"%s","bytes":%s}\n')
 
 
 def _text(raw: bytes | None) -> str:
@@ -53,7 +55,7 @@ def event_record(ev) -> dict:
         "ppid": ev.ppid, "uid": ev.uid, "comm": decode_name(ev.comm), "cgroup_id": ev.cgroup_id,
         "cgroup": decode_fs(ev.cgroup), "unit": ev.names.unit, "container": ev.names.container, "pod": ev.names.pod,
         "container_name": ev.names.container_name, "image": ev.names.image, "pod_name": ev.names.pod_name,
-        "pod_namespace": ev.names.pod_namespace, "ret": ev.ret, "error": errno_name(ev.ret), "syscall": ev.syscall,
+        "pod_namespace": ev.names.pod_namespace, "ret": ev.ret, "error": errno_name(ev.ret), "syscall": ev.syscall, "bytes": ev.bytes,
     }
 
 
@@ -78,7 +80,7 @@ class JsonSink(StreamSink):
             "events": list(info.events), "tracepoints": info.tracepoints, "skipped": info.skipped,
             "missing_syscalls": info.missing_syscalls, "cgroup_sources": info.cgroup_sources,
             "command_cgroup": info.command_cgroup, "backend_reasons": info.backend_reasons,
-            "armed": info.armed, "failed": info.failed, "command": list(info.command), "filters": info.filters,
+            "armed": info.armed, "failed": info.failed, "bytes": info.bytes, "command": list(info.command), "filters": info.filters,
         })
 
     def event(self, ev) -> None:
@@ -98,7 +100,8 @@ class JsonSink(StreamSink):
         line = _EVENT_LINE % (
             ev.ts, ev.event, "true" if ev.dir else "false", _text(ev.path), _text(ev.path2), ev.pid, ev.tid,
             "null" if ev.ppid is None else ev.ppid, ev.uid, comm, ev.cgroup_id, cg[2],
-            ret, "null" if ret >= 0 else '"%s"' % errno_name(ret), ev.syscall)
+            ret, "null" if ret >= 0 else '"%s"' % errno_name(ret), ev.syscall,
+            "null" if ev.bytes is None else ev.bytes)
         self.out.write(line.encode("utf-8", "surrogateescape"))
 
     def cgroup(self, change) -> None:

@@ -28,8 +28,10 @@ from rich.text import Text
 from bpftools import model
 from bpftools.escape import decode_fs, terminal_safe
 from bpftools.model import Aggregator
+from bpftools.model.fields import BY_NAME, BYTE_FIELDS
 from bpftools.session.contract import CountSink
 from bpftools.views.tables import cgroup_name, events_dict, human, row_record, rows_table, spark
+from bpftools.views.text import human_bytes
 
 TABLES = ("cgroup", "process", "file", "dir", "event", "errno", "lifecycle", "timeline")
 ROW_TABLES = ("cgroup", "process", "file", "dir", "event")
@@ -55,6 +57,7 @@ class ReportMeta:
     filters: tuple[str, ...] = ()
     source: dict | None = None          # report --from: the trace file and what it recorded (REPORT JSON)
     notes: tuple[str, ...] = ()         # what the counts leave out, said below the tables
+    bytes: bool = True          # the backend knows the bytes each read and write moved
 
 
 @dataclass
@@ -74,6 +77,8 @@ class Report:
     top: int = 0
     by: tuple[str, ...] = TABLES
     sort: str = model.DEFAULT_SORT
+    moved: tuple[int, int] = (0, 0)                               # bytes read, written in the run
+    bytes_points: list[tuple[int, int]] = ()                      # bytes read, written per point
 
     @property
     def duration(self) -> float:
@@ -107,11 +112,13 @@ def build(agg: Aggregator, meta: ReportMeta, top: int = 10, by: tuple[str, ...] 
                [p[2][i] for p in series_points]) for i, c in enumerate(busiest)]
     totals, failed = agg.run_totals()
     end = agg.end_ts if agg.end_ts is not None else time.time()
+    bytes_points = [(r, w) for _, _, r, w in agg.bytes_timeline]   # merged as the timeline is: same points
     return Report(
         meta=meta, start=agg.first_ts if agg.first_ts is not None else end, end=end, totals=totals,
         failed=failed, lost=agg.lost, overflow=sum(agg.overflow), tables=tables,
         errors=_cut(agg.errors(), top), lifecycle=_cut(lifecycle, top), series=series,
         points=[(p[0], p[1]) for p in series_points], top=top, by=by, sort=sort,
+        moved=tuple(agg.bytes_total), bytes_points=bytes_points,
     )
 
 
@@ -143,15 +150,19 @@ def document(rep: Report, text=decode_fs) -> dict:
         "start": round(rep.start, 6), "end": round(rep.end, 6), "duration_s": round(rep.duration, 6),
         "top": rep.top, "sort": rep.sort,
         "totals": {"events": sum(rep.totals), "failed": rep.failed, "lost": rep.lost, "overflow": rep.overflow,
-                   "by_event": events_dict(rep.totals)},
+                   "by_event": events_dict(rep.totals),
+                   "read_bytes": rep.moved[0] if rep.meta.bytes else None,
+                   "write_bytes": rep.moved[1] if rep.meta.bytes else None},
     }
     for g in ROW_TABLES:
-        doc[JSON_KEYS[g]] = [row_record(r, text) for r in rep.tables[g]]
+        doc[JSON_KEYS[g]] = [row_record(r, text, rep.meta.bytes) for r in rep.tables[g]]
     doc["errors"] = [dict(e, top_process=text(e["top_process"]), top_path=text(e["top_path"])) for e in rep.errors]
     doc["cgroup_lifecycle"] = [dict(life, path=text(life["path"])) for life in rep.lifecycle]
     doc["timeline"] = {
         "points": [{"start": round(s, 6), "seconds": round(d, 6)} for s, d in rep.points],
         "series": [{"cgroup": text(path), "name": text(name), "events": counts} for path, name, counts in rep.series],
+        "read_bytes": [r for r, _ in rep.bytes_points] if rep.meta.bytes else None,
+        "write_bytes": [w for _, w in rep.bytes_points] if rep.meta.bytes else None,
     }
     doc["source"] = rep.meta.source
     doc["notes"] = list(rep.meta.notes)
@@ -185,6 +196,8 @@ def csv_tables(rep: Report) -> dict[str, list[dict]]:
             for i, p in enumerate(doc["timeline"]["points"]):
                 rec = dict(p)
                 rec.update({s["cgroup"]: s["events"][i] for s in doc["timeline"]["series"]})
+                if rep.meta.bytes and rep.bytes_points:
+                    rec.update(read_bytes=rep.bytes_points[i][0], write_bytes=rep.bytes_points[i][1])
                 recs.append(rec)
             out["timeline"] = recs
         else:
@@ -233,6 +246,8 @@ def header(rep: Report) -> Text:
     t.append("events %d" % sum(rep.totals), style="bold")
     t.append("  failed %d" % rep.failed, style="red" if rep.failed else "")
     t.append("  lost %d  overflow %d" % (rep.lost, rep.overflow), style=warn)
+    if rep.meta.bytes:
+        t.append("  read %s  written %s" % (human_bytes(rep.moved[0]), human_bytes(rep.moved[1])))
     if rep.top:
         t.append("  (top %d rows per table)" % rep.top, style="dim")
     return t
@@ -255,7 +270,7 @@ def renderables(rep: Report, width: int) -> list:
     for g in rep.by:
         if g in ROW_TABLES:
             rows = rep.tables[g]
-            out.append(rows_table(rows, g, width, sort=rep.sort, failed=True, title=TITLES[g]))
+            out.append(rows_table(rows, g, width, sort=rep.sort, failed=True, title=TITLES[g], moved=rep.meta.bytes))
         elif g == "errno":
             out.append(_simple(TITLES[g], [("errno", "left"), ("event", "left"), ("count", "right"),
                                            ("most by", "left"), ("most on", "left")],
@@ -356,10 +371,36 @@ def chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
     Rates are events over each point's own length, partial points merged
     (whole_points); the y axis has round steps in short units (12k, 1.5M).
     """
-    left, right, top, bottom = 64, 220, 34, 44
+    return _line_chart(rep, "Events per second, busiest cgroups", [(name, c) for _, name, c in rep.series],
+                       lambda v: human(v) + "/s", width, height)
+
+
+def bytes_chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
+    """Bytes read and written per second over the run (everything counted), as a standalone <svg> element."""
+    series = [("read", [r for r, _ in rep.bytes_points]), ("written", [w for _, w in rep.bytes_points])]
+    if not any(any(v) for _, v in series):
+        series = []
+    return _line_chart(rep, "Bytes per second, read and written", series, lambda v: human_bytes(v) + "/s",
+                       width, height, left=84)
+
+
+CHART_STEP = 270        # pixels from one chart's top to the next one's
+
+
+def charts(rep: Report) -> list[str]:
+    """The pictures above the tables: events over time, and bytes over time when the backend knows them."""
+    if "timeline" not in rep.by:
+        return []
+    return [chart_svg(rep)] + ([bytes_chart_svg(rep)] if rep.meta.bytes else [])
+
+
+def _line_chart(rep: Report, title: str, series: list[tuple[str, list[int]]], label, width: int, height: int,
+                left: int = 64) -> str:
+    """Per-second rates at rep.points, one line per (name, values per point), as a standalone <svg> element."""
+    right, top, bottom = 220, 34, 44
     pw, ph = width - left - right, height - top - bottom
-    points, series = whole_points(rep.points, [c for _, _, c in rep.series])
-    rate_rows = [rates(c, points) for c in series]
+    points, values = whole_points(rep.points, [c for _, c in series])
+    rate_rows = [rates(c, points) for c in values]
     ymax = max((max(r, default=0.0) for r in rate_rows), default=0.0) or 1.0
     step = nice_step(ymax)
     ticks = max(1, math.ceil(ymax / step))
@@ -370,8 +411,7 @@ def chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
         '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
         'font-family="DejaVu Sans, Arial, sans-serif" font-size="12">' % (width, height, width, height),
         '<rect width="100%" height="100%" fill="#ffffff"/>',
-        '<text x="%d" y="18" font-size="14" font-weight="bold" fill="#222">%s</text>'
-        % (left, esc("Events per second, busiest cgroups")),
+        '<text x="%d" y="18" font-size="14" font-weight="bold" fill="#222">%s</text>' % (left, esc(title)),
         '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>' % (left, top + ph, left + pw, top + ph),
         '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>' % (left, top, left, top + ph),
     ]
@@ -379,14 +419,14 @@ def chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
         y = top + ph - ph * i / ticks
         parts.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (left, y, left + pw, y))
         parts.append('<text x="%d" y="%.1f" text-anchor="end" fill="#444">%s</text>'
-                     % (left - 6, y + 4, esc(human(step * i) + "/s")))
+                     % (left - 6, y + 4, esc(label(step * i))))
     for i in range(5):
         x = left + pw * i / 4
         parts.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#444">%s</text>'
                      % (x, top + ph + 16, esc(seconds_label(span * i / 4))))
     parts.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#666">%s</text>'
                  % (left + pw / 2, top + ph + 34, esc("time since the start of the run")))
-    for k, ((_, name, _), r) in enumerate(zip(rep.series, rate_rows)):
+    for k, ((name, _), r) in enumerate(zip(series, rate_rows)):
         colour = PALETTE[k % len(PALETTE)]
         pts = []
         for (start, secs), v in zip(points, r):
@@ -400,10 +440,10 @@ def chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
             parts.append('<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (x, y, colour))
         ly = top + 10 + 18 * k
         parts.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (left + pw + 14, ly - 10, colour))
-        label = terminal_safe(name)
+        text = terminal_safe(name)
         parts.append('<text x="%d" y="%d" fill="#222">%s</text>'
-                     % (left + pw + 32, ly, esc(label if len(label) <= 28 else label[:13] + "…" + label[-14:])))
-    if not rep.series:
+                     % (left + pw + 32, ly, esc(text if len(text) <= 28 else text[:13] + "…" + text[-14:])))
+    if not series:
         parts.append('<text x="%d" y="%d" fill="#888">no file activity</text>' % (left + 10, top + ph // 2))
     parts.append('</svg>')
     return "\n".join(parts)
@@ -425,8 +465,9 @@ def to_svg(rep: Report) -> str:
     console = _recorded(rep)
     tables = _FONT_FACE.sub("", console.export_svg(title="fstrace report", theme=DEFAULT_TERMINAL_THEME))
     w, h = (float(v) for v in _VIEWBOX.search(tables).groups())
-    chart = chart_svg(rep) if "timeline" in rep.by else ""
-    chart_h = 270 if chart else 0
+    pictures = charts(rep)
+    chart = "\n".join(c.replace("<svg ", '<svg y="%d" ' % (CHART_STEP * i), 1) for i, c in enumerate(pictures))
+    chart_h = CHART_STEP * len(pictures)
     width = max(w, 860.0)
     inner = tables.replace("<svg ", '<svg x="0" y="%d" width="%.1f" height="%.1f" ' % (chart_h, w, h), 1)
     return "\n".join([
@@ -530,6 +571,9 @@ class _Html:
                     out.append('<td class="num" data-v="%s">%s</td>' % (v, _seconds(v)))
                 elif kind == "id":
                     out.append('<td class="num" data-v="%d">%d</td>' % (v, v))
+                elif kind == "bytes":           # shown as KiB, MiB; sorted and titled exact
+                    out.append('<td class="num%s" data-v="%d" title="%d bytes">%s</td>'
+                               % ("" if v else " zero", v, v, human_bytes(v)))
                 else:
                     out.append('<td class="num %s" data-v="%s">%s</td>' % ("fail" if v else "zero", v, _number(v)))
             elif isinstance(c, (int, float)):
@@ -552,30 +596,36 @@ def html_tables(rep: Report) -> list[str]:
         # the event types that occur in this table (a column of zeros says nothing)
         events = [e for e in model.EVENT_NAMES if any(r[key][e] for r in recs)] if recs else []
         ev_cols = [(e, True) for e in events]
+        # bytes read and written, when the backend knows them (rbytes, wbytes: model/fields.py)
+        b_cols = [(BY_NAME[f].column, True) for f in BYTE_FIELDS] if rep.meta.bytes else []
+
+        def moved(r, prefix=""):
+            return [("bytes", r[prefix + f]) for f in BYTE_FIELDS] if rep.meta.bytes else []
         if g == "cgroup":
             t = _Html(TITLES[g], [("cgroup", False), ("unit / container", False)] + ev_cols
-                      + [("total", True), ("failed", True), ("own total", True)],
+                      + [("total", True), ("failed", True), ("own total", True)] + b_cols,
                       "Each row counts its cgroup and every cgroup below it; own total: the cgroup alone.")
             for r in doc["cgroups"]:
                 t.row([r["path"], r["container"] or r["unit"] or ""] + [r["subtree_events"][e] for e in events]
-                      + [r["subtree_total"], ("fail", r["subtree_failed"]), r["total"]])
+                      + [r["subtree_total"], ("fail", r["subtree_failed"]), r["total"]] + moved(r, "subtree_"))
         elif g == "process":
             t = _Html(TITLES[g], [("process", False), ("pid", True), ("cgroup", False)] + ev_cols
-                      + [("total", True), ("failed", True)])
+                      + [("total", True), ("failed", True)] + b_cols)
             for r in doc["processes"]:
                 t.row([r["comm"], ("id", r["pid"]), r["cgroup"]] + [r["events"][e] for e in events]
-                      + [r["total"], ("fail", r["failed"])])
+                      + [r["total"], ("fail", r["failed"])] + moved(r))
         elif g in ("file", "dir"):
             t = _Html(TITLES[g], [("path", False), ("busiest cgroup", False), ("cgroups", True)] + ev_cols
-                      + [("total", True), ("failed", True)])
+                      + [("total", True), ("failed", True)] + b_cols)
             for r in doc[JSON_KEYS[g]]:
                 t.row([r["path"], r["busiest_cgroup"], r["cgroups"]] + [r["events"][e] for e in events]
-                      + [r["total"], ("fail", r["failed"])])
+                      + [r["total"], ("fail", r["failed"])] + moved(r))
         elif g == "event":
             t = _Html(TITLES[g], [("event", False), ("cgroups", True), ("processes", True), ("files", True),
-                                  ("total", True), ("failed", True)])
+                                  ("total", True), ("failed", True)] + b_cols)
             for r in doc["event_types"]:
-                t.row([r["event"], r["cgroups"], r["processes"], r["files"], r["total"], ("fail", r["failed"])])
+                t.row([r["event"], r["cgroups"], r["processes"], r["files"], r["total"], ("fail", r["failed"])]
+                      + moved(r))
         elif g == "errno":
             t = _Html(TITLES[g], [("errno", False), ("event", False), ("count", True), ("most by", False),
                                   ("most on", False)])
@@ -613,6 +663,8 @@ def to_html(rep: Report) -> str:
               '<span class="%s">%s lost</span>' % ("warn" if rep.lost else "", _number(rep.lost)),
               '<span class="%s">%s overflow</span>' % ("warn" if rep.overflow else "", _number(rep.overflow)),
               '<span>%s events/s on average</span>' % human(sum(rep.totals) / (rep.duration or 1.0))]
+    if m.bytes:
+        totals.append('<span>%s read, %s written</span>' % (human_bytes(rep.moved[0]), human_bytes(rep.moved[1])))
     head = [
         '<h1>fstrace report</h1>',
         '<p class="meta">%s</p>' % esc(terminal_safe(scope_text(m))),
@@ -622,7 +674,7 @@ def to_html(rep: Report) -> str:
             " · top %d rows per table" % rep.top if rep.top else ""),
         '<p class="meta totals">%s</p>' % "".join(totals),
     ]
-    chart = chart_svg(rep) if "timeline" in rep.by else ""
+    chart = "\n".join(charts(rep))
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="UTF-8">',
         "<title>fstrace report: %s</title>" % esc(terminal_safe(scope_text(m))),

@@ -1,8 +1,8 @@
 """Rows as rich tables and as records: what `fstrace top` and `fstrace report` share.
 
-Pure functions of model rows; no terminal, no clock.  COLUMNS says once
-what each column counts: top's help screen shows it, docs/top-report.md
-repeats it.
+Pure functions of model rows; no terminal, no clock.  COLUMNS (from the
+model's field table, model/fields.py) says once what each column counts:
+top's help screen shows it, the man page repeats it.
 """
 from __future__ import annotations
 
@@ -17,30 +17,21 @@ from bpftools.abi import EVENT_NAMES
 from bpftools.cgroups.names import display_name
 from bpftools.cgroups.runtimes import named
 from bpftools.escape import decode_fs, terminal_safe
-from bpftools.views.text import shorten_middle
+from bpftools.model.fields import BY_NAME, BYTE_FIELDS, FIELDS
+from bpftools.views.text import human_bytes, shorten_middle
 
 SPARKS = "▁▂▃▄▅▆▇█"
 NAME_MIN = 24           # the name column never gets narrower than this
 NUM_WIDTH = 6
+BYTES_WIDTH = 8         # "12.3 MiB"
 TREND_MAX = model.HISTORY
 # Which event-class columns survive on a narrow terminal, most wanted first.
 CLASS_PRIORITY = ("open", "write", "read", "create", "delete", "rename", "close", "attrib", "exec")
 HEADINGS = {"cgroup": "CGROUP", "process": "PROCESS", "comm": "COMMAND", "file": "FILE", "dir": "DIRECTORY",
             "event": "EVENT"}
 
-# column -> what it shows (the man page lists these)
-COLUMNS = (
-    ("open", "successful opens (open)"),
-    ("read", "reads (access)"),
-    ("write", "writes and truncates (modify)"),
-    ("close", "closes (close_write + close_nowrite)"),
-    ("create", "files, directories, links and nodes created (create)"),
-    ("delete", "unlinks and rmdirs (delete)"),
-    ("rename", "renames (rename), counted for the old name"),
-    ("attrib", "chmod, chown, utimes, xattr changes (attrib)"),
-    ("exec", "programs executed (exec)"),
-    ("total", "all of the above"),
-    ("fail", "operations that failed (with --failed; report: always)"),
+# column -> what it shows (top's help screen and the man page list these)
+COLUMNS = tuple((f.column, f.help) for f in FIELDS) + (
     ("trend", "the row's events per second in each of the last %d ticks" % model.HISTORY),
 )
 
@@ -127,8 +118,10 @@ def _cell(text: str, width: int, right: bool) -> str:
 def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None = None,
                sort: str = model.DEFAULT_SORT, reverse: bool = False, selected: int | None = None,
                trends: dict | None = None, failed: bool = False, title: str | None = None,
-               empty: str | None = None) -> Group:
+               empty: str | None = None, moved: bool = True) -> Group:
     """Rows as a table fitted to width: rates (shortened) when per (seconds) is given, else exact counts.
+
+    moved: show the bytes read and written (rbytes, wbytes: per second with per, else totals).
 
     Laid out here, one Text per line, column by column: a report of 10k rows
     renders in a moment, where a rich Table takes half a minute.
@@ -144,7 +137,9 @@ def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None 
         extra_cols = [("procs", 6)]
     elif by == "process" and width >= 100:
         extra_cols = [("parent", 7), ("cgroup", min(28, (width - 78) // 2))]
-    fixed = (num_w + 1) * (1 + failed) + (trend_w + 1 if show_trend else 0) + sum(w + 1 for _, w in extra_cols)
+    byte_cols = BYTE_FIELDS if moved else ()
+    fixed = ((num_w + 1) * (1 + failed) + (trend_w + 1 if show_trend else 0) + sum(w + 1 for _, w in extra_cols)
+             + (BYTES_WIDTH + 1) * len(byte_cols))
     classes = () if by == "event" else fit_classes(width, fixed, num_w, sort)
     name_w = max(name_min(width), width - fixed - len(classes) * (num_w + 1) - 1)
 
@@ -153,8 +148,9 @@ def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None 
                                                  for n, w in extra_cols]
     columns += [(c, num_w, True) for c in classes] + [("total", num_w, True)]
     columns += [("fail", num_w, True)] if failed else []
+    columns += [(BY_NAME[f].column, BYTES_WIDTH, True) for f in byte_cols]
     columns += [("trend", trend_w, False)] if show_trend else []
-    sorted_col = {"failed": "fail", "name": HEADINGS[by]}.get(sort, sort)
+    sorted_col = HEADINGS[by] if sort == "name" else BY_NAME[sort].column
     head = Text(no_wrap=True, overflow="crop")
     for i, (name, w, right) in enumerate(columns):
         if name == sorted_col:
@@ -182,6 +178,9 @@ def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None 
         line.append(" " + _cell(value(row.total), num_w, True), style="bold")
         if failed:
             line.append(" " + _cell(value(row.failed), num_w, True), style="bold" if row.failed else "dim")
+        for f in byte_cols:
+            n = getattr(row, f)
+            line.append(" " + _cell(human_bytes(n / per if per else n), BYTES_WIDTH, True), style="" if n else "dim")
         if show_trend:
             line.append(" " + spark(trends.get(model.trend_key(row), []), trend_w))
         if i == selected:
@@ -200,10 +199,11 @@ def _opt(text, name: str | None) -> str | None:
     return None if name is None else text(name)
 
 
-def row_record(row: model.Row, text=decode_fs) -> dict:
+def row_record(row: model.Row, text=decode_fs, moved: bool = True) -> dict:
     """A row as a JSON object / CSV line: stable keys per grouping (see docs/top-report.md).
 
     text renders names: decode_fs (exact, the default) for JSON, terminal_safe for CSV.
+    Bytes (read_bytes, write_bytes) are null when the backend cannot know them (moved=False).
     """
     rec: dict = {}
     if row.group == "cgroup":
@@ -224,8 +224,11 @@ def row_record(row: model.Row, text=decode_fs) -> dict:
                    files=row.extra["files"], busiest_cgroup=_opt(text, row.cgroup))
     if row.group == "cgroup":       # its own events, and with every cgroup below it
         own = row.extra["own"]
-        rec.update(total=sum(own), failed=row.extra["own_failed"], events=events_dict(own),
-                   subtree_total=row.total, subtree_failed=row.failed, subtree_events=events_dict(row.counts))
+        rec.update(total=sum(own), failed=row.extra["own_failed"], events=events_dict(own))
+        rec.update({f: row.extra.get("own_" + f, 0) if moved else None for f in BYTE_FIELDS})
+        rec.update(subtree_total=row.total, subtree_failed=row.failed, subtree_events=events_dict(row.counts))
+        rec.update({"subtree_" + f: getattr(row, f) if moved else None for f in BYTE_FIELDS})
     else:
         rec.update(total=row.total, failed=row.failed, events=events_dict(row.counts))
+        rec.update({f: getattr(row, f) if moved else None for f in BYTE_FIELDS})
     return rec

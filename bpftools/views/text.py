@@ -23,6 +23,22 @@ def shorten_middle(text: str, width: int) -> str:
     return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
 
 
+BYTE_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_bytes(n: float) -> str:
+    """Bytes as iotop shows them, in at most eight characters: 0 B, 517 B, 4.0 KiB, 12.3 MiB, 870 GiB."""
+    if n < 1024:
+        return "%d B" % round(n)
+    for unit in BYTE_UNITS:
+        n /= 1024
+        if n < 99.95 or unit == BYTE_UNITS[-1]:
+            return "%.1f %s" % (n, unit)
+        if n < 1023.5:
+            return "%d %s" % (round(n), unit)
+    raise AssertionError("unreachable")
+
+
 def cgroup_label(ev) -> str:
     """The container's name (else runtime:short-id) or the unit; else the cgroup's path."""
     if ev.names.unit or ev.names.container:
@@ -56,6 +72,8 @@ def event_line(ev, colour: bool) -> str:
     else:
         what = "%-14s" % what
     line = "%s %s %-22s %s %s" % (stamp, _cgroup_column(cgroup_label(ev)), who, what, path)
+    if ev.bytes is not None:
+        line += "  (%s)" % human_bytes(ev.bytes)
     return line + ("  " + err if err else "")
 
 

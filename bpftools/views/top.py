@@ -28,6 +28,7 @@ from bpftools.escape import terminal_safe
 from bpftools.model import Aggregator, Focus, Snapshot
 from bpftools.session.contract import CountSink
 from bpftools.views.tables import COLUMNS, human, row_record, rows_table, sort_arrow, sort_columns
+from bpftools.views.text import human_bytes
 
 _dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False, separators=(",", ":")).encode
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -206,6 +207,7 @@ class Meta:
     backend: str = "?"
     kernel: str = "?"
     filters: tuple[str, ...] = ()
+    bytes: bool = True          # the backend knows the bytes each read and write moved
 
 
 def wall_clock(ts: float) -> str:
@@ -220,7 +222,8 @@ def duration_text(seconds: float) -> str:
 
 
 def header(snap: Snapshot, meta: Meta, state: ViewState, interactive: bool = True) -> Group:
-    """Four lines, each cropped to the terminal: the session, the rates, the health, the view."""
+    """Four lines, each cropped to the terminal: the session, the rates, the health, the view;
+    and the bytes read and written, above the view, when the backend knows them (not under the help)."""
     per = snap.elapsed or 1.0
     classes = [(name, sum(snap.totals[model.EVENT_CODES[e]] for e in evs)) for name, evs in model.CLASSES]
     line1 = Text.assemble(
@@ -245,6 +248,13 @@ def header(snap: Snapshot, meta: Meta, state: ViewState, interactive: bool = Tru
         ("  lost %d  overflow %d" % (snap.lost_total, snap.overflow_total), warn),
         "  filters: " + (terminal_safe(" ".join(meta.filters)) if meta.filters else "none"),
     )
+    lines = [line1, line2, line3]
+    if meta.bytes and not state.help:   # everything counted, as iotop's "Total DISK READ", then since top started
+        lines.append(Text.assemble(
+            ("read/s ", "bold"), (human_bytes(snap.read_bytes / per), "bold"),
+            ("  write/s ", "bold"), (human_bytes(snap.write_bytes / per), "bold"),
+            "  since the start: read %s, written %s" % (human_bytes(snap.read_bytes_total),
+                                                         human_bytes(snap.write_bytes_total))))
     where = " › ".join(terminal_safe(f.label) for f in snap.focus)
     line4 = Text.assemble(("group ", "dim"), (snap.group, "bold"),
                           ((" › " + where) if where else "", "bold"),
@@ -260,15 +270,17 @@ def header(snap: Snapshot, meta: Meta, state: ViewState, interactive: bool = Tru
         line4.append(terminal_safe(snap.text), style="bold")
     if interactive:
         line4.append("   ? help", style="dim")
-    for line in (line1, line2, line3, line4):
+    lines.append(line4)
+    for line in lines:
         line.no_wrap = True
         line.overflow = "ellipsis"
-    return Group(line1, line2, line3, line4)
+    return Group(*lines)
 
 
 LEGEND = ("open read write close create delete rename attrib exec: the events of each class (write: writes, "
-          "truncates; delete: unlinks, rmdirs; attrib: chmod, chown, utimes, xattrs); total: all of them; fail: "
-          "failed operations (--failed); trend: events/s over the last %d ticks." % model.HISTORY)
+          "truncates; delete: unlinks, rmdirs; attrib: chmod, chown, utimes, xattrs); total: all; fail: "
+          "failed (--failed); rbytes wbytes: bytes read, written; trend: events/s, last %d ticks."
+          % model.HISTORY)
 
 
 def help_panel(lines: int, width: int = 80) -> Panel:
@@ -288,7 +300,6 @@ def help_panel(lines: int, width: int = 80) -> Panel:
                  expand=False, width=min(width, 100))
 
 
-HEADER_LINES = 4
 TABLE_CHROME = 2        # column heads, rule (and a title line in a drill-in)
 
 
@@ -310,12 +321,14 @@ def split_room(room: int, wanted: list[int]) -> list[int]:
 
 def render_screen(snap: Snapshot, meta: Meta, state: ViewState, width: int, height: int):
     """The whole screen for one snapshot at width x height."""
-    parts = [header(snap, meta, state)]
+    head = header(snap, meta, state)
+    parts = [head]
+    header_lines = len(head.renderables)
     if state.help:
-        parts.append(help_panel(height - HEADER_LINES, width))
+        parts.append(help_panel(height - header_lines, width))
         return Group(*parts)
     titles = len(snap.tables) if snap.focus else 0
-    room = height - HEADER_LINES - TABLE_CHROME * len(snap.tables) - titles
+    room = height - header_lines - TABLE_CHROME * len(snap.tables) - titles
     shares = split_room(room, [len(rows) for _, rows in snap.tables])
     for i, ((by, rows), lines) in enumerate(zip(snap.tables, shares)):
         shown, sel = _window(rows, state.selected if i == 0 else -1, max(1, lines))
@@ -328,7 +341,8 @@ def render_screen(snap: Snapshot, meta: Meta, state: ViewState, width: int, heig
             empty = "no file activity since %s" % wall_clock(snap.accumulated_since or snap.ts)
         parts.append(rows_table(shown, by, width, per=None if snap.accumulated else snap.elapsed or 1.0,
                                 sort=snap.sort, reverse=snap.reverse, selected=sel, trends=snap.trends,
-                                failed=state.failed or bool(snap.failed), title=title, empty=empty))
+                                failed=state.failed or bool(snap.failed), title=title, empty=empty,
+                                moved=meta.bytes))
     return Group(*parts)
 
 
@@ -383,7 +397,7 @@ class Interactive(CountSink):
         return self.state.quit or (self.iterations is not None and self.done >= self.iterations)
 
     def start(self, info, ts: float, pid: int) -> None:
-        self.meta = replace(self.meta, backend=info.backend, kernel=info.kernel)
+        self.meta = replace(self.meta, backend=info.backend, kernel=info.kernel, bytes=info.bytes)
         self._keys = KeyReader(self._keys_fd)
         self._live = Live(console=self.console, screen=True, auto_refresh=False,
                           redirect_stdout=False, redirect_stderr=False)
@@ -453,7 +467,7 @@ class Batch(CountSink):
         return self.iterations is not None and self.done >= self.iterations
 
     def start(self, info, ts: float, pid: int) -> None:
-        self.meta = replace(self.meta, backend=info.backend, kernel=info.kernel)
+        self.meta = replace(self.meta, backend=info.backend, kernel=info.kernel, bytes=info.bytes)
 
     def cgroup(self, change) -> None:
         """Batch tables show cgroups through each tick's names."""
@@ -474,7 +488,8 @@ class Batch(CountSink):
         by, rows = snap.tables[0]
         self.console.print(rows_table(rows, by, self.console.width,
                                       per=None if snap.accumulated else snap.elapsed or 1.0, sort=snap.sort,
-                                      reverse=snap.reverse, failed=s.failed or bool(snap.failed)))
+                                      reverse=snap.reverse, failed=s.failed or bool(snap.failed),
+                                      moved=self.meta.bytes))
 
     def flush(self) -> None:
         self.out.flush()
@@ -490,10 +505,12 @@ def snapshot_record(snap: Snapshot, meta: Meta) -> dict:
         "events": dict(zip(model.EVENT_NAMES, snap.totals)), "total": sum(snap.totals), "failed": snap.failed,
         "lost": snap.lost, "overflow": snap.overflow, "cgroups_tracked": snap.tracked,
         "accumulated_since": round(snap.accumulated_since, 6) if snap.accumulated and snap.accumulated_since else None,
+        "read_bytes": snap.read_bytes if meta.bytes else None,
+        "write_bytes": snap.write_bytes if meta.bytes else None,
     }
     names = {"cgroup": "cgroups", "process": "processes", "comm": "commands", "file": "files",
              "event": "event_types"}
     for by, rows in snap.tables:
-        rec[names[by]] = [row_record(r) for r in rows]
+        rec[names[by]] = [row_record(r, moved=meta.bytes) for r in rows]
     return rec
 

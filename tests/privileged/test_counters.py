@@ -26,7 +26,9 @@ def test_entry_layout_matches_the_compiled_structs():
     assert [(name, getattr(key, name).offset) for name, _ in key._fields_] == [
         ("cgroup_id", 0), ("file", 8), ("pid", 16), ("err", 20)]
     assert ctypes.sizeof(leaf) == abi.AGG_VALUE.size
-    assert leaf.n.offset == 0 and leaf.comm.offset == 8 * len(abi.EVENT_NAMES)
+    ev = len(abi.EVENT_NAMES)
+    assert [(name, getattr(leaf, name).offset) for name, _ in leaf._fields_] == [
+        ("n", 0), ("read_bytes", 8 * ev), ("write_bytes", 8 * ev + 8), ("comm", 8 * ev + 16)]
 
 
 def test_counts_stay_exact_at_full_speed_across_many_ticks(workdir):

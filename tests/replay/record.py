@@ -50,7 +50,7 @@ def recording_probe(out: list[bytes]):
             def recorded_swap():
                 entries = swap()
                 out.append(frame(DRAIN, b"".join(abi.AGG_KEY.pack(e.cgroup_id, e.file, e.pid, e.err)
-                                                 + abi.AGG_VALUE.pack(*e.counts, e.comm) for e in entries)))
+                                                 + abi.AGG_VALUE.pack(*e.counts, e.read_bytes, e.write_bytes, e.comm) for e in entries)))
                 return entries
             c.swap = recorded_swap
             return c

@@ -58,3 +58,13 @@ def test_readme_quick_start_uses_the_make_targets_that_exist():
         makefile += (ROOT / included).read_text()
     for target in re.findall(r"^    make ([\w-]+)", readme, re.M):
         assert re.search(r"^%s:" % re.escape(target), makefile, re.M), target
+
+
+def test_man_page_fields_section_is_the_field_table():
+    """man fstrace FIELDS lists model/fields.py's table, in order, word for word."""
+    from bpftools.model.fields import FIELDS
+
+    section = MAN.split(".SH FIELDS\n")[1].split("\n.SH ")[0]
+    items = re.findall(r"^\.TP\n\.BR? (\w+)(?: \"? ?\((\w+)\)\"?)?\n(.*)$", section, re.M)
+    assert [(col, name or col) for col, name, _ in items] == [(f.column, f.name) for f in FIELDS]
+    assert [what.replace("\\-", "-") for _, _, what in items] == [f.help for f in FIELDS]

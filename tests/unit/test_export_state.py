@@ -33,10 +33,15 @@ def counts(**by_event) -> tuple[int, ...]:
 
 
 def tick(cgroups: dict[int, str], *entries, lost=0, overflow=None, tracked=0) -> Tick:
-    """entries: (cgroup id, pid, comm, {event: n})"""
+    """entries: (cgroup id, pid, comm, {event: n}[, read bytes, write bytes])"""
     return Tick(ts=0.0, elapsed=1.0, cgroups=cgroups, files={},
-                entries=[Entry(cg, 0, pid, 0, comm, counts(**ev)) for cg, pid, comm, ev in entries],
+                entries=[Entry(cg, 0, pid, 0, comm, counts(**ev), *rw) for cg, pid, comm, ev, *rw in entries],
                 lost=lost, overflow=overflow or (0,) * N_EVENTS, tracked=tracked)
+
+
+def moved(state: export_state.ExportState) -> dict:
+    """Published bytes as {cgroup: (read, written)}."""
+    return {k[0]: rw for k, rw in state.published.moved.items()}
 
 
 def series(state: export_state.ExportState) -> dict:
@@ -351,3 +356,34 @@ def test_docs_name_every_option_and_metric():
     for family in Collector(s).collect():
         name = family.name + ("_info" if family.type == "info" else "_total" if family.type == "counter" else "")
         assert "`%s`" % name in text, name
+
+
+def test_bytes_accumulate_per_label_set_and_follow_their_series_into_overflow_and_expiry():
+    s = started(ttl=10, max_series=2 * N_EVENTS)        # room for N_EVENTS series of their own
+    s.add(tick({1: "/a", 2: "/b"}, (1, 1, b"w", {"access": 2, "modify": 1}, 8192, 100),
+               (2, 2, b"w", {"modify": 3}, 0, 4096)), now=0)
+    s.add(tick({1: "/a"}, (1, 1, b"w", {"access": 1}, 10, 0)), now=1)
+    assert moved(s) == {"/a": (8202, 100), "/b": (0, 4096)}
+    # a cgroup whose modify series finds no room: its bytes go to the overflow bytes series
+    s.add(tick({i: "/c%d" % i for i in range(3, 20)},
+               *[(i, i, b"w", {"modify": 1}, 0, 7) for i in range(3, 20)]), now=2)
+    assert len([k for k in s.published.events if k[0] != export_state.OVERFLOW]) == N_EVENTS
+    own = sum(1 for k in s.published.moved if k[0] != export_state.OVERFLOW)
+    assert own == N_EVENTS - 1                          # "/a" has two series, one bytes series
+    assert moved(s)[export_state.OVERFLOW] == (0, 7 * (17 - (N_EVENTS - 3)))
+    assert sum(w for _, w in moved(s).values()) == 100 + 4096 + 7 * 17      # nothing lost
+    s.cgroup_change("rmdir", "/a", now=3)
+    s.add(tick({}), now=13)
+    assert "/a" not in moved(s) and moved(s)["/b"] == (0, 4096)
+
+
+def test_bytes_metrics_are_exposed_with_the_labels_of_events_minus_event():
+    s = started()
+    s.add(tick({1: SVC}, (1, 1, b"w", {"access": 1, "modify": 1}, 123, 456)), now=0)
+    fams = {f.name: f for f in Collector(s).collect()}
+    read, = fams["fstrace_read_bytes"].samples
+    assert tuple(read.labels) == s.labels[:-1] and "event" not in read.labels         # events' labels but event
+    assert (read.labels["cgroup"], read.labels["unit"], read.labels["container"]) == (SVC, "nginx.service", "")
+    assert read.value == 123 and fams["fstrace_write_bytes"].samples[0].value == 456
+    s.moved_bytes = False                               # a backend that cannot know bytes
+    assert "fstrace_read_bytes" not in {f.name for f in Collector(s).collect()}

@@ -19,15 +19,15 @@ def counts(**by_event):
     return tuple(c)
 
 
-def entry(cg, pid, file, comm=b"nginx", err=0, **ev):
-    return Entry(cg, file, pid, err, comm, counts(**ev))
+def entry(cg, pid, file, comm=b"nginx", err=0, rb=0, wb=0, **ev):
+    return Entry(cg, file, pid, err, comm, counts(**ev), rb, wb)
 
 
 ENTRIES = [
-    entry(10, 42, 100, open=30, close_nowrite=30, access=60),
-    entry(10, 42, 101, modify=200),
-    entry(12, 43, 101, comm=b"worker", modify=50),
-    entry(11, 50, 102, comm=b"postgres", modify=20, access=10),
+    entry(10, 42, 100, open=30, close_nowrite=30, access=60, rb=60 * 4096),
+    entry(10, 42, 101, modify=200, wb=200 * 100),
+    entry(12, 43, 101, comm=b"worker", modify=50, wb=50 * 512),
+    entry(11, 50, 102, comm=b"postgres", modify=20, access=10, rb=10 * 8192, wb=20 * 8192),
     entry(1, 1, 103, comm=b"init", create=1, delete=1),
     entry(10, 42, 103, err=2, open=7),                    # 7 failed opens, ENOENT
 ]
@@ -287,3 +287,50 @@ def test_a_failed_exec_does_not_rename_the_process_back():
         assert [r.comm for r in report_rows(agg, "process")] == ["tar"]
         assert [e["top_process"] for e in agg.errors()] == ["tar[7]"]
         assert [r.comm for r in model.group_rows(entries, "process", CGROUPS, FILES)] == ["tar"]
+
+
+# --- bytes ----------------------------------------------------------------------------
+def test_bytes_add_up_per_row_in_every_grouping_and_roll_up_the_cgroup_tree():
+    rows = by_key(model.group_rows(ENTRIES, "cgroup", CGROUPS, FILES))
+    assert (rows[NESTED].read_bytes, rows[NESTED].write_bytes) == (0, 50 * 512)
+    assert rows[WEB].extra["own_read_bytes"] == 60 * 4096 and rows[WEB].extra["own_write_bytes"] == 20000
+    assert rows[WEB].write_bytes == 20000 + 50 * 512                # with the worker below it
+    assert rows["/"].read_bytes == 60 * 4096 + 10 * 8192
+    assert rows["/"].write_bytes == 20000 + 50 * 512 + 20 * 8192
+    files = by_key(model.group_rows(ENTRIES, "file", CGROUPS, FILES))
+    assert files["/srv/www/app.log"].write_bytes == 20000 + 50 * 512
+    assert files["/srv/www/index.html"].read_bytes == 60 * 4096
+    procs = by_key(model.group_rows(ENTRIES, "process", CGROUPS, FILES))
+    assert (procs[50].read_bytes, procs[50].write_bytes) == (10 * 8192, 20 * 8192)
+    events = by_key(model.group_rows(ENTRIES, "event", CGROUPS, FILES))
+    assert (events["access"].read_bytes, events["access"].write_bytes) == (60 * 4096 + 10 * 8192, 0)
+    assert (events["modify"].read_bytes, events["modify"].write_bytes) == (0, 20000 + 50 * 512 + 20 * 8192)
+    assert events["open"].read_bytes == events["open"].write_bytes == 0
+
+
+def test_bytes_sort_keys_and_an_event_drill_in_keeps_only_its_bytes():
+    rows = model.sort_rows(model.group_rows(ENTRIES, "process", CGROUPS, FILES), "write_bytes")
+    assert [r.key for r in rows] == [50, 43, 42, 1]
+    assert [r.key for r in model.sort_rows(rows, "read_bytes")][:2] == [42, 50]
+    agg = Aggregator()
+    agg.add(tick())
+    only_reads = agg.rows("process", (Focus("event", "access", "access"),))
+    assert sum(r.write_bytes for r in only_reads) == 0
+    assert sum(r.read_bytes for r in only_reads) == 60 * 4096 + 10 * 8192
+
+
+def test_report_accumulates_bytes_over_ticks_and_the_tick_totals():
+    agg = Aggregator(cumulative=True)
+    for i in range(3):
+        agg.add(tick(ts=1000.0 + i))
+    assert agg.tick_bytes == (60 * 4096 + 10 * 8192, 20000 + 50 * 512 + 20 * 8192)
+    assert agg.bytes_total == [3 * agg.tick_bytes[0], 3 * agg.tick_bytes[1]]
+    files = by_key(report_rows(agg, "file"))
+    assert files["/var/lib/db/data"].read_bytes == 3 * 10 * 8192
+    assert [p[2:] for p in agg.bytes_timeline] == [agg.tick_bytes] * 3
+
+
+def test_command_rows_add_up_bytes_of_all_their_processes():
+    rows = by_key(model.group_rows(ENTRIES, "comm", CGROUPS, FILES))
+    assert (rows["nginx"].read_bytes, rows["nginx"].write_bytes) == (60 * 4096, 200 * 100)
+    assert rows["postgres"].write_bytes == 20 * 8192

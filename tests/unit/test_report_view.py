@@ -45,7 +45,12 @@ def test_document_rows_attribute_to_cgroups_and_processes():
     assert web["total"] == 4 * 320 and web["subtree_total"] == 4 * 370 and web["failed"] == 28
     worker = next(p for p in doc["processes"] if p["pid"] == 43)
     assert worker == {"pid": 43, "comm": "worker", "cgroup": NESTED, "total": 200, "failed": 0,
-                      "events": {**{k: 0 for k in model.EVENT_NAMES}, "modify": 200}}
+                      "events": {**{k: 0 for k in model.EVENT_NAMES}, "modify": 200},
+                      "read_bytes": 0, "write_bytes": 4 * 50 * 512}
+    assert (web["read_bytes"], web["write_bytes"]) == (4 * 60 * 4096, 4 * 200 * 100)
+    assert web["subtree_write_bytes"] == 4 * (200 * 100 + 50 * 512)
+    assert doc["totals"]["read_bytes"] == 4 * (60 * 4096 + 10 * 8192)
+    assert doc["timeline"]["write_bytes"] == [200 * 100 + 50 * 512 + 20 * 8192] * 4
     assert doc["errors"] == [{"errno": "ENOENT", "event": "open", "count": 28, "top_process": "nginx[42]",
                               "top_path": "/tmp/x"}]
     life = doc["cgroup_lifecycle"][0]
@@ -87,6 +92,10 @@ def test_csv_files_load_and_agree_with_json(tmp_path):
     with open(tmp_path / "timeline.csv", newline="") as f:
         tl = list(csv.DictReader(f))
     assert [int(r[WEB]) for r in tl] == [320] * 4
+    assert [int(r["read_bytes"]) for r in tl] == [60 * 4096 + 10 * 8192] * 4
+    with open(tmp_path / "files.csv", newline="") as f:
+        files = {r["path"]: r for r in csv.DictReader(f)}
+    assert int(files["/srv/www/app.log"]["write_bytes"]) == 4 * (200 * 100 + 50 * 512)
 
 
 def test_terminal_report_has_every_table_and_the_header():
@@ -94,12 +103,12 @@ def test_terminal_report_has_every_table_and_the_header():
     report.print_report(sample(), console)
     out = console.file.getvalue()
     assert "command: make -j2 (cgroup /fstrace-run-1, exit status 3)" in out
-    assert "events 1608  failed 28  lost 0  overflow 4" in out
+    assert "events 1608  failed 28  lost 0  overflow 4  read 1.2 MiB  written 818 KiB" in out
     for title in report.TITLES.values():
         assert title in out
     assert "ENOENT" in out and "2.2 s" in out
     nginx = next(line for line in out.splitlines() if line.startswith("nginx[42]"))
-    assert nginx.split()[-2:] == ["1280", "28"]          # exact counts, not 1.3k
+    assert nginx.split()[-6:] == ["1280", "28", "960", "KiB", "78.1", "KiB"]   # exact counts, not 1.3k
 
 
 def test_by_picks_tables():
@@ -124,6 +133,8 @@ def test_svg_is_self_contained_with_chart_and_tables():
     assert "@font-face" not in svg
     assert "Events per second, busiest cgroups" in svg and "<polyline" in svg
     assert "web.service" in svg and "Failed" in svg
+    assert "Bytes per second, read and written" in svg and "KiB/s" in svg
+    assert svg.count("<polyline") == 4 + 2           # the four cgroups with events, then read and written
 
 
 def test_html_is_self_contained_with_chart_and_tables():
@@ -132,6 +143,20 @@ def test_html_is_self_contained_with_chart_and_tables():
     assert page.startswith("<!DOCTYPE html>")
     assert "<svg " in page and "<polyline" in page
     assert "nginx[42]" in page and "Processes" in page
+
+
+def test_backends_without_bytes_say_null_and_draw_no_bytes_chart():
+    agg = Aggregator(cumulative=True)
+    agg.add(tick())
+    rep = report.build(agg, report.ReportMeta(backend="fentry", bytes=False))
+    doc = report.document(rep)
+    assert doc["totals"]["read_bytes"] is None and doc["timeline"]["write_bytes"] is None
+    assert all(r["read_bytes"] is None and r["write_bytes"] is None for r in doc["files"] + doc["processes"])
+    assert all(c["subtree_write_bytes"] is None for c in doc["cgroups"])
+    assert "Bytes per second" not in report.to_svg(rep)
+    console = Console(file=io.StringIO(), width=120)
+    report.print_report(rep, console)
+    assert "rbytes" not in console.file.getvalue() and "written" not in console.file.getvalue()
 
 
 def test_chart_of_an_idle_run_says_so():

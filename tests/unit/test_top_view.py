@@ -98,11 +98,14 @@ def test_screen_fits_the_terminal(width, height):
     assert all(len(line) <= width for line in lines)
     assert re.match(r"fstrace top  \d\d:\d\d:\d\d  every 1s  up 0:00:00  tracepoint on 6\.18\.44", lines[0])
     assert "filters: --cgroup system.slice" in out
+    assert "read/s 320 KiB  write/s 205 KiB  since the start: read 320 KiB, written 205 KiB" in out
     assert "web.service" in out and "worker" in out
     head = next(line for line in lines if line.startswith("CGROUP"))
     assert "total▼" in head and "open" in head and "write" in head
+    assert head.split()[-3:] == ["rbytes", "wbytes", "trend"]
     row = next(line for line in lines if "web.service" in line)
-    assert row.split()[-3:] == ["370", "7", "█"]           # total/s, failed/s, trend of one tick
+    # total/s, failed/s, bytes read and written per second (60 x 4 KiB; 200 x 100 + 50 x 512), trend
+    assert row.split()[-7:] == ["370", "7", "240", "KiB", "44.5", "KiB", "█"]
 
 
 def test_rates_are_per_second_of_the_tick():
@@ -147,7 +150,7 @@ def test_event_grouping_columns():
     snap = model.snapshot(agg_with(tick()), "event")
     out = render(snap, ViewState(group="event"), 100, 30)
     head = next(line for line in out.splitlines() if line.startswith("EVENT"))
-    assert head.split() == ["EVENT", "cgroups", "procs", "files", "total▼", "fail", "trend"]
+    assert head.split() == ["EVENT", "cgroups", "procs", "files", "total▼", "fail", "rbytes", "wbytes", "trend"]
 
 
 def test_empty_tick_says_so():
