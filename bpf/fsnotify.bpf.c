@@ -25,6 +25,15 @@
  * FST_DEPTH_MAX, longer than FST_PATH_MAX - 2 bytes, on a superblock with no known
  * mount point) is sent as the relative tail that was built, with dirfd -1.
  *
+ * Bytes (FST_BYTES_EXIT): fsnotify() is told that a file was read or
+ * written, not how much; the syscall's return value says.  An access or
+ * modify event made inside a syscall that moves bytes (FST_MOVES_BYTES)
+ * waits in `pending`, one per thread and event type, until raw_syscalls:
+ * sys_exit hands it on with ret = that return value.  Events made elsewhere
+ * (io_uring, aio, kernel threads such as nfsd) go on at once, flagged
+ * FST_F_NO_BYTES, as do all access and modify events without
+ * FST_BYTES_EXIT.
+ *
  * Stacking filesystems (overlayfs) open, read and write their backing files
  * through private mounts; those events repeat the stacked file's and are
  * dropped.  Kernel structs are read at offsets from the running kernel's BTF
@@ -47,6 +56,18 @@ struct fst_mount {
 	char prefix[FST_PREFIX_MAX]; /* mount point of its root, no trailing '/' */
 };
 BPF_F_TABLE("hash", u32, struct fst_mount, mounts, FST_MOUNTS_MAX, BPF_F_NO_PREALLOC);
+
+#ifdef FST_BYTES_EXIT
+#ifndef FST_PENDING_MAX
+#define FST_PENDING_MAX 4096
+#endif
+struct fst_pending_key {
+	u32 tid;
+	u32 op;                      /* FST_EV_ACCESS or FST_EV_MODIFY */
+};
+/* events waiting for their syscall's return value; memory only while one waits */
+BPF_F_TABLE("hash", struct fst_pending_key, struct fst_event, pending, FST_PENDING_MAX, BPF_F_NO_PREALLOC);
+#endif
 
 /*
  * For fst_kernel.h: the mount point user space gave for superblock sb, and
@@ -169,6 +190,8 @@ static __always_inline int fst_fsnotify(u32 mask, const void *data, int data_typ
 	if (!pb || !e)
 		return 0;
 	e->flags = (mask & FS_ISDIR) ? FST_F_DIR : 0;
+	/* access and modify: no bytes known, until their syscall returns (below); without a branch on op */
+	e->flags |= ((FST_BYTES_OPS >> op) & 1) ? FST_F_NO_BYTES : 0;
 	e->oflags = oflags;
 	e->syscall = fst_syscall_nr();
 
@@ -211,9 +234,51 @@ static __always_inline int fst_fsnotify(u32 mask, const void *data, int data_typ
 		e->len2 = len;
 	else
 		e->len1 = len;
+#ifdef FST_BYTES_EXIT
+	/*
+	 * Decided on the record's own fields, not on op: a branch on op would
+	 * make the verifier tell apart (and walk) every path per event type.
+	 */
+	if ((e->flags & FST_F_NO_BYTES) && FST_MOVES_BYTES(e->syscall)) {
+		/* a leftover of this thread (its sys_exit came before we attached) is replaced */
+		struct fst_pending_key k = {.tid = tid, .op = e->op};
+		e->flags &= ~FST_F_NO_BYTES;
+		if (pending.update(&k, e) == 0)
+			return 0;
+		e->flags |= FST_F_NO_BYTES;
+	}
+#endif
 	fst_file(e);
 	return 0;
 }
+
+#ifdef FST_BYTES_EXIT
+static __always_inline void fst_pending_done(struct fst_pending_key *k, long nr, long ret)
+{
+	struct fst_event *e = pending.lookup(k);
+	if (!e)
+		return;
+	if (e->syscall == (u32)nr)
+		e->ret = ret;
+	else
+		e->flags |= FST_F_NO_BYTES;
+	fst_file(e);
+	pending.delete(k);
+}
+
+/* The syscall behind waiting access and modify events returns: they go on, with its return value. */
+TRACEPOINT_PROBE(raw_syscalls, sys_exit)
+{
+	long nr = args->id;
+	if (!FST_MOVES_BYTES(nr))
+		return 0;
+	struct fst_pending_key k = {.tid = (u32)bpf_get_current_pid_tgid(), .op = FST_EV_ACCESS};
+	fst_pending_done(&k, nr, args->ret);
+	k.op = FST_EV_MODIFY;
+	fst_pending_done(&k, nr, args->ret);
+	return 0;
+}
+#endif
 
 #ifdef FST_FENTRY
 /*

@@ -99,7 +99,7 @@ static __always_inline void fst_count(struct fst_event *e)
 	};
 	/* bytes the call moved: its return value (a zero-byte or failed call adds none) */
 	u64 moved = e->ret > 0 && (op == FST_EV_ACCESS || op == FST_EV_MODIFY) && FST_MOVES_BYTES(e->syscall)
-		? (u64)e->ret : 0;
+		&& !(e->flags & FST_F_NO_BYTES) ? (u64)e->ret : 0;
 	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
 	if (v) {                        /* the common case: seen already this tick */
 		__sync_fetch_and_add(&v->n[op], 1);

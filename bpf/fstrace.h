@@ -44,6 +44,7 @@
 
 /* fst_event.flags */
 #define FST_F_DIR       0x1          /* the object is a directory */
+#define FST_F_NO_BYTES  0x2          /* access/modify: the bytes its syscall moved are not known (ret is not them) */
 
 struct fst_event {
 	__u64 ts_ns;                 /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
@@ -106,6 +107,7 @@ struct fst_agg_val {
  * streamed events their bytes.  truncate and ftruncate modify without
  * moving bytes.
  */
+#define FST_BYTES_OPS   ((1 << FST_EV_ACCESS) | (1 << FST_EV_MODIFY))
 #define FST_MOVES_BYTES(nr) \
 	((nr) == 0 || (nr) == 17 || (nr) == 19 || (nr) == 295 || (nr) == 327 || \
 	 (nr) == 1 || (nr) == 18 || (nr) == 20 || (nr) == 296 || (nr) == 328 || \

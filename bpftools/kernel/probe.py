@@ -53,8 +53,11 @@ BACKEND_TRACEPOINTS = {
     "cgroups": {},
 }
 # The backends whose access/modify records carry the bytes their syscall moved (its return value in
-# ret); fsnotify() is not told how many bytes a read or write moved (see man fstrace, BYTES).
+# ret).  fsnotify() is not told how many bytes a read or write moved: the fsnotify backends hold
+# those events until the syscall returns, at this tracepoint (bpf/fsnotify.bpf.c, FST_BYTES_EXIT).
 BYTES_BACKENDS = ("tracepoint",)
+BYTES_TRACEPOINT = "raw_syscalls/sys_exit"
+BYTES_EVENTS = ("access", "modify")
 # Not a file backend: only the cgroup tracepoints (fstrace cgroups --watch).
 CGROUPS_ONLY = "cgroups"
 CGROUP_TRACEPOINTS = ("cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir")
@@ -279,6 +282,8 @@ def program(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> tuple[list[str], 
         flags += layout_cflags()
     if cfg.backend in FSNOTIFY_BACKENDS:
         flags += fsnotify_cflags(cfg.backend)
+        if any(e in cfg.events for e in BYTES_EVENTS):
+            flags.append("-DFST_BYTES_EXIT")
     return flags, bpf_text(program_parts(cfg.backend))
 
 
@@ -375,6 +380,12 @@ class Probe:
         if backend in FSNOTIFY_BACKENDS:
             check_fsnotify_backend(backend)
             flags += fsnotify_cflags(backend)
+            if any(e in cfg.events for e in BYTES_EVENTS):
+                if tracepoint_exists(tdir, BYTES_TRACEPOINT):
+                    flags.append("-DFST_BYTES_EXIT")
+                    report.moves_bytes = True
+                else:
+                    report.skipped[BYTES_TRACEPOINT] = "reads and writes carry no byte counts"
         elif cfg.mounts and backend != CGROUPS_ONLY:
             raise MissingKernelFeature(backend + " backend", "--mount needs an fsnotify backend (fentry or kprobe)")
         elif backend == "tracepoint":
@@ -399,6 +410,8 @@ class Probe:
             _set_tail_calls(bpf, self._bcc)
         report.tracepoints = [tp for tp in list(BACKEND_TRACEPOINTS[backend]) + list(CGROUP_TRACEPOINTS)
                               if tp not in report.skipped]
+        if "-DFST_BYTES_EXIT" in flags:
+            report.tracepoints.append(BYTES_TRACEPOINT)
         self.bpf, self.report, self.text, self.cflags = bpf, report, text, flags
         if backend in FSNOTIFY_BACKENDS:
             armer = arming.Armer(cfg.events, self._set_mount, tuple(os.fsencode(m) for m in cfg.mounts))

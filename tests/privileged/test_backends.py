@@ -6,6 +6,7 @@ kprobe on Debian's 6.1 and 6.12 kernels.  Each workload runs once while every
 backend under test traces it (tracer.py); docs/backends.md lists the
 differences that workloads/shapes.py encodes.
 """
+import collections
 import ctypes
 import ctypes.util
 import os
@@ -71,6 +72,9 @@ def runs(pool, scratch_fs, tmp_path_factory):
     finally:
         os.close(ifd)
 
+    # every syscall of the read/write family, sendfile, splice and copy_file_range, with known bytes
+    run("bytes", [py, WORKLOADS / "rwbytes.py", scratch_fs / "bytes", expect / "bytes.json"], expect / "bytes.json")
+
     # a program in the scratch filesystem, executed
     exe = scratch_fs / "exec"
     exe.mkdir()
@@ -96,7 +100,8 @@ def test_start_record_names_the_backend_and_why_not_the_others(pool, scratch_fs,
     assert set(start["backend_reasons"]) == set(BACKENDS) - {start["backend"]}
     if start["backend"] in FSNOTIFY_BACKENDS:     # whatever headers are installed: offsets come from BTF
         assert start["armed"][str(scratch_fs)] == "fid"
-        assert start["tracepoints"] == ["cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir"]
+        # raw_syscalls:sys_exit gives reads and writes their bytes (the pool traces -e all)
+        assert start["tracepoints"] == ["cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir", "raw_syscalls/sys_exit"]
     else:
         assert start["armed"] == {}
 
@@ -138,6 +143,34 @@ def test_a_watched_parent_directory_changes_nothing(runs, pool, spec):
     tracer = pool.tracers[spec.id]
     plain, watched = runs["shapes"], runs["watched"]
     assert shape(watched.events(tracer), watched.base) == shape(plain.events(tracer), plain.base)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_reads_and_writes_carry_the_bytes_their_syscall_moved(runs, pool, spec, record_property):
+    """Per file, the bytes of the access and modify events add up to what each call returned.
+
+    Every backend: the syscall's return value (the fsnotify backends hold the
+    event until raw_syscalls:sys_exit).  A read at the end of a file is an
+    access of 0 bytes on the tracepoint backend and no event at all through
+    fsnotify (the kernel notifies only reads that moved bytes).
+    """
+    run = runs["bytes"]
+    events = [e for e in run.events(pool.tracers[spec.id]) if e["event"] in ("access", "modify")]
+    seen = collections.Counter((e["syscall"], e["event"]) for e in events)
+    record_property("access/modify events", ", ".join("%s:%s=%d" % (s, ev, n) for (s, ev), n in sorted(seen.items())))
+    assert all(e["bytes"] is not None and e["bytes"] == e["ret"] for e in events), events
+    got: dict = collections.defaultdict(lambda: [0, 0])
+    for e in events:
+        got[e["path"]][e["event"] == "modify"] += e["bytes"]
+    want: dict = collections.defaultdict(lambda: [0, 0])
+    for path, rec in run.expected.items():
+        for name, rets in rec["calls"].items():
+            moved = sum(n for n in rets if n > 0)
+            if name in ("sendfile", "splice", "copy_file_range"):
+                want[path][not path.endswith("/src")] += moved
+            else:
+                want[path][not name.startswith(("read", "pread"))] += moved
+    assert dict(got) == dict(want)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
