@@ -52,9 +52,9 @@ FIELDS: tuple[Field, ...] = (
     *(Field(name, "class", _CLASS_HELP[name]) for name, _ in CLASSES),
     Field("total", "count", "all of the above"),
     Field("failed", "count", "operations that failed (with --failed; report: always)", "fail"),
-    Field("read_bytes", "bytes", "bytes read: what the read family returned (tracepoint backend; man fstrace: BYTES)",
+    Field("read_bytes", "bytes", "bytes read: what the read family returned (man fstrace: BYTES)",
           "rbytes"),
-    Field("write_bytes", "bytes", "bytes written: what the write family returned (tracepoint backend; man fstrace: BYTES)",
+    Field("write_bytes", "bytes", "bytes written: what the write family returned (man fstrace: BYTES)",
           "wbytes"),
 )
 BY_NAME = {f.name: f for f in FIELDS}

@@ -162,12 +162,19 @@ def test_reads_and_writes_carry_the_bytes_their_syscall_moved(runs, pool, spec, 
     got: dict = collections.defaultdict(lambda: [0, 0])
     for e in events:
         got[e["path"]][e["event"] == "modify"] += e["bytes"]
+    # Measured in the kernel matrix: 6.1 notifies no access for splice's read side (file -> pipe), 6.12
+    # does (the kernel added fsnotify calls to splice in between); the write side (pipe -> file) is a
+    # modify on both.
+    release = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    no_splice_read = family(pool.tracers[spec.id].backend) == "fsnotify" and release < (6, 12)
     want: dict = collections.defaultdict(lambda: [0, 0])
     for path, rec in run.expected.items():
         for name, rets in rec["calls"].items():
             moved = sum(n for n in rets if n > 0)
             if name in ("sendfile", "splice", "copy_file_range"):
-                want[path][not path.endswith("/src")] += moved
+                source = path.endswith("/src")
+                if not (source and name == "splice" and no_splice_read):
+                    want[path][not source] += moved
             else:
                 want[path][not name.startswith(("read", "pread"))] += moved
     assert dict(got) == dict(want)
