@@ -142,6 +142,7 @@ struct fst_pathbuf {
 	u32 forget;
 	u32 total;                   /* bytes of the components walked, one '/' each */
 	u32 complete;                /* the last fst_build() reached a root */
+	u64 src;                     /* fst_build_name(): the name, kept across the walk */
 };
 BPF_PERCPU_ARRAY(pathbuf, struct fst_pathbuf, 1);
 
@@ -296,20 +297,24 @@ static __always_inline u32 fst_build_name(struct fst_pathbuf *pb, const void *pa
 	char first = 0;
 	if (name)
 		bpf_probe_read_user(&first, 1, name);
+	/* the walk runs always, from one state: a path of 0 reads nothing and ends at once */
+	if (first == '/')
+		path = 0;
+	*(volatile u64 *)&pb->src = (u64)name;
+	u32 len = fst_build_path(pb, path);
+	name = (const char *)*(volatile u64 *)&pb->src;
+	if (!name)
+		return path ? len : 0;
 	u32 at = 0;
-	pb->complete = first == '/';
-	if (path && first != '/') {
-		u32 len = fst_build_path(pb, path);
-		if (!name || len == 0)
-			return len;
+	if (path && len) {
 		at = len - 1;                        /* at the NUL */
 		if (at != 1 || pb->buf[0] != '/') {  /* "/" + "a" is "/a", not "//a" */
 			pb->buf[at & FST_MASK] = '/';
 			at++;
 		}
+	} else {
+		pb->complete = first == '/';
 	}
-	if (!name)
-		return 0;
 	at &= FST_MASK;
 	long r = bpf_probe_read_user_str(pb->buf + at, FST_PATH_MAX - 1 - at, name);
 	if (r <= 0)
