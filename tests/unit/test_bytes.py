@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from bpftools import abi
-from bpftools.session.contract import FileEvent
 from bpftools.cgroups.names import Names
+from bpftools.session.contract import FileEvent
 from bpftools.views.text import event_line, human_bytes
 
 ROOT = Path(__file__).resolve().parents[2]

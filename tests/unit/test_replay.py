@@ -38,7 +38,8 @@ def replay(name: str, sink, aggregate: bool, tmp_path):
     cgmap = CgroupMap(sources=("tracepoint",), mount=str(tmp_path))
     cgmap.feed("mkdir", META["cgroup_id"], META["cgroup"], 0.0)
     opts = Options(events=("open", "exec", "access", "modify", "attrib", "close_write", "close_nowrite",
-                           "create", "delete", "rename"), failed=True, duration=0, aggregate=aggregate)
+                           "create", "delete", "rename"), failed=True, duration=0, aggregate=aggregate,
+                   cgroups=(META["cgroup"],))      # as recorded: the ring also carries every other cgroup's mkdir
     session = open_session(opts, sink, cgmap=cgmap, runtimes=Runtimes(StateRoots()),    # no host state read
                            load_probe=lambda cfg, on_record: ReplayProbe(recording, cfg, on_record))
     info = session.start()
