@@ -95,26 +95,35 @@ def write_file(path: str, text: str) -> None:
         raise UsageError("cannot write %s: %s" % (path, e.strerror)) from None
 
 
-def write_report(rep, out, as_json: bool, csv_dir: str | None, svg_file: str | None, html_file: str | None) -> None:
-    """A report to out (-o FILE or stdout: tables or JSON) and to the files asked for."""
-    from bpftools.views import report as view
+def write_output(out, as_json: bool, write_json, print_tables, pictures) -> None:
+    """A report-like document to out (-o FILE or stdout): JSON, or tables on a console; then its pictures.
 
+    write_json(out) and print_tables(console) write the document; pictures are
+    (path or None, text of the picture) pairs, the text made only for a path given.
+    """
     try:
         if as_json:
-            view.write_json(rep, out)
+            write_json(out)
         else:
             tty = out.isatty()
-            console = PipeConsole(file=out, highlight=False, no_color="NO_COLOR" in os.environ or not tty,
-                                  width=None if tty else batch_width())
-            view.print_report(rep, console)
+            print_tables(PipeConsole(file=out, highlight=False, no_color="NO_COLOR" in os.environ or not tty,
+                                     width=None if tty else batch_width()))
         out.flush()
     except BrokenPipeError:
         quiet_stdout()
     if out is not sys.stdout:
         out.close()
-    for path, write in ((svg_file, view.to_svg), (html_file, view.to_html)):
+    for path, picture in pictures:
         if path:
-            write_file(path, write(rep))
+            write_file(path, picture())
+
+
+def write_report(rep, out, as_json: bool, csv_dir: str | None, svg_file: str | None, html_file: str | None) -> None:
+    """A report to out (-o FILE or stdout: tables or JSON) and to the files asked for."""
+    from bpftools.views import report as view
+
+    write_output(out, as_json, lambda f: view.write_json(rep, f), lambda console: view.print_report(rep, console),
+                 ((svg_file, lambda: view.to_svg(rep)), (html_file, lambda: view.to_html(rep))))
     if csv_dir:
         try:
             view.write_csv(rep, csv_dir)

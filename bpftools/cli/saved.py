@@ -7,14 +7,13 @@ views/diff.py).
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
 import click
 
 from bpftools.cgroups.select import split_specs
-from bpftools.cli.app import PipeConsole, batch_width, quiet_stdout, write_file, write_report
+from bpftools.cli.app import write_output, write_report
 from bpftools.cli.options import filter_words, parse_event_option, parse_pids, parse_prefixes
 from bpftools.errors import UsageError
 from bpftools.model import diff as md
@@ -118,19 +117,7 @@ def report_diff(ctx: click.Context, before: str, after: str, *, maps, top_n, as_
         sides.append(side)
     d = md.diff(sides[0], sides[1], path_maps)
     top = top_n if given(ctx, "top_n") else None        # unless given: every row in JSON, 10 in tables
-    try:
-        if as_json:
-            diff_view.write_json(d, out, top or 0)
-        else:
-            tty = out.isatty()
-            console = PipeConsole(file=out, highlight=False, no_color="NO_COLOR" in os.environ or not tty,
-                                  width=None if tty else batch_width())
-            diff_view.print_diff(d, console, diff_view.DEFAULT_TOP if top is None else top)
-        out.flush()
-    except BrokenPipeError:
-        quiet_stdout()
-    if out is not sys.stdout:
-        out.close()
-    for path, write in ((svg_file, diff_view.to_svg), (html_file, diff_view.to_html)):
-        if path:
-            write_file(path, write(d, diff_view.DEFAULT_TOP if top is None else top))
+    shown = diff_view.DEFAULT_TOP if top is None else top
+    write_output(out, as_json, lambda f: diff_view.write_json(d, f, top or 0),
+                 lambda console: diff_view.print_diff(d, console, shown),
+                 ((svg_file, lambda: diff_view.to_svg(d, shown)), (html_file, lambda: diff_view.to_html(d, shown))))

@@ -213,6 +213,18 @@ def cgroup_path(cgroups: dict[int, str], cgid: int) -> str:
     return path if path is not None else unknown_path(cgid)
 
 
+def _accumulate(a: list, e: Entry) -> None:
+    """Add an entry into a row accumulator [counts, failed, {cgroup id: events}, _, read bytes, write bytes]."""
+    n = sum(e.counts)
+    a[4] += e.read_bytes
+    a[5] += e.write_bytes
+    if e.err:
+        a[1] += n
+    else:
+        add_into(a[0], e.counts)
+    a[2][e.cgroup_id] = a[2].get(e.cgroup_id, 0) + n
+
+
 def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str]) -> list[Row]:
     """Rows of one grouping over entries (unsorted; the cgroup tree comes back flat, see tree()).
 
@@ -241,15 +253,7 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
         a = acc.get(key)
         if a is None:
             a = acc[key] = [[0] * EV_COUNT, 0, {}, e.comm, 0, 0]
-        n = sum(e.counts)
-        a[4] += e.read_bytes
-        a[5] += e.write_bytes
-        if e.err:
-            a[1] += n
-        else:
-            a[0] = list(map(add, a[0], e.counts))
-        w = a[2]
-        w[e.cgroup_id] = w.get(e.cgroup_id, 0) + n
+        _accumulate(a, e)
         if e.counts[EXEC] and not e.err:    # the name after an exec is the process's name now
             a[3] = e.comm
     rows = []
@@ -273,14 +277,7 @@ def _comm_rows(entries, cgroups) -> list[Row]:
         a = acc.get(name)
         if a is None:
             a = acc[name] = [[0] * EV_COUNT, 0, {}, set(), 0, 0]
-        n = sum(e.counts)
-        a[4] += e.read_bytes
-        a[5] += e.write_bytes
-        if e.err:
-            a[1] += n
-        else:
-            add_into(a[0], e.counts)
-        a[2][e.cgroup_id] = a[2].get(e.cgroup_id, 0) + n
+        _accumulate(a, e)
         a[3].add(e.pid)
     return [Row("comm", name, name, counts, failed, cgroup=cgroup_path(cgroups, busiest(w)), comm=name,
                 extra={"processes": len(pids), "cgroups": len(w)}, read_bytes=rb, write_bytes=wb)
