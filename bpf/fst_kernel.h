@@ -218,9 +218,17 @@ static __always_inline u32 fst_build(struct fst_pathbuf *pb, void *dentry, void 
 		n = fst_forget(pb, n);
 		if (n >= FST_DEPTH_MAX)
 			break;
+		/*
+		 * The index read back from memory: after the test above the
+		 * compiler drops the mask of n, and uses a copy of n it spilled
+		 * before the test; 6.1's verifier gives that copy no bound ("R2
+		 * unbounded memory access"; 6.8+ links a spilled copy to its
+		 * register).  A value it cannot know keeps its mask.
+		 */
+		u32 k = fst_forget(pb, n) & (FST_DEPTH_MAX - 1);
 		u32 len = fst_u32(dentry, FST_OFF_DENTRY_D_NAME + FST_OFF_QSTR_LEN);
-		pb->comps[n & (FST_DEPTH_MAX - 1)].name = fst_ptr(dentry, FST_OFF_DENTRY_D_NAME + FST_OFF_QSTR_NAME);
-		pb->comps[n & (FST_DEPTH_MAX - 1)].len = len;
+		pb->comps[k].name = fst_ptr(dentry, FST_OFF_DENTRY_D_NAME + FST_OFF_QSTR_NAME);
+		pb->comps[k].len = len;
 		/* in memory too: a sum in a register would tell the verifier each path's count */
 		*(volatile u32 *)&pb->total += len + 1;
 		n++;
@@ -307,7 +315,9 @@ static __always_inline u32 fst_build_name(struct fst_pathbuf *pb, const void *pa
 		return path ? len : 0;
 	u32 at = 0;
 	if (path && len) {
-		at = len - 1;                        /* at the NUL */
+		/* through memory: the compiler knows len - 1 < FST_PATH_MAX and drops
+		 * the masks; 6.1's verifier, not knowing len > 0 here, sees (u32)-1 */
+		at = fst_forget(pb, len - 1) & FST_MASK;     /* at the NUL */
 		if (at != 1 || pb->buf[0] != '/') {  /* "/" + "a" is "/a", not "//a" */
 			pb->buf[at & FST_MASK] = '/';
 			at++;

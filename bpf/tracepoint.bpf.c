@@ -619,7 +619,14 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	if (!files || fst_u32(files, FST_OFF_FILES_STRUCT_COUNT) != 1)
 		return 0;
 	void *fdt = fst_ptr(files, FST_OFF_FILES_STRUCT_FDT);
-	u32 max = fst_u32(fdt, FST_OFF_FDTABLE_MAX_FDS);
+	/*
+	 * max through memory, read again each round: in a register the compiler
+	 * folds it and FST_EXIT_FDS into one trip count min(max, 64) that ends the
+	 * loop on fd != count, and 6.1's verifier cannot tell a known fd from a
+	 * count in [1, 64] (6.8+ can): it follows fd past 64 until "The sequence
+	 * of 8193 jumps is too complex".  Tested against the constant, fd stops.
+	 */
+	volatile u32 max = fst_u32(fdt, FST_OFF_FDTABLE_MAX_FDS);
 	void **fds = fst_ptr(fdt, FST_OFF_FDTABLE_FD);
 	int zero = 0;
 	struct fst_job *j = jobs.lookup(&zero);
