@@ -7,6 +7,7 @@ from bpftools.escape import decode_fs, decode_name, errno_name
 from bpftools.session.contract import StreamSink
 from bpftools.session.paths import BoundedDict
 from bpftools.session.tracefile import RECORD_VERSION
+from bpftools.views.output import ReaderWatch
 
 # key -> what it holds; the order of keys in every event record.
 EVENT_FIELDS = (
@@ -67,6 +68,7 @@ class JsonSink(StreamSink):
 
     def __init__(self, out):
         self.out = out
+        self._reader = ReaderWatch(out)
         self._cgroups = BoundedDict(MAX_CACHED)     # cgroup id -> its JSON fragments
         self._comms = BoundedDict(MAX_CACHED)       # process name -> its JSON string
 
@@ -117,3 +119,4 @@ class JsonSink(StreamSink):
 
     def flush(self) -> None:
         self.out.flush()
+        self._reader.check()

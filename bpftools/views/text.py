@@ -7,6 +7,7 @@ import time
 from bpftools.cgroups.names import display_name
 from bpftools.escape import errno_name, terminal_safe, text_name
 from bpftools.session.contract import StreamSink
+from bpftools.views.output import ReaderWatch
 
 # basic ANSI colours read on light and dark backgrounds alike
 EVENT_COLOURS = {
@@ -102,6 +103,7 @@ LOSS_EVERY_S = 1.0      # loss is said at most once per this, with the count sin
 class TextSink(StreamSink):
     def __init__(self, out, err, colour: bool, clock=time.monotonic):
         self.out = out
+        self._reader = ReaderWatch(out)
         self.err = err
         self.colour = colour
         self._clock = clock
@@ -143,3 +145,4 @@ class TextSink(StreamSink):
 
     def flush(self) -> None:
         self.out.flush()
+        self._reader.check()

@@ -161,8 +161,15 @@ def test_command_not_executable_exits_126_as_shells_do(workdir):
 @pytest.mark.parametrize("command", [["trace"], ["trace", "--json"], ["top", "-b", "-i", "0.1"],
                                      ["top", "--json", "-i", "0.1"]])
 def test_a_reader_that_goes_away_ends_the_run_quietly_with_status_0(command):
-    proc = subprocess.run("%s %s | head -c 10 >/dev/null; echo ${PIPESTATUS[0]}" % (FSTRACE, " ".join(command)),
-                          shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    # on a quiet machine nothing else opens files: give the tracer something to print
+    opener = subprocess.Popen([sys.executable, "-c", "import time\nwhile True:\n"
+                               "    open('/etc/hostname').close()\n    time.sleep(0.05)"])
+    try:
+        proc = subprocess.run("%s %s | head -c 10 >/dev/null; echo ${PIPESTATUS[0]}" % (FSTRACE, " ".join(command)),
+                              shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    finally:
+        opener.kill()
+        opener.wait()
     assert proc.stdout == "0\n", proc.stderr
     assert "Traceback" not in proc.stderr and "error" not in proc.stderr
 
