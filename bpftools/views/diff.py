@@ -20,7 +20,7 @@ from bpftools.abi import EVENT_CODES, EVENT_NAMES
 from bpftools.escape import terminal_safe
 from bpftools.model import CLASSES
 from bpftools.model.diff import COMMAND_CGROUP, TABLES, Diff, DiffRow, Side
-from bpftools.views.report import _FONT_FACE, _VIEWBOX, REPORT_WIDTH
+from bpftools.views.report import _VIEWBOX, REPORT_WIDTH, stack_svg
 from bpftools.views.tables import events_dict
 
 JSON_KEYS = {"cgroup": "cgroups", "process": "processes", "file": "files"}
@@ -207,19 +207,8 @@ def _recorded(d: Diff, top: int) -> Console:
 
 def to_svg(d: Diff, top: int = DEFAULT_TOP) -> str:
     """The diff as one self-contained SVG (nothing fetched from the network): the bars above the tables."""
-    tables = _FONT_FACE.sub("", _recorded(d, top).export_svg(title="fstrace report --diff",
-                                                               theme=DEFAULT_TERMINAL_THEME))
-    w, h = (float(v) for v in _VIEWBOX.search(tables).groups())
     chart = chart_svg(d, top)
-    chart_h = float(_VIEWBOX.search(chart).group(2)) + 10
-    width = max(w, 860.0)
-    inner = tables.replace("<svg ", '<svg x="0" y="%.1f" width="%.1f" height="%.1f" ' % (chart_h, w, h), 1)
-    return "\n".join([
-        '<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.1f %.1f">'
-        % (width, chart_h + h, width, chart_h + h),
-        '<rect width="100%" height="100%" fill="#ffffff"/>',
-        chart, inner, "</svg>",
-    ]) + "\n"
+    return stack_svg(chart, float(_VIEWBOX.search(chart).group(2)) + 10, _recorded(d, top), "fstrace report --diff")
 
 
 HTML_PAGE = """<!DOCTYPE html>

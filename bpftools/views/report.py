@@ -460,22 +460,25 @@ _FONT_FACE = re.compile(r"@font-face\s*\{[^}]*\}")
 _VIEWBOX = re.compile(r'viewBox="0 0 ([\d.]+) ([\d.]+)"')
 
 
-def to_svg(rep: Report) -> str:
-    """The report as one self-contained SVG: the chart above rich's picture of the tables."""
-    console = _recorded(rep)
-    tables = _FONT_FACE.sub("", console.export_svg(title="fstrace report", theme=DEFAULT_TERMINAL_THEME))
+def stack_svg(chart: str, chart_h: float, console: Console, title: str) -> str:
+    """One self-contained SVG: chart (chart_h high) above rich's picture of what console recorded."""
+    tables = _FONT_FACE.sub("", console.export_svg(title=title, theme=DEFAULT_TERMINAL_THEME))
     w, h = (float(v) for v in _VIEWBOX.search(tables).groups())
-    pictures = charts(rep)
-    chart = "\n".join(c.replace("<svg ", '<svg y="%d" ' % (CHART_STEP * i), 1) for i, c in enumerate(pictures))
-    chart_h = CHART_STEP * len(pictures)
     width = max(w, 860.0)
-    inner = tables.replace("<svg ", '<svg x="0" y="%d" width="%.1f" height="%.1f" ' % (chart_h, w, h), 1)
+    inner = tables.replace("<svg ", '<svg x="0" y="%.1f" width="%.1f" height="%.1f" ' % (chart_h, w, h), 1)
     return "\n".join([
         '<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.1f %.1f">'
         % (width, chart_h + h, width, chart_h + h),
         '<rect width="100%" height="100%" fill="#ffffff"/>',
         chart, inner, '</svg>',
     ]) + "\n"
+
+
+def to_svg(rep: Report) -> str:
+    """The report as one self-contained SVG: the charts above rich's picture of the tables."""
+    pictures = charts(rep)
+    chart = "\n".join(c.replace("<svg ", '<svg y="%d" ' % (CHART_STEP * i), 1) for i, c in enumerate(pictures))
+    return stack_svg(chart, CHART_STEP * len(pictures), _recorded(rep), "fstrace report")
 
 
 HTML_STYLE = """
