@@ -68,3 +68,11 @@ def test_man_page_fields_section_is_the_field_table():
     items = re.findall(r"^\.TP\n\.BR? (\w+)(?: \"? ?\((\w+)\)\"?)?\n(.*)$", section, re.M)
     assert [(col, name or col) for col, name, _ in items] == [(f.column, f.name) for f in FIELDS]
     assert [what.replace("\\-", "-") for _, _, what in items] == [f.help for f in FIELDS]
+
+
+def test_no_two_test_modules_share_a_basename():
+    """pytest's default import mode imports test modules by basename: `pytest tests` (what
+    `make test` runs) refuses to collect two files of one name in different folders."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
