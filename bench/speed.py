@@ -18,6 +18,8 @@ Needs root.  Prints a Markdown table and writes bench/results/<date>-speed.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import resource
 import ctypes
 import json
 import os
@@ -96,11 +98,11 @@ def traced(contender, workload, scratch: Path) -> dict:
         try:
             ready_s = session.wait_ready(runner.READY_TIMEOUT)
             before = prog_stats(session.pid)
-            run = workload.run()
+            run, cpu = cpu_run(workload)
             after = prog_stats(session.pid)
         finally:
             stopped = session.stop()
-        result = {"traced_s": run.seconds, "ready_s": ready_s, "exit_s": stopped.exit_s,
+        result = {"traced_s": run.seconds, "traced_cpu_s": cpu, "ready_s": ready_s, "exit_s": stopped.exit_s,
                   "peak_rss_kib": stopped.peak_rss_kib, "cpu_total_s": stopped.cpu_s,
                   "progs": {name: (after[name][0] - before.get(name, (0, 0))[0],
                                    after[name][1] - before.get(name, (0, 0))[1]) for name in after}}
@@ -113,14 +115,27 @@ def traced(contender, workload, scratch: Path) -> dict:
         shutil.rmtree(outdir)
 
 
+def cpu_run(workload):
+    """Run workload once: (its Run, the CPU seconds its processes used, user and system).  BPF programs
+    on the syscall tracepoints run in the workload's own context, so its CPU time carries their cost
+    and, unlike wall time, little of the other load on the machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = workload.run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return run, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
 def med(values):
     return statistics.median(values) if values else None
 
 
 def summarize(rows: list[dict]) -> dict:
     ratios = [r["ratio"] for r in rows]
+    cpu = [r["cpu_ratio"] for r in rows]
     out = {"ratio_median": med(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-           "untraced_median_s": med([r["untraced_s"] for r in rows])}
+           "cpu_ratio_median": med(cpu), "cpu_ratio_min": min(cpu), "cpu_ratio_max": max(cpu),
+           "untraced_median_s": med([r["untraced_s"] for r in rows]),
+           "untraced_cpu_median_s": med([r["untraced_cpu_s"] for r in rows])}
     for key in ("ready_s", "exit_s", "peak_rss_kib", "lost"):
         vals = [r[key] for r in rows if r.get(key) is not None]
         if vals:
@@ -144,6 +159,8 @@ def main(argv=None) -> int:
     p.add_argument("--workloads", default="plain,cgroup")
     p.add_argument("--only", help="comma-separated substrings of contender names (untraced always runs)")
     p.add_argument("--label", default="", help="a word for the results file name")
+    p.add_argument("--baseline", help="another checkout of fstrace (with its .venv): its fstrace contenders run "
+                   "too, named 'before: ...', side by side with this one's")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/speed.py needs root", file=sys.stderr)
@@ -167,19 +184,30 @@ def main(argv=None) -> int:
         wanted = [n for n in CONTENDERS if n == CONTENDERS[0] or not args.only
                   or any(s in n for s in args.only.split(","))]
         contenders = [c for c in tools.contenders(marker) if c.name in wanted]
+        contenders.insert(1, tools.Contender("nothing, again (the noise floor)", ()))
+        if args.baseline:
+            other = str(Path(args.baseline, ".venv", "bin", "fstrace"))
+            contenders += [dataclasses.replace(c, name="before: " + c.name, argv=(other,) + c.argv[1:])
+                           for c in contenders if c.name.startswith("fstrace")]
         rows = {(c.name, w.name): [] for c in contenders for w in workloads}
         for r in range(args.rounds):
             for w in workloads:
                 order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
                 times = {}
                 for c in order:
-                    times[c.name] = traced(c, w, scratch) if c.argv else {"traced_s": w.run().seconds}
+                    if c.argv:
+                        times[c.name] = traced(c, w, scratch)
+                    else:
+                        run, cpu = cpu_run(w)
+                        times[c.name] = {"traced_s": run.seconds, "traced_cpu_s": cpu}
                 base = times[CONTENDERS[0]]["traced_s"]
+                base_cpu = times[CONTENDERS[0]]["traced_cpu_s"]
                 for name, res in times.items():
-                    res.update(round=r + 1, untraced_s=base, ratio=res["traced_s"] / base)
+                    res.update(round=r + 1, untraced_s=base, ratio=res["traced_s"] / base, untraced_cpu_s=base_cpu,
+                               cpu_ratio=res["traced_cpu_s"] / base_cpu)
                     rows[(name, w.name)].append(res)
                 runner.log("round %d %s: untraced %.2f s; %s" % (r + 1, w.name, base, ", ".join(
-                    "%s ×%.2f%s" % (n.split(" (")[0], t["ratio"], " lost %s" % t["lost"] if t.get("lost") else "")
+                    "%s ×%.2f (cpu ×%.2f)%s" % (n.split(" (")[0], t["ratio"], t["cpu_ratio"], " lost %s" % t["lost"] if t.get("lost") else "")
                     for n, t in times.items() if n != CONTENDERS[0])))
     finally:
         STATS.write_text(stats_was)
@@ -198,12 +226,14 @@ def main(argv=None) -> int:
 def markdown(doc: dict) -> str:
     lines = ["%s, load average %s → %s, %s" % (doc["date"], doc["load_average"][0], doc["load_average"][1],
                                               " ".join(doc["argv"])), "",
-             "| contender | workload | ratio median (range) | ready s | exit s | peak RSS MiB | lost | exact |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| contender | workload | wall ratio median (range) | CPU ratio median (range) | ready s | exit s "
+             "| peak RSS MiB | lost | exact |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, s in doc["summary"].items():
         name, wl = key.split(" | ")
-        lines.append("| %s | %s | **%.2f×** (%.2f–%.2f) | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | **%.2f×** (%.2f–%.2f) | **%.2f×** (%.2f–%.2f) | %s | %s | %s | %s | %s |" % (
             name, wl, s["ratio_median"], s["ratio_min"], s["ratio_max"],
+            s["cpu_ratio_median"], s["cpu_ratio_min"], s["cpu_ratio_max"],
             "%.2f" % s["ready_s_median"] if "ready_s_median" in s else "",
             "%.2f" % s["exit_s_median"] if "exit_s_median" in s else "",
             "%.0f" % (s["peak_rss_kib_median"] / 1024) if "peak_rss_kib_median" in s else "",

@@ -25,7 +25,10 @@
  * with that dirfd.
  * A key's name is sent once (FST_REC_NAME) and remembered in agg_named; user
  * space deletes a key from agg_named to have its name sent again.  An event
- * whose entry exists already this tick costs one lookup and one atomic add.
+ * whose entry exists already this tick costs one lookup and one atomic add;
+ * a backend that knows an event's key without building its name (the
+ * tracepoint backend's fd events, tracepoint.bpf.c: known) calls
+ * fst_count_key() and builds the name only when that returns 0.
  */
 #ifndef FST_AGG_MAX
 #define FST_AGG_MAX 65536
@@ -71,31 +74,42 @@ static __always_inline u64 fst_file_key(struct fst_event *e)
 	return key ? key : 1;
 }
 
-static __always_inline void fst_count(struct fst_event *e)
+/*
+ * One more n[op] for (the current task's cgroup and tgid, file, err), if the
+ * entry exists this tick or the file's name has been sent: 1 if counted (or
+ * the map is full, counted in agg_overflow), 0 if the name must be sent
+ * first.  comm: the process's name for a new entry (0: the current task's);
+ * named: count even if the name is not known (it was when the event began).
+ */
+static __always_inline int fst_count_key(u64 file, u32 op, long ret, const char *comm, int named)
 {
 	int zero = 0;
-	u32 op = e->op;
 	if (op >= FST_EV_COUNT)
-		return;
+		return 1;
 	void *counts = agg_slot.lookup(&zero);
 	if (!counts)
-		return;                 /* not started yet */
-	u64 file = fst_file_key(e);
+		return 1;               /* not started yet */
 	struct fst_agg_key k = {
-		.cgroup_id = e->cgroup_id,
+		.cgroup_id = bpf_get_current_cgroup_id(),
 		.file = file,
-		.pid = e->pid,
-		.err = e->ret < 0 ? (u32)-e->ret : 0,
+		.pid = bpf_get_current_pid_tgid() >> 32,
+		.err = ret < 0 ? (u32)-ret : 0,
 	};
 	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
 	if (v) {                        /* the common case: seen already this tick */
 		__sync_fetch_and_add(&v->n[op], 1);
-		if (op == FST_EV_EXEC)
-			__builtin_memcpy(v->comm, e->comm, FST_COMM_LEN);
-		return;
+		if (op == FST_EV_EXEC && comm)
+			__builtin_memcpy(v->comm, comm, FST_COMM_LEN);
+		return 1;
 	}
+	/* a key new this tick: is its name known? (forgotten ones are sent again at the next tick) */
+	if (file && !named && !agg_named.lookup(&file))
+		return 0;
 	struct fst_agg_val fresh = {};
-	__builtin_memcpy(fresh.comm, e->comm, FST_COMM_LEN);
+	if (comm)
+		__builtin_memcpy(fresh.comm, comm, FST_COMM_LEN);
+	else
+		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
 	bpf_map_update_elem(counts, &k, &fresh, BPF_NOEXIST);
 	v = bpf_map_lookup_elem(counts, &k);
 	if (v) {
@@ -105,30 +119,42 @@ static __always_inline void fst_count(struct fst_event *e)
 		if (n)
 			*n += 1;
 	}
-	/* a key new this tick: is its name known? (forgotten ones are sent again at the next tick) */
-	if (file && !agg_named.lookup(&file)) {
-		u8 one = 1;
-		agg_named.update(&file, &one);
-		e->type = FST_REC_NAME;
-		e->file_id = file;
-		e->base_id2 = 0;
-		e->len2 = 0;
-		fst_send(e);
-	}
+	return 1;
+}
+
+/* Count e; returns its file key. */
+static __always_inline u64 fst_count(struct fst_event *e)
+{
+	u64 file = fst_file_key(e);
+	if (fst_count_key(file, e->op, e->ret, e->comm, 0))
+		return file;
+	/* the name first, then the count */
+	u8 one = 1;
+	agg_named.update(&file, &one);
+	u32 op = e->op;
+	long ret = e->ret;
+	e->type = FST_REC_NAME;
+	e->file_id = file;
+	e->base_id2 = 0;
+	e->len2 = 0;
+	fst_send(e);
+	fst_count_key(file, op, ret, e->comm, 1);
+	return file;
 }
 #endif
 
 /*
  * Every backend hands each file event (FST_REC_FILE) here once it is
  * complete (it may be changed: the caller is done with it); other records go
- * to fst_send() directly.
+ * to fst_send() directly.  Counting, returns the event's file key (else 0).
  */
-static __always_inline void fst_file(struct fst_event *e)
+static __always_inline u64 fst_file(struct fst_event *e)
 {
 #ifdef FST_AGGREGATE
-	fst_count(e);
+	return fst_count(e);
 #else
 	fst_send(e);
+	return 0;
 #endif
 }
 

@@ -205,7 +205,7 @@ LAYOUT = (
     ("path", "mnt"), ("path", "dentry"),
     ("dentry", "d_parent"), ("dentry", "d_name"), ("dentry", "d_sb"), ("dentry", "d_inode"),
     ("dentry", "d_u.d_alias"),
-    ("qstr", "name"), ("qstr", "len"),
+    ("qstr", "name"), ("qstr", "len"), ("qstr", "hash"),
     ("inode", "i_mode"), ("inode", "i_dentry"),
     ("mount", "mnt_parent"), ("mount", "mnt_mountpoint"), ("mount", "mnt_ns"), ("mount", "mnt"),
     ("vfsmount", "mnt_root"), ("vfsmount", "mnt_sb"),
