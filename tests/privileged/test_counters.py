@@ -76,3 +76,36 @@ def test_entries_that_do_not_fit_are_counted_as_overflow(workdir):
     assert len(entries) == 16
     assert created + overflow[abi.EVENT_CODES["create"]] == 100
     assert sum(overflow) == overflow[abi.EVENT_CODES["create"]] == 84
+
+
+RENAMED_WHILE_OPEN = """
+import os, sys
+d = sys.argv[1]
+os.mkdir(d + "/dir")
+fd = os.open(d + "/dir/a", os.O_CREAT | os.O_RDWR, 0o644)
+for _ in range(5):
+    os.write(fd, b"x")
+os.rename(d + "/dir/a", d + "/dir/b")
+for _ in range(3):
+    os.write(fd, b"y")
+os.rename(d + "/dir", d + "/dir2")
+for _ in range(2):
+    os.pread(fd, 1, 0)
+os.close(fd)
+"""
+
+
+def test_fd_events_are_counted_under_the_name_the_file_has_now(workdir):
+    """The kernel counts a known file's reads and writes by its key (tracepoint.bpf.c: known): a rename
+    of the file, or of a directory above it, while it is open puts the next ones under the new name."""
+    proc = subprocess.run([FSTRACE, "report", "--json", "--top", "0", "--path", str(workdir),
+                           "--", sys.executable, "-c", RENAMED_WHILE_OPEN, str(workdir)],
+                          capture_output=True, timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr.decode()
+    rows = {row["path"]: {k: v for k, v in row["events"].items() if v} for row in json.loads(proc.stdout)["files"]}
+    assert rows == {
+        "%s/dir" % workdir: {"create": 1, "rename": 1},
+        "%s/dir/a" % workdir: {"create": 1, "modify": 5, "rename": 1},
+        "%s/dir/b" % workdir: {"modify": 3},
+        "%s/dir2/b" % workdir: {"access": 2, "close_write": 1},
+    }
