@@ -24,6 +24,7 @@ import ctypes
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -165,12 +166,14 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         print("bench/speed.py needs root", file=sys.stderr)
         return 1
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # the finally clauses stop tracers, remove cgroups
     system.ensure_packages(runner.PACKAGES)
     built = work.build()
     scratch = Path(tempfile.mkdtemp(prefix="fstrace-speed-"))
     stats_was = STATS.read_text().strip()
     STATS.write_text("1")
     started, date = time.monotonic(), time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    out = BENCH / "results" / (time.strftime("%Y-%m-%dT%H%M") + "-speed%s.json" % ("-" + args.label if args.label else ""))
     load = [system.load_average()]
     try:
         binaries = work.private_names({**built, "tar": Path(shutil.which("tar")), "rm": Path(shutil.which("rm"))},
@@ -206,21 +209,28 @@ def main(argv=None) -> int:
                     res.update(round=r + 1, untraced_s=base, ratio=res["traced_s"] / base, untraced_cpu_s=base_cpu,
                                cpu_ratio=res["traced_cpu_s"] / base_cpu)
                     rows[(name, w.name)].append(res)
+                save(out, date, started, load, rows, partial=True)
                 runner.log("round %d %s: untraced %.2f s; %s" % (r + 1, w.name, base, ", ".join(
                     "%s ×%.2f (cpu ×%.2f)%s" % (n.split(" (")[0], t["ratio"], t["cpu_ratio"], " lost %s" % t["lost"] if t.get("lost") else "")
                     for n, t in times.items() if n != CONTENDERS[0])))
     finally:
         STATS.write_text(stats_was)
         shutil.rmtree(scratch, ignore_errors=True)
-    load.append(system.load_average())
-    summary = {"%s | %s" % key: summarize(v) for key, v in rows.items()}
-    doc = {"date": date, "argv": sys.argv[1:], "duration_s": time.monotonic() - started, "load_average": load,
-           "machine": system.machine(), "summary": summary, "rounds": {"%s | %s" % k: v for k, v in rows.items()}}
-    out = BENCH / "results" / (time.strftime("%Y-%m-%dT%H%M") + "-speed%s.json" % ("-" + args.label if args.label else ""))
-    out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    doc = save(out, date, started, load + [system.load_average()], rows, partial=False)
     print(markdown(doc))
     runner.log("wrote %s (%.0f s)" % (out, doc["duration_s"]))
     return 0
+
+
+def save(out: Path, date: str, started: float, load: list, rows: dict, partial: bool) -> dict:
+    """The results so far (partial: after each round, so a run cut short keeps what it measured)."""
+    done = {key: v for key, v in rows.items() if v}
+    doc = {"date": date, "argv": sys.argv[1:], "duration_s": time.monotonic() - started, "partial": partial,
+           "load_average": load if not partial else load + [system.load_average()], "machine": system.machine(),
+           "summary": {"%s | %s" % key: summarize(v) for key, v in done.items()},
+           "rounds": {"%s | %s" % k: v for k, v in done.items()}}
+    out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    return doc
 
 
 def markdown(doc: dict) -> str:
