@@ -162,6 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--label", default="", help="a word for the results file name")
     p.add_argument("--baseline", help="another checkout of fstrace (with its .venv): its fstrace contenders run "
                    "too, named 'before: ...', side by side with this one's")
+    p.add_argument("--baseline-only", help="comma-separated substrings: the baseline's contenders to run")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/speed.py needs root", file=sys.stderr)
@@ -191,7 +192,8 @@ def main(argv=None) -> int:
         if args.baseline:
             other = str(Path(args.baseline, ".venv", "bin", "fstrace"))
             contenders += [dataclasses.replace(c, name="before: " + c.name, argv=(other,) + c.argv[1:])
-                           for c in contenders if c.name.startswith("fstrace")]
+                           for c in contenders if c.name.startswith("fstrace") and (
+                               not args.baseline_only or any(x in c.name for x in args.baseline_only.split(",")))]
         rows = {(c.name, w.name): [] for c in contenders for w in workloads}
         for r in range(args.rounds):
             for w in workloads:
@@ -259,4 +261,7 @@ def markdown(doc: dict) -> str:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--show"]:           # bench/speed.py --show RESULTS.json: the tables again
+        print(markdown(json.loads(Path(sys.argv[2]).read_text())))
+        sys.exit(0)
     sys.exit(main())
