@@ -13,11 +13,17 @@ table gives, as medians over the rounds, the ns per run of each program and
 the BPF time per workload syscall (every program's time over the syscalls
 the workload made).  Programs run on every syscall of the machine, so the
 per-syscall figure includes other processes' syscalls too: the ns per run is
-the cleaner one.  Wall-clock ratios on a busy machine are noise; this is not.
+the cleaner one.  Untraced runs of the same workloads, in the same rotation,
+give the CPU time (user + system) the workload itself needs: the CPU time a
+tracer adds per workload syscall is the cleanest figure of all, since BPF
+programs on the syscall tracepoints run in the workload's own context and
+other processes' syscalls do not land in it.  Wall-clock ratios on a busy
+machine are noise; these are not.
 """
 from __future__ import annotations
 
 import argparse
+import resource
 import dataclasses
 import json
 import os
@@ -47,6 +53,14 @@ def fdio(scratch: Path) -> int:
         src.write_bytes(b"x" * 200_000)
     subprocess.run(["dd", "if=%s" % src, "of=/dev/null", "bs=1"], check=True, stderr=subprocess.DEVNULL)
     return 400_000
+
+
+def cpu_of(run) -> tuple[int, float]:
+    """(syscalls, CPU seconds) of run(): the CPU time of the processes it ran and reaped."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    syscalls = run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return syscalls, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def main(argv=None) -> int:
@@ -79,8 +93,16 @@ def main(argv=None) -> int:
                 top, name="before: " + top.name, argv=(str(Path(args.baseline, ".venv", "bin", "fstrace")),)
                 + top.argv[1:]))
         contenders.append(by_name["bpftrace count() per cgroup/comm/probe"])
+        contenders.append(tools.Contender("nothing (untraced)", ()))
+        jobs = {"fileops": lambda: sum(fileops.run().calls.values()), "fdio": lambda: fdio(scratch)}
         for r in range(args.rounds):
             for c in contenders[r % len(contenders):] + contenders[:r % len(contenders)]:
+                if not c.argv:
+                    for name, job in jobs.items():
+                        syscalls, cpu = cpu_of(job)
+                        rows.setdefault((c.name, name), []).append({"progs": {}, "syscalls": syscalls, "cpu_s": cpu,
+                                                                    "bpf_ns_per_syscall": 0.0})
+                    continue
                 outdir = Path(tempfile.mkdtemp(prefix="out-", dir=scratch))
                 session = Session(c, outdir)
                 session.start()
@@ -88,13 +110,13 @@ def main(argv=None) -> int:
                     session.wait_ready(runner.READY_TIMEOUT)
                     for name in ("fileops", "fdio"):
                         before = prog_stats(session.pid)
-                        syscalls = sum(fileops.run().calls.values()) if name == "fileops" else fdio(scratch)
+                        syscalls, cpu = cpu_of(jobs[name])
                         after = prog_stats(session.pid)
                         progs = {k: (after[k][0] - before.get(k, (0, 0))[0], after[k][1] - before.get(k, (0, 0))[1])
                                  for k in after}
                         total_ns = sum(ns for ns, _ in progs.values())
                         rows.setdefault((c.name, name), []).append(
-                            {"progs": progs, "syscalls": syscalls, "bpf_ns_per_syscall": total_ns / syscalls})
+                            {"progs": progs, "syscalls": syscalls, "cpu_s": cpu, "bpf_ns_per_syscall": total_ns / syscalls})
                         runner.log("round %d %s %s: %.0f BPF ns per workload syscall" % (
                             r + 1, c.name, name, total_ns / syscalls))
                 finally:
@@ -105,8 +127,11 @@ def main(argv=None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     load.append(system.load_average())
     lines = ["%s, load average %.1f → %.1f, %s" % (date, load[0], load[1], " ".join(sys.argv[1:])), "",
-             "| tracer | workload | BPF ns per workload syscall (median, range) | program: ns per run (median) |",
-             "|---|---|---|---|"]
+             "| tracer | workload | CPU ns added per workload syscall (median, range) "
+             "| BPF ns per workload syscall (median, range) | program: ns per run (median) |",
+             "|---|---|---|---|---|"]
+    base = {wl: statistics.median([x["cpu_s"] / x["syscalls"] for x in v])
+            for (name, wl), v in rows.items() if name == "nothing (untraced)"}
     for (name, wl), v in rows.items():
         per = [x["bpf_ns_per_syscall"] for x in v]
         progs, spent = {}, {}
@@ -116,8 +141,9 @@ def main(argv=None) -> int:
                 if cnt:
                     progs.setdefault(k, []).append(ns / cnt)
         busy = sorted(progs, key=lambda k: -spent[k])[:5]       # the five that took the most time
-        lines.append("| %s | %s | **%.0f** (%.0f–%.0f) | %s |" % (
-            name, wl, statistics.median(per), min(per), max(per),
+        added = [1e9 * (x["cpu_s"] / x["syscalls"] - base.get(wl, 0.0)) for x in v]
+        lines.append("| %s | %s | **%.0f** (%.0f–%.0f) | **%.0f** (%.0f–%.0f) | %s |" % (
+            name, wl, statistics.median(added), min(added), max(added), statistics.median(per), min(per), max(per),
             ", ".join("%s %.0f" % (k, statistics.median(progs[k])) for k in busy)))
     text = "\n".join(lines)
     out = BENCH / "results" / (time.strftime("%Y-%m-%dT%H%M") + "-bpfcost.json")
