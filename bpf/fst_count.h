@@ -74,6 +74,7 @@ static __always_inline u64 fst_file_key(struct fst_event *e)
 	return key ? key : 1;
 }
 
+#ifdef FST_KNOWN_FILES
 /*
  * One more n[op] for (the current task's cgroup and tgid, file, err), if the
  * entry exists this tick or the file's name has been sent: 1 if counted (or
@@ -141,6 +142,55 @@ static __always_inline u64 fst_count(struct fst_event *e)
 	fst_count_key(file, op, ret, e->comm, 1);
 	return file;
 }
+#else
+/* Count e; returns its file key.  (Without FST_KNOWN_FILES: the engine older verifiers accept.) */
+static __always_inline u64 fst_count(struct fst_event *e)
+{
+	int zero = 0;
+	u32 op = e->op;
+	if (op >= FST_EV_COUNT)
+		return 0;
+	void *counts = agg_slot.lookup(&zero);
+	if (!counts)
+		return 0;               /* not started yet */
+	u64 file = fst_file_key(e);
+	struct fst_agg_key k = {
+		.cgroup_id = e->cgroup_id,
+		.file = file,
+		.pid = e->pid,
+		.err = e->ret < 0 ? (u32)-e->ret : 0,
+	};
+	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
+	if (v) {                        /* the common case: seen already this tick */
+		__sync_fetch_and_add(&v->n[op], 1);
+		if (op == FST_EV_EXEC)
+			__builtin_memcpy(v->comm, e->comm, FST_COMM_LEN);
+		return file;
+	}
+	struct fst_agg_val fresh = {};
+	__builtin_memcpy(fresh.comm, e->comm, FST_COMM_LEN);
+	bpf_map_update_elem(counts, &k, &fresh, BPF_NOEXIST);
+	v = bpf_map_lookup_elem(counts, &k);
+	if (v) {
+		__sync_fetch_and_add(&v->n[op], 1);
+	} else {
+		u64 *n = agg_overflow.lookup(&op);
+		if (n)
+			*n += 1;
+	}
+	/* a key new this tick: is its name known? (forgotten ones are sent again at the next tick) */
+	if (file && !agg_named.lookup(&file)) {
+		u8 one = 1;
+		agg_named.update(&file, &one);
+		e->type = FST_REC_NAME;
+		e->file_id = file;
+		e->base_id2 = 0;
+		e->len2 = 0;
+		fst_send(e);
+	}
+	return file;
+}
+#endif
 #endif
 
 /*

@@ -103,9 +103,12 @@ static __always_inline int fst_followed(long nr)
 	return 0;
 }
 
-#ifdef FST_AGGREGATE
+#if defined(FST_KNOWN_FILES) && !defined(FST_AGGREGATE)
+#error "FST_KNOWN_FILES is a counting option: it needs FST_AGGREGATE"
+#endif
+#ifdef FST_KNOWN_FILES
 /*
- * Counting: the file key of an open file, remembered from its last named
+ * Counting (FST_KNOWN_FILES): the file key of an open file, remembered from its last named
  * event, so that its reads, writes and closes are counted without building
  * the name again (one lookup and a few reads instead of a path walk).  An
  * entry holds while the file has the path it had: the same dentry, parent,
@@ -360,7 +363,9 @@ struct fst_job {
 	u32 off;                 /* where the next name goes in the record */
 	u32 early;               /* a thread at sys_enter of close or exec: the name goes to early[tid] */
 	u32 fresh;               /* fst_namer(): the name starts a record */
-	u64 moves;               /* counting: fst_moves before the names were built */
+#ifdef FST_KNOWN_FILES
+	u64 moves;               /* fst_moves before the names were built */
+#endif
 };
 BPF_PERCPU_ARRAY(jobs, struct fst_job, 1);
 BPF_PROG_ARRAY(fst_progs, 1);   /* [0] = fst_namer, set by bpftools/kernel/probe.py */
@@ -378,7 +383,7 @@ static __always_inline struct fst_job *fst_job(struct fst_args *a, long ret)
 		j->ret = ret;
 		j->nr = a->nr;
 		j->oflags = a->oflags;
-#ifdef FST_AGGREGATE
+#ifdef FST_KNOWN_FILES
 		j->moves = fst_moves_now();
 #endif
 	}
@@ -487,7 +492,7 @@ int fst_namer(void *ctx)
 	j->off = len;
 	if (!j->one_record || i == 1) {
 		u64 key = fst_file(e);
-#ifdef FST_AGGREGATE
+#ifdef FST_KNOWN_FILES
 		/* an open file's absolute name: remembered for its next events (not at exit: it closes now) */
 		if (key && dirfd == FST_AT_FDCWD && !j->name[i & (FST_JOB_MAX - 1)] && j->path[i & (FST_JOB_MAX - 1)] &&
 		    j->nr != FST_NR_exit_group)
@@ -541,7 +546,7 @@ static __always_inline int fst_early_enter(struct fst_args *a, u32 tid)
 	}
 	if (!fst_event_wanted(op))
 		return 0;
-#ifdef FST_AGGREGATE
+#ifdef FST_KNOWN_FILES
 	if (a->kind == K_CLOSE) {
 		u64 f = (u64)path - FST_OFF_FILE_F_PATH;
 		u64 key = fst_known_key((const void *)f);
@@ -664,7 +669,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 {
 	long nr = args->id;
-#ifdef FST_AGGREGATE
+#ifdef FST_KNOWN_FILES
 	if (fst_moving(nr)) {
 		int zero = 0;
 		u64 *n = fst_moves.lookup(&zero);
@@ -689,7 +694,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 		return 0;
 	}
 
-#ifdef FST_AGGREGATE
+#ifdef FST_KNOWN_FILES
 	if (a.kind == K_CLOSE && a.pad) {            /* known at sys_enter (fst_early_enter) */
 		if (ret == 0 && fst_outcome_wanted(ret))
 			fst_count_key(a.base1, a.op, ret, 0, 1);
