@@ -388,16 +388,25 @@ class Probe:
             for tp in CGROUP_TRACEPOINTS:
                 report.skipped[tp] = "cgroup names come from fanotify and /proc only"
         text = bpf_text(program_parts(backend, with_cgroups))
+        tail_calls_set = False
         if backend == "tracepoint" and cfg.aggregate:
             # counting by file key (bpf/tracepoint.bpf.c: known); a verifier that refuses it gets the
             # engine that builds every event's name
             try:
                 with _stderr_captured() as diagnostics:
                     bpf = _compile(self._bcc, text, flags + [KNOWN_FILES])
-                flags = flags + [KNOWN_FILES]
             except Exception as e:  # BCC raises bare Exception for compile, load and attach
                 report.skipped[KNOWN_FILES_FEATURE] = "every fd event's name is built: %s" % _bcc_reason(e, diagnostics)
                 bpf = None
+            if bpf is not None:
+                try:
+                    _set_tail_calls(bpf, self._bcc)         # the namer has the fast path's last step
+                    flags = flags + [KNOWN_FILES]
+                except BpfLoadError as e:                   # _set_tail_calls() has cleaned up
+                    report.skipped[KNOWN_FILES_FEATURE] = "every fd event's name is built: %s" % e
+                    bpf = None
+                else:
+                    tail_calls_set = True
         else:
             bpf = None
         try:
@@ -408,7 +417,8 @@ class Probe:
             raise BpfLoadError("loading the %s BPF program failed: %s"
                                % (backend, _bcc_reason(e, diagnostics))) from e
         if backend == "tracepoint":
-            _set_tail_calls(bpf, self._bcc)
+            if not tail_calls_set:
+                _set_tail_calls(bpf, self._bcc)
         report.tracepoints = [tp for tp in list(BACKEND_TRACEPOINTS[backend]) + list(CGROUP_TRACEPOINTS)
                               if tp not in report.skipped]
         self.bpf, self.report, self.text, self.cflags = bpf, report, text, flags
