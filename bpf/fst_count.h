@@ -27,7 +27,10 @@
  * with that dirfd.
  * A key's name is sent once (FST_REC_NAME) and remembered in agg_named; user
  * space deletes a key from agg_named to have its name sent again.  An event
- * whose entry exists already this tick costs one lookup and one atomic add.
+ * whose entry exists already this tick costs one lookup and one atomic add;
+ * a backend that knows an event's key without building its name (the
+ * tracepoint backend's fd events, tracepoint.bpf.c: known) calls
+ * fst_count_key() and builds the name only when that returns 0.
  */
 #ifndef FST_AGG_MAX
 #define FST_AGG_MAX 65536
@@ -81,15 +84,100 @@ static __always_inline void fst_add_bytes(struct fst_agg_val *v, u32 op, u64 mov
 		__sync_fetch_and_add(&v->write_bytes, moved);
 }
 
-static __always_inline void fst_count(struct fst_event *e)
+/* the bytes a call moved: its return value (a zero-byte or failed call, or one whose ret is not bytes, adds none) */
+static __always_inline u64 fst_moved(u32 op, long nr, long ret, u32 flags)
+{
+	return ret > 0 && (op == FST_EV_ACCESS || op == FST_EV_MODIFY) && FST_MOVES_BYTES(nr)
+		&& !(flags & FST_F_NO_BYTES) ? (u64)ret : 0;
+}
+
+#ifdef FST_KNOWN_FILES
+/*
+ * One more n[op] (and the bytes moved) for (the current task's cgroup and
+ * tgid, file, err), if the entry exists this tick or the file's name has been
+ * sent: 1 if counted (or the map is full, counted in agg_overflow), 0 if the
+ * name must be sent first.  comm: the process's name for a new entry (0: the
+ * current task's); named: count even if the name is not known (it was when
+ * the event began).
+ */
+static __always_inline int fst_count_key(u64 file, u32 op, long ret, u64 moved, const char *comm, int named)
+{
+	int zero = 0;
+	u64 i = op;                     /* n[i]: checked in a 64-bit register clang cannot reload unchecked */
+	asm volatile("" : "+r"(i));
+	if (i >= FST_EV_COUNT)
+		return 1;
+	void *counts = agg_slot.lookup(&zero);
+	if (!counts)
+		return 1;               /* not started yet */
+	struct fst_agg_key k = {
+		.cgroup_id = bpf_get_current_cgroup_id(),
+		.file = file,
+		.pid = bpf_get_current_pid_tgid() >> 32,
+		.err = ret < 0 ? (u32)-ret : 0,
+	};
+	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
+	if (v) {                        /* the common case: seen already this tick */
+		__sync_fetch_and_add(&v->n[i], 1);
+		if (moved)
+			fst_add_bytes(v, op, moved);
+		if (op == FST_EV_EXEC && comm)
+			__builtin_memcpy(v->comm, comm, FST_COMM_LEN);
+		return 1;
+	}
+	/* a key new this tick: is its name known? (forgotten ones are sent again at the next tick) */
+	if (file && !named && !agg_named.lookup(&file))
+		return 0;
+	struct fst_agg_val fresh = {};
+	if (comm)
+		__builtin_memcpy(fresh.comm, comm, FST_COMM_LEN);
+	else
+		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+	bpf_map_update_elem(counts, &k, &fresh, BPF_NOEXIST);
+	v = bpf_map_lookup_elem(counts, &k);
+	if (v) {
+		__sync_fetch_and_add(&v->n[i], 1);
+		if (moved)
+			fst_add_bytes(v, op, moved);
+	} else {
+		u64 *n = agg_overflow.lookup(&op);
+		if (n)
+			*n += 1;
+	}
+	return 1;
+}
+
+/* Count e; returns its file key. */
+static __always_inline u64 fst_count(struct fst_event *e)
+{
+	u64 file = fst_file_key(e);
+	u64 moved = fst_moved(e->op, e->syscall, e->ret, e->flags);
+	if (fst_count_key(file, e->op, e->ret, moved, e->comm, 0))
+		return file;
+	/* the name first, then the count */
+	u8 one = 1;
+	agg_named.update(&file, &one);
+	u32 op = e->op;
+	long ret = e->ret;
+	e->type = FST_REC_NAME;
+	e->file_id = file;
+	e->base_id2 = 0;
+	e->len2 = 0;
+	fst_send(e);
+	fst_count_key(file, op, ret, moved, e->comm, 1);
+	return file;
+}
+#else
+/* Count e; returns its file key.  (Without FST_KNOWN_FILES: the engine older verifiers accept.) */
+static __always_inline u64 fst_count(struct fst_event *e)
 {
 	int zero = 0;
 	u32 op = e->op;
 	if (op >= FST_EV_COUNT)
-		return;
+		return 0;
 	void *counts = agg_slot.lookup(&zero);
 	if (!counts)
-		return;                 /* not started yet */
+		return 0;               /* not started yet */
 	u64 file = fst_file_key(e);
 	struct fst_agg_key k = {
 		.cgroup_id = e->cgroup_id,
@@ -97,9 +185,7 @@ static __always_inline void fst_count(struct fst_event *e)
 		.pid = e->pid,
 		.err = e->ret < 0 ? (u32)-e->ret : 0,
 	};
-	/* bytes the call moved: its return value (a zero-byte or failed call adds none) */
-	u64 moved = e->ret > 0 && (op == FST_EV_ACCESS || op == FST_EV_MODIFY) && FST_MOVES_BYTES(e->syscall)
-		&& !(e->flags & FST_F_NO_BYTES) ? (u64)e->ret : 0;
+	u64 moved = fst_moved(op, e->syscall, e->ret, e->flags);
 	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
 	if (v) {                        /* the common case: seen already this tick */
 		__sync_fetch_and_add(&v->n[op], 1);
@@ -107,7 +193,7 @@ static __always_inline void fst_count(struct fst_event *e)
 			fst_add_bytes(v, op, moved);
 		if (op == FST_EV_EXEC)
 			__builtin_memcpy(v->comm, e->comm, FST_COMM_LEN);
-		return;
+		return file;
 	}
 	struct fst_agg_val fresh = {};
 	__builtin_memcpy(fresh.comm, e->comm, FST_COMM_LEN);
@@ -132,20 +218,23 @@ static __always_inline void fst_count(struct fst_event *e)
 		e->len2 = 0;
 		fst_send(e);
 	}
+	return file;
 }
+#endif
 #endif
 
 /*
  * Every backend hands each file event (FST_REC_FILE) here once it is
  * complete (it may be changed: the caller is done with it); other records go
- * to fst_send() directly.
+ * to fst_send() directly.  Counting, returns the event's file key (else 0).
  */
-static __always_inline void fst_file(struct fst_event *e)
+static __always_inline u64 fst_file(struct fst_event *e)
 {
 #ifdef FST_AGGREGATE
-	fst_count(e);
+	return fst_count(e);
 #else
 	fst_send(e);
+	return 0;
 #endif
 }
 

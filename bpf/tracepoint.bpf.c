@@ -91,6 +91,95 @@ static __always_inline void fst_count_dropped(void)
 		*n += 1;
 }
 
+/* Is nr a syscall of fst_syscalls.h?  A range test and a bit test, before anything is read. */
+static __always_inline int fst_followed(long nr)
+{
+	switch (nr) {
+#define FST_SYSCALL(nr, name) case nr:
+#include "fst_syscalls.h"
+#undef FST_SYSCALL
+		return 1;
+	}
+	return 0;
+}
+
+#if defined(FST_KNOWN_FILES) && !defined(FST_AGGREGATE)
+#error "FST_KNOWN_FILES is a counting option: it needs FST_AGGREGATE"
+#endif
+#ifdef FST_KNOWN_FILES
+/*
+ * Counting (FST_KNOWN_FILES): the file key of an open file, remembered from its last named
+ * event, so that its reads, writes and closes are counted without building
+ * the name again (one lookup and a few reads instead of a path walk).  An
+ * entry holds while the file has the path it had: the same dentry, parent,
+ * last name and mount, the same root for the task, and no rename or mount
+ * anywhere since (fst_moves, bumped at sys_exit of every rename, mount,
+ * umount, move_mount, pivot_root and chroot, whoever makes it; read before
+ * a name is built, so a name built across a rename is stale at once).
+ */
+struct fst_known {
+	u64 key;
+	u64 dentry;
+	u64 parent;
+	u64 hash_len;
+	u64 mnt;
+	u64 root;
+	u64 moves;
+};
+BPF_TABLE("lru_hash", u64, struct fst_known, known, 16384);
+BPF_ARRAY(fst_moves, u64, 1);
+
+static __always_inline int fst_moving(long nr)
+{
+	return nr == FST_NR_rename || nr == FST_NR_renameat || nr == FST_NR_renameat2 || nr == 165 /* mount */ ||
+	       nr == 166 /* umount2 */ || nr == 155 /* pivot_root */ || nr == 161 /* chroot */ ||
+	       nr == 429 /* move_mount */;
+}
+
+static __always_inline u64 fst_moves_now(void)
+{
+	int zero = 0;
+	u64 *n = fst_moves.lookup(&zero);
+	return n ? *(volatile u64 *)n : 0;
+}
+
+/* What a file's name depends on, as it is now. */
+static __always_inline void fst_known_state(struct fst_known *k, const void *file)
+{
+	void *dentry = fst_ptr(file, FST_OFF_FILE_F_PATH + FST_OFF_PATH_DENTRY);
+	k->dentry = (u64)dentry;
+	k->parent = (u64)fst_ptr(dentry, FST_OFF_DENTRY_D_PARENT);
+	k->hash_len = 0;
+	bpf_probe_read_kernel(&k->hash_len, sizeof(k->hash_len), (char *)dentry + FST_OFF_DENTRY_D_NAME + FST_OFF_QSTR_HASH);
+	k->mnt = (u64)fst_ptr(file, FST_OFF_FILE_F_PATH + FST_OFF_PATH_MNT);
+	k->root = (u64)fst_ptr(fst_ptr(fst_task(), FST_OFF_TASK_STRUCT_FS), FST_OFF_FS_STRUCT_ROOT + FST_OFF_PATH_DENTRY);
+}
+
+/* The key of file if its name is still the one remembered, else 0. */
+static __always_inline u64 fst_known_key(const void *file)
+{
+	u64 f = (u64)file;
+	struct fst_known *k = known.lookup(&f);
+	if (!k)
+		return 0;
+	struct fst_known now = {};
+	u64 key = k->key, moves = k->moves;
+	fst_known_state(&now, file);
+	if (now.dentry != k->dentry || now.parent != k->parent || now.hash_len != k->hash_len ||
+	    now.mnt != k->mnt || now.root != k->root || moves != fst_moves_now())
+		return 0;
+	return key;
+}
+
+static __always_inline void fst_known_put(const void *file, u64 key, u64 moves)
+{
+	struct fst_known k = {.key = key, .moves = moves};
+	u64 f = (u64)file;
+	fst_known_state(&k, file);
+	known.update(&f, &k);
+}
+#endif
+
 /* Fill a from the syscall number and arguments; 0 if not a syscall we follow. */
 static __always_inline int fst_decode(struct fst_args *a, long nr, unsigned long *ar)
 {
@@ -274,6 +363,9 @@ struct fst_job {
 	u32 off;                 /* where the next name goes in the record */
 	u32 early;               /* a thread at sys_enter of close or exec: the name goes to early[tid] */
 	u32 fresh;               /* fst_namer(): the name starts a record */
+#ifdef FST_KNOWN_FILES
+	u64 moves;               /* fst_moves before the names were built */
+#endif
 };
 BPF_PERCPU_ARRAY(jobs, struct fst_job, 1);
 BPF_PROG_ARRAY(fst_progs, 1);   /* [0] = fst_namer, set by bpftools/kernel/probe.py */
@@ -291,6 +383,9 @@ static __always_inline struct fst_job *fst_job(struct fst_args *a, long ret)
 		j->ret = ret;
 		j->nr = a->nr;
 		j->oflags = a->oflags;
+#ifdef FST_KNOWN_FILES
+		j->moves = fst_moves_now();
+#endif
 	}
 	return j;
 }
@@ -395,8 +490,17 @@ int fst_namer(void *ctx)
 		e->len1 = len;
 	}
 	j->off = len;
-	if (!j->one_record || i == 1)
-		fst_file(e);
+	if (!j->one_record || i == 1) {
+		u64 key = fst_file(e);
+#ifdef FST_KNOWN_FILES
+		/* an open file's absolute name: remembered for its next events (not at exit: it closes now) */
+		if (key && dirfd == FST_AT_FDCWD && !j->name[i & (FST_JOB_MAX - 1)] && j->path[i & (FST_JOB_MAX - 1)] &&
+		    j->nr != FST_NR_exit_group)
+			fst_known_put((const char *)j->path[i & (FST_JOB_MAX - 1)] - FST_OFF_FILE_F_PATH, key, j->moves);
+#else
+		(void)key;
+#endif
+	}
 next:
 	if (j->next < j->n)
 		fst_progs.call(ctx, 0);
@@ -442,6 +546,19 @@ static __always_inline int fst_early_enter(struct fst_args *a, u32 tid)
 	}
 	if (!fst_event_wanted(op))
 		return 0;
+#ifdef FST_KNOWN_FILES
+	if (a->kind == K_CLOSE) {
+		u64 f = (u64)path - FST_OFF_FILE_F_PATH;
+		u64 key = fst_known_key((const void *)f);
+		known.delete(&f);
+		if (key && agg_named.lookup(&key)) {     /* counted at sys_exit by key, no name built */
+			a->base1 = key;
+			a->op = op;
+			a->pad = 1;
+			return 2;
+		}
+	}
+#endif
 	int zero = 0;
 	struct fst_job *j = jobs.lookup(&zero);
 	if (!j)
@@ -486,6 +603,8 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 	unsigned long ar[6];
 	long nr = args->id;
 
+	if (!fst_followed(nr))
+		return 0;
 	/* cheap exit for the hot syscalls nobody asked for */
 	if (nr == FST_NR_read || nr == FST_NR_pread64 || nr == FST_NR_readv ||
 	    nr == FST_NR_preadv || nr == FST_NR_preadv2) {
@@ -532,7 +651,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 	case K_CLOSE:
 	case K_EXEC:
 		keep = fst_early_enter(ap, tid);
-		if (keep) {
+		if (keep == 1) {
 			early.delete(&tid);      /* a leftover of a syscall that never returned (exit) */
 			fst_progs.call(args, 0);
 		}
@@ -549,6 +668,19 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 
 TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 {
+	long nr = args->id;
+#ifdef FST_KNOWN_FILES
+	if (fst_moving(nr)) {
+		int zero = 0;
+		u64 *n = fst_moves.lookup(&zero);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+		if (nr != FST_NR_rename && nr != FST_NR_renameat && nr != FST_NR_renameat2)
+			return 0;
+	}
+#endif
+	if (!fst_followed(nr))
+		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct fst_args *ap = inflight.lookup(&tid);
 	if (!ap)
@@ -562,6 +694,20 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 		return 0;
 	}
 
+#ifdef FST_KNOWN_FILES
+	if (a.kind == K_CLOSE && a.pad) {            /* known at sys_enter (fst_early_enter) */
+		if (ret == 0 && fst_outcome_wanted(ret))
+			fst_count_key(a.base1, a.op, ret, 0, 0, 1);
+		return 0;
+	}
+	if (a.kind == K_FD) {                        /* a file whose name is known: counted by key */
+		if ((u64)fst_fd_file(a.fd) != a.file || !fst_event_wanted(a.op) || !fst_outcome_wanted(ret))
+			return 0;
+		u64 key = fst_known_key((void *)a.file);
+		if (key && fst_count_key(key, a.op, ret, fst_moved(a.op, a.nr, ret, 0), 0, 0))
+			return 0;
+	}
+#endif
 	if (a.kind == K_CLOSE || a.kind == K_EXEC) {
 		fst_early_exit(&a, tid, ret);
 		return 0;

@@ -44,6 +44,12 @@ Examples:
 """
 
 
+def say_skipped(info) -> None:
+    """What the probe left out and what that costs, one line each (as trace's text header does)."""
+    for what, why in info.skipped.items():
+        say("skipped %s: %s" % (what, why))
+
+
 @click.command(epilog=EPILOG_TOP)
 @click.option("-i", "--interval", type=float, default=1.0, show_default=True, metavar="SECONDS",
               help="Seconds between refreshes.")
@@ -92,6 +98,7 @@ def top(interval, group, sort, reverse, accumulate, batch, iterations, as_json, 
 
         def announce(info):
             say("counting with the %s backend on kernel %s, a table every %gs" % (info.backend, info.kernel, interval))
+            say_skipped(info)
     else:
         sink = view.Interactive(PipeConsole(highlight=False), state, meta, keys_fd, iterations)
     run_session(opts, sink, announce)
@@ -165,6 +172,7 @@ def report(ctx, duration, top_n, by, sort, as_json, output, csv_dir, svg_file, h
         until = ("when %s and all it started have ended" % command[0] if command
                  else "after %gs" % opts.duration if duration else "at Ctrl-C")
         say("counting with the %s backend on kernel %s; the report comes %s" % (info.backend, info.kernel, until))
+        say_skipped(info)
     info, status = run_session(opts, sink, announce)
     if info is None:            # the reader went away before counting began
         sys.exit(status)

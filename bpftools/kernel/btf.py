@@ -13,6 +13,7 @@ up in the string section.
 """
 from __future__ import annotations
 
+import os
 import struct
 from array import array
 
@@ -60,20 +61,30 @@ class Btf:
         self._types = memoryview(blob)[hdr_len + type_off: hdr_len + type_off + type_len]
         self._strings = bytes(blob[hdr_len + str_off: hdr_len + str_off + str_len])
         self._offsets = array("I", [0])     # type id -> offset in the type section; id 0 is void
-        pos = 0
+        self._named: dict[tuple[int, int], int] = {}     # (name offset, kind) -> the first such type id
+        pos, type_id = 0, 0
         while pos < len(self._types):
-            _, info, _ = _TYPE.unpack_from(self._types, pos)
+            name_off, info, _ = _TYPE.unpack_from(self._types, pos)
             kind, vlen = info >> 24 & 0x1F, info & 0xFFFF
             if kind not in _KINDS_KNOWN:
                 raise BtfError("unknown BTF kind %d at offset %d" % (kind, pos))
             self._offsets.append(pos)
+            type_id += 1
+            if name_off and kind in _FOUND_KINDS:
+                self._named.setdefault((name_off, kind), type_id)
             pos += _TYPE.size + _FIXED_TAIL.get(kind, 0) + _PER_ENTRY_TAIL.get(kind, 0) * vlen
 
     @classmethod
     def load(cls, path: str = VMLINUX) -> Btf:
+        """The BTF in path, parsed once per process (a kernel's takes ~0.2 s) while the file stays the same."""
         try:
             with open(path, "rb") as f:
-                return cls(f.read())
+                st = os.fstat(f.fileno())
+                key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                if key not in _LOADED:
+                    _LOADED.clear()
+                    _LOADED[key] = cls(f.read())
+                return _LOADED[key]
         except OSError as e:
             raise BtfError("cannot read %s: %s" % (path, e.strerror)) from None
 
@@ -90,12 +101,8 @@ class Btf:
     def find(self, kind: int, name: str) -> int:
         """The id of the type of this kind and name; BtfError if there is none."""
         at = self._strings.find(b"\0" + name.encode() + b"\0")
-        if at >= 0:
-            name_off = at + 1
-            for type_id in range(1, len(self._offsets)):
-                _, off, k, _, _ = self._head(type_id)
-                if off == name_off and k == kind:
-                    return type_id
+        if at >= 0 and kind in _FOUND_KINDS and (at + 1, kind) in self._named:
+            return self._named[(at + 1, kind)]
         raise BtfError("no %s named %r in the kernel's BTF" % (_KIND_NAMES.get(kind, kind), name))
 
     def member_offsets(self, struct_name: str) -> dict[str, int]:
@@ -192,6 +199,8 @@ class Btf:
 
 
 _KIND_NAMES = {KIND_STRUCT: "struct", KIND_FUNC: "function", KIND_FUNC_PROTO: "prototype"}
+_FOUND_KINDS = frozenset((KIND_STRUCT, KIND_FUNC))      # the kinds find() is asked for
+_LOADED: dict[tuple, Btf] = {}
 
 
 # Every kernel struct member a BPF program reads: -D FST_OFF_<STRUCT>_<MEMBER>=<byte offset>
@@ -205,7 +214,7 @@ LAYOUT = (
     ("path", "mnt"), ("path", "dentry"),
     ("dentry", "d_parent"), ("dentry", "d_name"), ("dentry", "d_sb"), ("dentry", "d_inode"),
     ("dentry", "d_u.d_alias"),
-    ("qstr", "name"), ("qstr", "len"),
+    ("qstr", "name"), ("qstr", "len"), ("qstr", "hash"),
     ("inode", "i_mode"), ("inode", "i_dentry"),
     ("mount", "mnt_parent"), ("mount", "mnt_mountpoint"), ("mount", "mnt_ns"), ("mount", "mnt"),
     ("vfsmount", "mnt_root"), ("vfsmount", "mnt_sb"),

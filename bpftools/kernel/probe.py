@@ -58,6 +58,9 @@ BACKEND_TRACEPOINTS = {
 BYTES_BACKENDS = ("tracepoint",)
 BYTES_TRACEPOINT = "raw_syscalls/sys_exit"
 BYTES_EVENTS = ("access", "modify")
+# Counting with the tracepoint backend: fd events of a file whose name is known are counted by key.
+KNOWN_FILES = "-DFST_KNOWN_FILES"
+KNOWN_FILES_FEATURE = "counting by file key"
 # Not a file backend: only the cgroup tracepoints (fstrace cgroups --watch).
 CGROUPS_ONLY = "cgroups"
 CGROUP_TRACEPOINTS = ("cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir")
@@ -400,14 +403,37 @@ class Probe:
             for tp in CGROUP_TRACEPOINTS:
                 report.skipped[tp] = "cgroup names come from fanotify and /proc only"
         text = bpf_text(program_parts(backend, with_cgroups))
+        tail_calls_set = False
+        if backend == "tracepoint" and cfg.aggregate:
+            # counting by file key (bpf/tracepoint.bpf.c: known); a verifier that refuses it gets the
+            # engine that builds every event's name
+            try:
+                with _stderr_captured() as diagnostics:
+                    bpf = _compile(self._bcc, text, flags + [KNOWN_FILES])
+            except Exception as e:  # BCC raises bare Exception for compile, load and attach
+                report.skipped[KNOWN_FILES_FEATURE] = "every fd event's name is built: %s" % _bcc_reason(e, diagnostics)
+                bpf = None
+            if bpf is not None:
+                try:
+                    _set_tail_calls(bpf, self._bcc)         # the namer has the fast path's last step
+                    flags = flags + [KNOWN_FILES]
+                except BpfLoadError as e:                   # _set_tail_calls() has cleaned up
+                    report.skipped[KNOWN_FILES_FEATURE] = "every fd event's name is built: %s" % e
+                    bpf = None
+                else:
+                    tail_calls_set = True
+        else:
+            bpf = None
         try:
-            with _stderr_captured() as diagnostics:
-                bpf = self._bcc.BPF(text=text, cflags=flags)
+            if bpf is None:
+                with _stderr_captured() as diagnostics:
+                    bpf = _compile(self._bcc, text, flags)
         except Exception as e:  # BCC raises bare Exception for compile, load and attach
             raise BpfLoadError("loading the %s BPF program failed: %s"
                                % (backend, _bcc_reason(e, diagnostics))) from e
         if backend == "tracepoint":
-            _set_tail_calls(bpf, self._bcc)
+            if not tail_calls_set:
+                _set_tail_calls(bpf, self._bcc)
         report.tracepoints = [tp for tp in list(BACKEND_TRACEPOINTS[backend]) + list(CGROUP_TRACEPOINTS)
                               if tp not in report.skipped]
         if "-DFST_BYTES_EXIT" in flags:
@@ -508,6 +534,22 @@ def _set_tail_calls(bpf, bcc) -> None:
         raise BpfLoadError("loading the tracepoint backend's path builder failed: %s"
                            % _bcc_reason(e, diagnostics)) from e
     bpf["fst_progs"][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
+
+
+def _compile(bcc, text: str, flags: list[str]):
+    """bcc.BPF(text, flags), compiled, loaded and attached; if that fails part way, what it had
+    attached is detached before the exception goes on (a BPF object that fails in __init__ is
+    never returned, and its attached programs would run until fstrace exits)."""
+    bpf = bcc.BPF.__new__(bcc.BPF)
+    try:
+        bpf.__init__(text=text, cflags=flags)
+    except Exception:
+        try:
+            bpf.cleanup()
+        except Exception:  # a half-built object may lack what cleanup() reads
+            pass
+        raise
+    return bpf
 
 
 def _bcc_reason(e: Exception, diagnostics: list[str]) -> str:

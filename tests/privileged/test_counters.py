@@ -78,3 +78,76 @@ def test_entries_that_do_not_fit_are_counted_as_overflow(workdir):
     assert len(entries) == 16
     assert created + overflow[abi.EVENT_CODES["create"]] == 100
     assert sum(overflow) == overflow[abi.EVENT_CODES["create"]] == 84
+
+
+RENAMED_WHILE_OPEN = """
+import os, sys
+d = sys.argv[1]
+os.mkdir(d + "/dir")
+fd = os.open(d + "/dir/a", os.O_CREAT | os.O_RDWR, 0o644)
+for _ in range(5):
+    os.write(fd, b"x")
+os.rename(d + "/dir/a", d + "/dir/b")
+for _ in range(3):
+    os.write(fd, b"y")
+os.rename(d + "/dir", d + "/dir2")
+for _ in range(2):
+    os.pread(fd, 1, 0)
+os.close(fd)
+"""
+
+
+def test_fd_events_are_counted_under_the_name_the_file_has_now(workdir):
+    """The kernel counts a known file's reads and writes by its key (tracepoint.bpf.c: known): a rename
+    of the file, or of a directory above it, while it is open puts the next ones under the new name."""
+    proc = subprocess.run([FSTRACE, "report", "--json", "--top", "0", "--path", str(workdir),
+                           "--", sys.executable, "-c", RENAMED_WHILE_OPEN, str(workdir)],
+                          capture_output=True, timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr.decode()
+    rows = {row["path"]: {k: v for k, v in row["events"].items() if v} for row in json.loads(proc.stdout)["files"]}
+    assert rows == {
+        "%s/dir" % workdir: {"create": 1, "rename": 1},
+        "%s/dir/a" % workdir: {"create": 1, "modify": 5, "rename": 1},
+        "%s/dir/b" % workdir: {"modify": 3},
+        "%s/dir2/b" % workdir: {"access": 2, "close_write": 1},
+    }
+
+
+def _count_reads(workdir, cfg_probe):
+    """Counters of a child that reads one file 50 times: (entries, the probe's report, its cflags)."""
+    target = workdir / "r"
+    target.write_bytes(b"x" * 100)
+    script = "import os, sys; os.read(0, 1); fd = os.open(sys.argv[1], os.O_RDONLY)\nfor _ in range(50): os.pread(fd, 1, 0)"
+    r, w = os.pipe()
+    child = subprocess.Popen([sys.executable, "-c", script, str(target)], stdin=r)
+    os.close(r)
+    try:
+        p = cfg_probe(child.pid)
+        try:
+            c = counters.Counters.from_probe(p)
+            c.start()
+            os.write(w, b"go")
+            child.wait(timeout=60)
+            return c.swap(), p.report, p.cflags
+        finally:
+            p.close()
+    finally:
+        os.close(w)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_a_verifier_that_refuses_counting_by_key_gets_the_engine_that_names_every_event(workdir, monkeypatch):
+    """Older verifiers may refuse the known-file path: the probe says so and counts the same events."""
+    def make(pid):
+        return probe.Probe(probe.ProbeConfig(aggregate=True, pids=(pid,), events=("access",)), lambda data: None)
+
+    entries, report, flags = _count_reads(workdir, make)
+    assert probe.KNOWN_FILES in flags and probe.KNOWN_FILES_FEATURE not in report.skipped
+    assert sum(e.counts[abi.EVENT_CODES["access"]] for e in entries) == 50
+    # a flag clang refuses stands for a program the verifier refuses
+    monkeypatch.setattr(probe, "KNOWN_FILES", "-include/nonexistent/fstrace-test.h")
+    entries, report, flags = _count_reads(workdir, make)
+    assert probe.KNOWN_FILES not in flags and probe.KNOWN_FILES_FEATURE in report.skipped
+    assert sum(e.counts[abi.EVENT_CODES["access"]] for e in entries) == 50

@@ -116,3 +116,18 @@ def test_this_kernels_layout_has_every_member_fstrace_reads():
     assert len([m for m in macros if m.startswith("FST_OFF_")]) == len(btf.LAYOUT)
     assert int(macros["FST_OFF_PATH_DENTRY"]) == 8      # struct path { mnt; dentry; }
     assert "FST_OFF_FILE_F_REF" in macros and "FST_OFF_FILE_F_PATH" in macros
+
+
+def test_a_file_is_parsed_once_until_it_changes(tmp_path):
+    path = tmp_path / "vmlinux"
+    path.write_bytes(blob(TYPES, STRINGS))
+    first = btf.Btf.load(str(path))
+    assert btf.Btf.load(str(path)) is first
+    os.utime(path, ns=(1, 1))                        # another file now: parsed again
+    again = btf.Btf.load(str(path))
+    assert again is not first and again.func_params("fsnotify") == (5, ["a", "b"])
+
+
+def test_the_first_type_of_a_name_and_kind_is_found():
+    twice = TYPES + typ(OFF[b"fsnotify"], btf.KIND_FUNC, 0, 4)                # 6: fsnotify again
+    assert btf.Btf(blob(twice, STRINGS)).find(btf.KIND_FUNC, "fsnotify") == 5
