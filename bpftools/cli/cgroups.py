@@ -21,7 +21,7 @@ from bpftools.cli.app import run_session
 from bpftools.cli.options import parse_duration
 from bpftools.errors import FstraceError, MissingKernelFeature
 from bpftools.escape import terminal_safe
-from bpftools.kernel.probe import CGROUPS_ONLY
+from bpftools.kernel import backends
 from bpftools.session.contract import Options
 from bpftools.views.cgroups import WatchSink, owner
 
@@ -89,7 +89,7 @@ def cgroups_command(as_json, watch, duration):
     if watch:
         # the loop every command runs, with no file backend: only the cgroup tracepoints (and
         # fanotify and the sweep) feed the map, which reports each change once, in order
-        run_session(Options(backend=CGROUPS_ONLY, duration=limit), WatchSink(sys.stdout, as_json, mount))
+        run_session(Options(backend=backends.CGROUPS_ONLY.name, duration=limit), WatchSink(sys.stdout, as_json, mount))
         return
     with cgroup_map.CgroupMap(mount=mount, sources=("sweep", "fanotify")) as cgmap:
         now = time.time()
@@ -104,12 +104,11 @@ def cgroups_command(as_json, watch, duration):
 
 def _tracepoint_state() -> str:
     """Whether --watch and trace can use the cgroup tracepoints; the listing never depends on it."""
-    from bpftools.kernel import probe
     try:
-        tdir = probe.tracefs()
+        tdir = backends.tracefs()
     except FstraceError as e:
         return "unknown: %s" % e
-    if all(probe.tracepoint_exists(tdir, tp) for tp in probe.CGROUP_TRACEPOINTS):
+    if all(backends.tracepoint_exists(tdir, tp) for tp in backends.CGROUP_TRACEPOINTS):
         return "available (used by --watch and trace)"
     return "off: no cgroup tracepoints on this kernel"
 

@@ -9,7 +9,7 @@ import click
 
 from bpftools import abi
 from bpftools.errors import UsageError
-from bpftools.kernel.probe import BACKENDS
+from bpftools.kernel.backends import NAMES as BACKEND_NAMES
 from bpftools.session.contract import Options
 from bpftools.session.paths import normalize
 
@@ -151,7 +151,7 @@ def trace_filters(f):
                           "('system.slice/*.service', followed as new matches appear)."),
     ) + _names() + (
         click.option("--failed", is_flag=True, help="Also show operations that failed (with their errno)."),
-        click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
+        click.option("--backend", type=click.Choice(("auto",) + BACKEND_NAMES), default="auto", show_default=True,
                      help="Where to hook the kernel: fsnotify() as fentry or kprobe, or the syscall tracepoints; "
                           "auto takes the first that works here and says why not the others."),
         click.option("--mount", "mounts", multiple=True, metavar="PATH",
@@ -171,7 +171,7 @@ def count_filters(f):
     ) + _names() + (
         click.option("--path", "path_prefixes", multiple=True, metavar="PREFIX",
                      help="Only files under this absolute path (decided in user space, on resolved paths)."),
-        click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
+        click.option("--backend", type=click.Choice(("auto",) + BACKEND_NAMES), default="auto", show_default=True,
                      help="Where to hook the kernel (as in trace)."),
         click.option("--mount", "mounts", multiple=True, metavar="PATH",
                      help="fentry/kprobe: count only on the filesystem PATH is on (as in trace)."),

@@ -39,8 +39,8 @@ def trace(as_json, output, duration, pids, comms, event_spec, cgroups, container
     opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed, aggregate=False,
                            duration=duration, command=command, containers=containers, pods=pods)
     if dump_bpf:
-        from bpftools.kernel import probe
-        shown = probe.BACKENDS[0] if backend == "auto" else backend
+        from bpftools.kernel import backends, probe
+        shown = backends.NAMES[0] if backend == "auto" else backend
         cfg = probe.ProbeConfig(backend=shown, events=opts.events, failed=failed, pids=opts.pids,
                                 comms=opts.comms, cgroup_filter=bool(cgroups or command))
         flags, text = probe.program(cfg, os.getpid(), "bpf")

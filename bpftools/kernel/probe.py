@@ -27,43 +27,13 @@ from bpftools.errors import (
     NoBackend,
     NotPrivileged,
 )
-from bpftools.kernel import arming, btf, features
+from bpftools.kernel import arming, btf
+from bpftools.kernel.backends import BACKENDS, CGROUP_TRACEPOINTS, NAMES, Backend, by_name, tracefs, tracepoint_exists
 from bpftools.kernel.counters import Counters
 from bpftools.kernel.ringbuf import RingBuffer
 
-BACKENDS = ("fentry", "kprobe", "tracepoint")       # the order --backend auto tries them in
-FSNOTIFY_BACKENDS = ("fentry", "kprobe")
-HOOK = "fsnotify"
-HOOK_PARAMS = ["mask", "data", "data_type", "dir", "file_name", "inode", "cookie"]    # Linux 5.9+
 MOUNT_PREFIX_MAX = 1024                             # struct fst_mount.prefix in bpf/fsnotify.bpf.c
-TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
-
-# Tracepoints the tracepoint backend attaches, and what is lost without each.
-BACKEND_TRACEPOINTS = {
-    "tracepoint": {
-        "raw_syscalls/sys_enter": None,
-        "raw_syscalls/sys_exit": None,
-        "sched/sched_process_fork": None,
-        "sched/sched_process_exit": "files a process leaves open get no close",
-    },
-    "fentry": {},
-    "kprobe": {},
-    "cgroups": {},
-}
-# The backends whose access/modify records carry the bytes their syscall moved (its return value in
-# ret).  fsnotify() is not told how many bytes a read or write moved: the fsnotify backends hold
-# those events until the syscall returns, at this tracepoint (bpf/fsnotify.bpf.c, FST_BYTES_EXIT).
-BYTES_BACKENDS = ("tracepoint",)
-BYTES_TRACEPOINT = "raw_syscalls/sys_exit"
-BYTES_EVENTS = ("access", "modify")
-# Counting with the tracepoint backend: fd events of a file whose name is known are counted by key.
-KNOWN_FILES = "-DFST_KNOWN_FILES"
-KNOWN_FILES_FEATURE = "counting by file key"
-# Not a file backend: only the cgroup tracepoints (fstrace cgroups --watch).
-CGROUPS_ONLY = "cgroups"
-CGROUP_TRACEPOINTS = ("cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir")
 
 
 def _effective_caps() -> int:
@@ -79,40 +49,6 @@ def check_privileges() -> None:
     if os.geteuid() == 0 or caps >> CAP_SYS_ADMIN & 1 or (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1):
         return
     raise NotPrivileged("fstrace loads BPF programs and needs root (or CAP_SYS_ADMIN): run it with sudo")
-
-
-def tracefs() -> str:
-    """The tracefs mount, mounting it at /sys/kernel/tracing if nothing is mounted."""
-    for d in TRACEFS_DIRS:
-        if os.path.isdir(os.path.join(d, "events")):
-            return d
-    for d in TRACEFS_DIRS:
-        if os.path.ismount(d) and not os.access(d, os.R_OK | os.X_OK):
-            raise NotPrivileged("tracefs at %s is mounted but not readable by this user: run fstrace as root" % d)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(b"tracefs", TRACEFS_DIRS[0].encode(), b"tracefs",
-                  MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
-        err = ctypes.get_errno()
-        raise MissingKernelFeature(
-            "tracefs", "not mounted and mounting it failed (%s): mount -t tracefs tracefs %s"
-            % (os.strerror(err), TRACEFS_DIRS[0]))
-    return TRACEFS_DIRS[0]
-
-
-# Syscalls whose tracepoint is named after the kernel's function, not the syscall.
-SYSCALL_EVENTS = {"sendfile": "sendfile64"}
-
-
-def tracepoint_exists(tracefs_dir: str, name: str) -> bool:
-    return os.path.isdir(os.path.join(tracefs_dir, "events", name))
-
-
-def missing_syscalls(tracefs_dir: str) -> list[str]:
-    """Followed syscalls this kernel does not have (they simply never occur)."""
-    return sorted(
-        name for name in abi.SYSCALL_NAMES.values()
-        if not tracepoint_exists(tracefs_dir, "syscalls/sys_enter_" + SYSCALL_EVENTS.get(name, name))
-    )
 
 
 @dataclass(frozen=True)
@@ -202,6 +138,7 @@ class LoadReport:
     passed_over: tuple[str, ...] = ()       # the backends ahead of this one in BACKENDS
     armed: dict[str, str] = field(default_factory=dict)
     moves_bytes: bool = False               # access/modify records carry the bytes their syscall moved
+    blind_spots: list[str] = field(default_factory=list)    # what the backend cannot see
 
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
@@ -226,13 +163,9 @@ def bpf_text(parts) -> str:
     return "\n".join(expand(p) for p in parts)
 
 
-def program_parts(backend: str, cgroup_tracepoints: bool = True) -> list[str]:
+def program_parts(backend: Backend, cgroup_tracepoints: bool = True) -> list[str]:
     """The C files one backend's program is made of, in order."""
-    if backend == CGROUPS_ONLY:
-        sources = []
-    else:
-        sources = ["fsnotify.bpf.c" if backend in FSNOTIFY_BACKENDS else backend + ".bpf.c"]
-    return sources + (["cgroup.bpf.c"] if cgroup_tracepoints or not sources else [])
+    return list(backend.sources) + (["cgroup.bpf.c"] if cgroup_tracepoints or not backend.sources else [])
 
 
 def cflags(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> list[str]:
@@ -265,48 +198,14 @@ def layout_cflags() -> list[str]:
                                    "(CONFIG_DEBUG_INFO_BTF): %s" % e) from None
 
 
-FSNOTIFY_DATA_TYPES = {"FSNOTIFY_EVENT_PATH": "FST_EVENT_PATH", "FSNOTIFY_EVENT_DENTRY": "FST_EVENT_DENTRY"}
-
-
-def fsnotify_cflags(backend: str) -> list[str]:
-    """The -D flags of an fsnotify backend: its attach type, and enum fsnotify_data_type from BTF."""
-    try:
-        kernel_btf = btf.Btf.load()
-        flags = ["-D%s=%d" % (macro, kernel_btf.enum_value(name)) for name, macro in FSNOTIFY_DATA_TYPES.items()]
-    except btf.BtfError as e:
-        raise MissingKernelFeature("fsnotify data types", "not described by the kernel's BTF (%s)" % e) from None
-    return flags + (["-DFST_FENTRY"] if backend == "fentry" else [])
-
-
 def program(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> tuple[list[str], str]:
     """The cflags and C text of cfg.backend's program, as Probe compiles it (with the kernel's BTF)."""
+    backend = by_name(cfg.backend)
     flags = cflags(cfg, self_tgid, bpf_dir)
-    if cfg.backend != CGROUPS_ONLY:
+    if backend.sources:
         flags += layout_cflags()
-    if cfg.backend in FSNOTIFY_BACKENDS:
-        flags += fsnotify_cflags(cfg.backend)
-        if any(e in cfg.events for e in BYTES_EVENTS):
-            flags.append("-DFST_BYTES_EXIT")
-    return flags, bpf_text(program_parts(cfg.backend))
-
-
-def check_fsnotify_backend(backend: str) -> None:
-    """Why backend cannot hook fsnotify() here (MissingKernelFeature).
-
-    The kernel headers need not match the running kernel: every struct offset
-    comes from BTF (layout_cflags()), the headers only let BCC compile.
-    """
-    try:
-        kernel_btf = btf.Btf.load()
-        func_id, params = kernel_btf.func_params(HOOK)
-    except btf.BtfError as e:
-        raise MissingKernelFeature(backend + " backend", "needs the kernel's BTF: %s" % e) from None
-    if params != HOOK_PARAMS:
-        raise MissingKernelFeature(backend + " backend", "this kernel has %s(%s); fstrace hooks the Linux 5.9+ %s(%s)"
-                                   % (HOOK, ", ".join(params), HOOK, ", ".join(HOOK_PARAMS)))
-    why = features.fentry_error(func_id) if backend == "fentry" else features.kprobe_error(HOOK)
-    if why:
-        raise MissingKernelFeature(backend + " backend", why)
+    flags += backend.plan(cfg, None).flags
+    return flags, bpf_text(program_parts(backend))
 
 
 @contextmanager
@@ -338,108 +237,73 @@ class Probe:
 
     def __init__(self, cfg: ProbeConfig, on_record):
         check_privileges()
-        if cfg.backend not in ("auto", CGROUPS_ONLY) + BACKENDS:
-            raise BpfLoadError("unknown backend %r (known: auto, %s)" % (cfg.backend, ", ".join(BACKENDS)))
+        try:
+            asked = None if cfg.backend == "auto" else by_name(cfg.backend)
+        except KeyError:
+            raise BpfLoadError("unknown backend %r (known: auto, %s)" % (cfg.backend, ", ".join(NAMES))) from None
         self.cfg = cfg
         self._on_record = on_record
         self._bcc = import_bcc()
         self._tdir = tracefs()
         self.armer: arming.Armer | None = None
         headers = kernel_headers()
-        forced = cfg.backend != "auto"
         reasons: dict[str, str] = {}
         failed_to_load = False
-        for backend in (cfg.backend,) if forced else BACKENDS:
+        for backend in (asked,) if asked else BACKENDS:
             try:
-                self._load(backend, headers, forced)
+                self._load(backend, headers)
                 break
             except FstraceError as e:
-                if forced:
+                if asked:
                     raise
-                reasons[backend] = e.hint if isinstance(e, MissingKernelFeature) else str(e)
+                reasons[backend.name] = e.hint if isinstance(e, MissingKernelFeature) else str(e)
                 failed_to_load |= isinstance(e, BpfLoadError)
         else:
             why = "no backend can run here: " + "; ".join("%s: %s" % kv for kv in reasons.items())
             raise BpfLoadError(why) if failed_to_load else NoBackend(why)
         chosen = self.report.backend
-        for other in BACKENDS:
+        for other in NAMES:
             if other != chosen and other not in reasons:
-                reasons[other] = ("not requested (--backend %s)" % chosen if forced
+                reasons[other] = ("not requested (--backend %s)" % chosen if asked
                                   else "not needed: %s runs" % chosen)
-        self.report.reasons = {b: reasons[b] for b in BACKENDS if b != chosen}
-        self.report.passed_over = BACKENDS[:BACKENDS.index(chosen)] if chosen in BACKENDS else ()
+        self.report.reasons = {b: reasons[b] for b in NAMES if b != chosen}
+        self.report.passed_over = NAMES[:NAMES.index(chosen)] if chosen in NAMES else ()
         self._fill_filters()
         self.ring = RingBuffer(self.bpf["events"].map_fd, cfg.ring_pages * mmap.PAGESIZE)
         self._lost_seen = 0
 
-    def _load(self, backend: str, headers: KernelHeaders, forced: bool) -> None:
+    def _load(self, backend: Backend, headers: KernelHeaders) -> None:
         """Compile, load and attach one backend (and arm fsnotify for it), or raise why not."""
         cfg, tdir = self.cfg, self._tdir
-        report = LoadReport(backend, headers=headers, moves_bytes=backend in BYTES_BACKENDS)
-        bpf_dir = str(resources.files("bpftools.bpf"))
-        flags = cflags(cfg, os.getpid(), bpf_dir)
-        if backend != CGROUPS_ONLY:
+        backend.check(cfg, tdir)
+        plan = backend.plan(cfg, tdir)
+        report = LoadReport(backend.name, headers=headers, moves_bytes=plan.moves_bytes, skipped=plan.skipped,
+                            missing_syscalls=plan.missing_syscalls, blind_spots=list(backend.blind_spots))
+        flags = cflags(cfg, os.getpid(), str(resources.files("bpftools.bpf")))
+        if backend.sources:
             flags += layout_cflags()
-        if backend in FSNOTIFY_BACKENDS:
-            check_fsnotify_backend(backend)
-            flags += fsnotify_cflags(backend)
-            if any(e in cfg.events for e in BYTES_EVENTS):
-                if tracepoint_exists(tdir, BYTES_TRACEPOINT):
-                    flags.append("-DFST_BYTES_EXIT")
-                    report.moves_bytes = True
-                else:
-                    report.skipped[BYTES_TRACEPOINT] = "reads and writes carry no byte counts"
-        elif cfg.mounts and backend != CGROUPS_ONLY:
-            raise MissingKernelFeature(backend + " backend", "--mount needs an fsnotify backend (fentry or kprobe)")
-        elif backend == "tracepoint":
-            report.missing_syscalls = missing_syscalls(tdir)
-        for tp, loss in BACKEND_TRACEPOINTS[backend].items():
-            if not tracepoint_exists(tdir, tp):
-                if loss is None:
-                    raise MissingKernelFeature(tp, "tracepoint not available on this kernel")
-                report.skipped[tp] = loss
+        flags += plan.flags
         with_cgroups = all(tracepoint_exists(tdir, tp) for tp in CGROUP_TRACEPOINTS)
         if not with_cgroups:
             for tp in CGROUP_TRACEPOINTS:
                 report.skipped[tp] = "cgroup names come from fanotify and /proc only"
         text = bpf_text(program_parts(backend, with_cgroups))
-        tail_calls_set = False
-        if backend == "tracepoint" and cfg.aggregate:
-            # counting by file key (bpf/tracepoint.bpf.c: known); a verifier that refuses it gets the
-            # engine that builds every event's name
+        bpf = None
+        first = backend.first_try(cfg)
+        if first:                   # a verifier that refuses it gets the program without it
+            flag, feature = first
             try:
-                with _stderr_captured() as diagnostics:
-                    bpf = _compile(self._bcc, text, flags + [KNOWN_FILES])
-            except Exception as e:  # BCC raises bare Exception for compile, load and attach
-                report.skipped[KNOWN_FILES_FEATURE] = "every fd event's name is built: %s" % _bcc_reason(e, diagnostics)
-                bpf = None
-            if bpf is not None:
-                try:
-                    _set_tail_calls(bpf, self._bcc)         # the namer has the fast path's last step
-                    flags = flags + [KNOWN_FILES]
-                except BpfLoadError as e:                   # _set_tail_calls() has cleaned up
-                    report.skipped[KNOWN_FILES_FEATURE] = "every fd event's name is built: %s" % e
-                    bpf = None
-                else:
-                    tail_calls_set = True
-        else:
-            bpf = None
-        try:
-            if bpf is None:
-                with _stderr_captured() as diagnostics:
-                    bpf = _compile(self._bcc, text, flags)
-        except Exception as e:  # BCC raises bare Exception for compile, load and attach
-            raise BpfLoadError("loading the %s BPF program failed: %s"
-                               % (backend, _bcc_reason(e, diagnostics))) from e
-        if backend == "tracepoint":
-            if not tail_calls_set:
-                _set_tail_calls(bpf, self._bcc)
-        report.tracepoints = [tp for tp in list(BACKEND_TRACEPOINTS[backend]) + list(CGROUP_TRACEPOINTS)
-                              if tp not in report.skipped]
-        if "-DFST_BYTES_EXIT" in flags:
-            report.tracepoints.append(BYTES_TRACEPOINT)
+                bpf = self._compile(backend, text, flags + [flag])
+            except BpfLoadError as e:
+                report.skipped[feature] = "every fd event's name is built: %s" % e
+            else:
+                flags = flags + [flag]
+        if bpf is None:
+            bpf = self._compile(backend, text, flags)
+        report.tracepoints = [tp for tp, _ in backend.tracepoints] + list(CGROUP_TRACEPOINTS) + plan.tracepoints
+        report.tracepoints = [tp for tp in report.tracepoints if tp not in report.skipped]
         self.bpf, self.report, self.text, self.cflags = bpf, report, text, flags
-        if backend in FSNOTIFY_BACKENDS:
+        if backend.arms_fsnotify:
             armer = arming.Armer(cfg.events, self._set_mount, tuple(os.fsencode(m) for m in cfg.mounts))
             try:
                 armer.start()
@@ -450,6 +314,18 @@ class Probe:
             self.armer = armer
             for point, why in armer.skipped.items():
                 report.skipped["fsnotify mark on " + point] = why
+
+    def _compile(self, backend: Backend, text: str, flags: list[str]):
+        """The program compiled, loaded and attached, with its tail call set (BpfLoadError: why not)."""
+        try:
+            with _stderr_captured() as diagnostics:
+                bpf = _compile(self._bcc, text, flags)
+        except Exception as e:  # BCC raises bare Exception for compile, load and attach
+            raise BpfLoadError("loading the %s BPF program failed: %s"
+                               % (backend.name, _bcc_reason(e, diagnostics))) from e
+        if backend.tail_call:
+            _set_tail_call(bpf, self._bcc, backend)
+        return bpf
 
     def _set_mount(self, sb: arming.Superblock | None, dev: int) -> None:
         """Tell the BPF program where superblock dev is mounted and whether it is traced."""
@@ -524,15 +400,16 @@ class Probe:
             self.armer.close()
 
 
-def _set_tail_calls(bpf, bcc) -> None:
-    """fst_progs[0] = fst_namer (bpf/tracepoint.bpf.c), which names what sys_enter and sys_exit hand it."""
+def _set_tail_call(bpf, bcc, backend: Backend) -> None:
+    """fst_progs[0] = the backend's tail_call program (bpf/tracepoint.bpf.c: fst_namer, which names
+    what sys_enter and sys_exit hand it).  If it cannot be loaded, bpf is cleaned up."""
     try:
         with _stderr_captured() as diagnostics:
-            fn = bpf.load_func("fst_namer", bcc.BPF.TRACEPOINT)
+            fn = bpf.load_func(backend.tail_call, bcc.BPF.TRACEPOINT)
     except Exception as e:  # BCC raises bare Exception
         bpf.cleanup()
-        raise BpfLoadError("loading the tracepoint backend's path builder failed: %s"
-                           % _bcc_reason(e, diagnostics)) from e
+        raise BpfLoadError("loading the %s backend's %s failed: %s"
+                           % (backend.name, backend.tail_call, _bcc_reason(e, diagnostics))) from e
     bpf["fst_progs"][ctypes.c_int(0)] = ctypes.c_int(fn.fd)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 
 from bpftools.abi import AGG_KEY, AGG_VALUE, EVENT_NAMES
+from bpftools.kernel.backends import TRACEPOINT
 from bpftools.kernel.counters import parse
 from bpftools.kernel.probe import KernelHeaders, LoadReport
 
@@ -76,7 +77,7 @@ class ReplayProbe:
         self._drains = [payload for kind, payload in recorded if kind == DRAIN]
         # tests/replay/record.py records with the tracepoint backend, whose records carry bytes
         self.report = LoadReport(backend, headers=KernelHeaders("(recording)", "replay", "replay"),
-                                 moves_bytes=True)
+                                 moves_bytes=True, blind_spots=list(TRACEPOINT.blind_spots))
         self.cgroup_filter: set[int] = set()
 
     def add_cgroups(self, ids) -> None:

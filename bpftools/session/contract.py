@@ -80,6 +80,7 @@ class StartInfo:
     command: tuple[str, ...] = ()                                   # -- CMD
     filters: dict = field(default_factory=dict)     # "pids", "comms", "cgroups", "containers", "pods": as asked
     bytes: bool = True              # the backend knows the bytes each read and write moved
+    blind_spots: list[str] = field(default_factory=list)     # what the backend cannot see
 
 
 @dataclass

@@ -187,7 +187,7 @@ class Session:
             failed=self.opts.failed, command=tuple(self.opts.command),
             filters={"pids": list(self.opts.pids), "comms": list(self.opts.comms), "cgroups": list(self.opts.cgroups),
                      "containers": list(self.opts.containers), "pods": list(self.opts.pods)},
-            bytes=rep.moves_bytes,
+            bytes=rep.moves_bytes, blind_spots=list(rep.blind_spots),
         )
 
     # --- what subclasses extend ------------------------------------------------------

@@ -82,7 +82,8 @@ class JsonSink(StreamSink):
             "events": list(info.events), "tracepoints": info.tracepoints, "skipped": info.skipped,
             "missing_syscalls": info.missing_syscalls, "cgroup_sources": info.cgroup_sources,
             "command_cgroup": info.command_cgroup, "backend_reasons": info.backend_reasons,
-            "armed": info.armed, "failed": info.failed, "bytes": info.bytes, "command": list(info.command), "filters": info.filters,
+            "armed": info.armed, "failed": info.failed, "bytes": info.bytes, "blind_spots": info.blind_spots,
+            "command": list(info.command), "filters": info.filters,
         })
 
     def event(self, ev) -> None:

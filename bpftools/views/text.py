@@ -83,6 +83,8 @@ def start_lines(info) -> list[str]:
     lines = ["fstrace: backend %s on kernel %s; events: %s" % (info.backend, info.kernel, ",".join(info.events))]
     for backend in info.passed_over:     # the ones tried first
         lines.append("fstrace: not using %s: %s" % (backend, info.backend_reasons.get(backend, "?")))
+    if info.blind_spots:
+        lines.append("fstrace: %s does not see: %s" % (info.backend, "; ".join(info.blind_spots)))
     if info.armed:
         lines.append("fstrace: fsnotify armed on %d filesystems" % len(info.armed))
     for tp, why in info.skipped.items():

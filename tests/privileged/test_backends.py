@@ -20,7 +20,8 @@ from conftest import FSTRACE
 from tracer import enter_cgroup, family, specs_under_test
 
 from bpftools.abi import SYSCALL_NAMES
-from bpftools.kernel.probe import BACKENDS, FSNOTIFY_BACKENDS
+from bpftools.kernel import backends
+from bpftools.kernel.backends import NAMES as BACKENDS
 
 WORKLOADS = Path(__file__).parent / "workloads"
 SPECS = specs_under_test()
@@ -98,7 +99,8 @@ def test_start_record_names_the_backend_and_why_not_the_others(pool, scratch_fs,
     if spec.expect:
         assert start["backend"] == spec.expect
     assert set(start["backend_reasons"]) == set(BACKENDS) - {start["backend"]}
-    if start["backend"] in FSNOTIFY_BACKENDS:     # whatever headers are installed: offsets come from BTF
+    assert start["blind_spots"] == list(backends.by_name(start["backend"]).blind_spots) != []
+    if backends.by_name(start["backend"]).arms_fsnotify:     # whatever headers are installed: offsets come from BTF
         assert start["armed"][str(scratch_fs)] == "fid"
         # raw_syscalls:sys_exit gives reads and writes their bytes (the pool traces -e all)
         assert start["tracepoints"] == ["cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir", "raw_syscalls/sys_exit"]

@@ -6,7 +6,7 @@ from importlib import resources
 import pytest
 
 from bpftools import abi
-from bpftools.kernel import probe
+from bpftools.kernel import backends, probe
 
 BPF_DIR = str(resources.files("bpftools.bpf"))
 SOURCES = sorted(f for f in os.listdir(BPF_DIR) if f.endswith(".bpf.c"))
@@ -23,7 +23,7 @@ def test_compiles_alone(source, aggregate):
     cfg = probe.ProbeConfig(events=abi.EVENT_NAMES, aggregate=aggregate)
     flags = probe.cflags(cfg, os.getpid(), BPF_DIR) + probe.layout_cflags()
     if source == "fsnotify.bpf.c":
-        flags += probe.fsnotify_cflags("kprobe") + ["-DFST_BYTES_EXIT"]   # reads and writes wait for sys_exit
+        flags += backends.KPROBE.plan(cfg, None).flags     # with -DFST_BYTES_EXIT: reads and writes wait for sys_exit
     text = probe.bpf_text([source])
     assert not re.search(r'#\s*include\s+"', text)       # every local include expanded
     try:

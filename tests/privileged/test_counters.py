@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import FSTRACE
 
 from bpftools import abi
-from bpftools.kernel import counters, probe
+from bpftools.kernel import backends, counters, probe
 
 WORKLOADS = Path(__file__).parent / "workloads"
 RUN_TIMEOUT = 900      # a run includes compiling the BPF program: minutes in the kernel matrix's TCG guests
@@ -144,10 +144,10 @@ def test_a_verifier_that_refuses_counting_by_key_gets_the_engine_that_names_ever
         return probe.Probe(probe.ProbeConfig(aggregate=True, pids=(pid,), events=("access",)), lambda data: None)
 
     entries, report, flags = _count_reads(workdir, make)
-    assert probe.KNOWN_FILES in flags and probe.KNOWN_FILES_FEATURE not in report.skipped
+    assert backends.KNOWN_FILES in flags and backends.KNOWN_FILES_FEATURE not in report.skipped
     assert sum(e.counts[abi.EVENT_CODES["access"]] for e in entries) == 50
     # a flag clang refuses stands for a program the verifier refuses
-    monkeypatch.setattr(probe, "KNOWN_FILES", "-include/nonexistent/fstrace-test.h")
+    monkeypatch.setattr(backends, "KNOWN_FILES", "-include/nonexistent/fstrace-test.h")
     entries, report, flags = _count_reads(workdir, make)
-    assert probe.KNOWN_FILES not in flags and probe.KNOWN_FILES_FEATURE in report.skipped
+    assert backends.KNOWN_FILES not in flags and backends.KNOWN_FILES_FEATURE in report.skipped
     assert sum(e.counts[abi.EVENT_CODES["access"]] for e in entries) == 50

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from bpftools import abi, cli
+from bpftools.kernel import backends
 from bpftools.views.jsonl import EVENT_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,3 +77,15 @@ def test_no_two_test_modules_share_a_basename():
     tests = Path(__file__).resolve().parents[1]
     names = [p.name for p in tests.rglob("test_*.py")]
     assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def test_man_page_says_what_each_backend_cannot_see():
+    """The start record's blind_spots (kernel/backends.py) are the man page's: each phrase is under BACKENDS."""
+    section = man_text().split("\nBACKENDS\n", 1)[1].split("\nCGROUPS\n", 1)[0]
+    section = re.sub(r"\s+", " ", re.sub(r"\u2010\s+", "", section))      # words hyphenated at line ends joined
+    for backend in backends.BACKENDS:
+        assert backend.blind_spots
+        for phrase in backend.blind_spots:
+            words = re.findall(r"\w+", phrase)
+            # the man page adds section numbers: close_range(2), mmap(2)
+            assert re.search(r"(?:\(\d\)|\W)+".join(words), section), (backend.name, phrase)

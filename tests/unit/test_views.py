@@ -143,11 +143,12 @@ def test_trace_says_each_thing_once_with_the_true_reason():
                      cgroup_sources={"sweep": "live"}, events=("open",), command_cgroup=None,
                      backend_reasons={"fentry": "loading an fentry program failed: EPERM (Operation not permitted)",
                                       "kprobe": "this kernel has no kprobe support"},
-                     passed_over=("fentry", "kprobe"), armed={})
+                     passed_over=("fentry", "kprobe"), armed={}, blind_spots=["writes through mmap", "io_uring"])
     assert text.start_lines(info) == [
         "fstrace: backend tracepoint on kernel 6.18.44; events: open",
         "fstrace: not using fentry: loading an fentry program failed: EPERM (Operation not permitted)",
-        "fstrace: not using kprobe: this kernel has no kprobe support"]
+        "fstrace: not using kprobe: this kernel has no kprobe support",
+        "fstrace: tracepoint does not see: writes through mmap; io_uring"]
     from dataclasses import replace
     forced = text.start_lines(replace(info, backend="kprobe", passed_over=()))
     assert not any("headers" in line for line in forced)   # struct offsets come from BTF, not headers
