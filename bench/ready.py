@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import tools
