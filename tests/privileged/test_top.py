@@ -167,6 +167,7 @@ def row_total(screen: str, label: str) -> float | None:
 
 
 RATE = 250          # operations per second; paced.py makes 4 events per operation
+LIVENESS = 20       # s: a bound on hanging, not a speed target (bench/tui_latency.py measures speed)
 
 
 @pytest.mark.parametrize("width,height", [(120, 40), (80, 24)])
@@ -178,52 +179,49 @@ def test_tui_shows_the_workload_and_answers_its_keys(width, height, web_service,
         tui.wait_for(lambda s: "fstrace top" in s and "CGROUP" in s, timeout=120)
         work = start_in(cg_dir, [sys.executable, str(WORKLOADS / "paced.py"), str(workdir), str(RATE), "30"],
                         stdout=subprocess.DEVNULL)
-        started = time.monotonic()
-        # within two ticks the row is there, at the workload's real rate (±10%)
-        tui.wait_for(lambda s: (row_total(s, "web.service") or 0) > 0, timeout=2.5)
+        # the row comes, at the workload's real rate (±10%); how fast is bench/tui_latency.py's to say
+        tui.wait_for(lambda s: (row_total(s, "web.service") or 0) > 0, timeout=LIVENESS)
         rate = tui.wait_for(lambda s: abs((row_total(s, "web.service") or 0) - 4 * RATE) <= 0.1 * 4 * RATE
-                            and row_total(s, "web.service"), timeout=max(0.5, started + 3.5 - time.monotonic()))
+                            and row_total(s, "web.service"), timeout=LIVENESS)
         assert abs(rate - 4 * RATE) <= 0.1 * 4 * RATE
         screen = tui.screen()
         assert all(len(line) <= width for line in screen.splitlines())
         assert screen.splitlines()[0].startswith("fstrace top") and "filters: --cgroup /fstrace-test-" in screen
 
         tui.keys("<")           # the column left of total: exec, shown even at 80 columns
-        tui.wait_for(lambda s: "sort exec ▼" in s and "exec▼" in s, timeout=3)
+        tui.wait_for(lambda s: "sort exec ▼" in s and "exec▼" in s, timeout=LIVENESS)
         tui.keys("r")
-        tui.wait_for(lambda s: "sort exec ▲" in s and "exec▲" in s, timeout=3)
+        tui.wait_for(lambda s: "sort exec ▲" in s and "exec▲" in s, timeout=LIVENESS)
         tui.keys(">", "r", "g")
-        screen = tui.wait_for(lambda s: "group process" in s and s, timeout=3)
+        screen = tui.wait_for(lambda s: "group process" in s and s, timeout=LIVENESS)
         assert "PROCESS" in screen and "%s[%d]" % (LAUNCH_COMM, work.pid) in screen
         tui.keys("3")
-        tui.wait_for(lambda s: "group comm" in s and row_total(s, LAUNCH_COMM), timeout=3)
+        tui.wait_for(lambda s: "group comm" in s and row_total(s, LAUNCH_COMM), timeout=LIVENESS)
         tui.keys("5")
-        tui.wait_for(lambda s: "group event" in s and row_total(s, "create"), timeout=3)
+        tui.wait_for(lambda s: "group event" in s and row_total(s, "create"), timeout=LIVENESS)
         tui.keys("1", "/", "w", "e", "b", "Enter")
-        tui.wait_for(lambda s: "filter web" in s, timeout=3)
+        tui.wait_for(lambda s: "filter web" in s, timeout=LIVENESS)
 
         tui.keys("End", "Enter")          # the last row left by the filter is web.service: drill in
         screen = tui.wait_for(lambda s: "processes of web.service" in s and "files of web.service" in s and s,
-                              timeout=3)
+                              timeout=LIVENESS)
         assert "%s[%d]" % (LAUNCH_COMM, work.pid) in screen
         files = re.findall(r"^(\S*/f\d+)\s", screen, re.M)
         assert files and all(f.startswith(str(workdir)[:10]) for f in files)
         tui.keys("Escape")
-        tui.wait_for(lambda s: "processes of" not in s and "CGROUP" in s, timeout=3)
+        tui.wait_for(lambda s: "processes of" not in s and "CGROUP" in s, timeout=LIVENESS)
 
         tui.resize(width + 20, height)      # a wider terminal: the table grows at the next redraw
-        tui.wait_for(lambda s: max(len(line.rstrip()) for line in s.splitlines()) > width, timeout=3)
+        tui.wait_for(lambda s: max(len(line.rstrip()) for line in s.splitlines()) > width, timeout=LIVENESS)
         tui.resize(width, height)
 
         tui.keys("?")
-        tui.wait_for(lambda s: "fstrace top: keys" in s, timeout=3)
+        tui.wait_for(lambda s: "fstrace top: keys" in s, timeout=LIVENESS)
         tui.keys("x")
-        tui.wait_for(lambda s: "fstrace top: keys" not in s, timeout=3)
+        tui.wait_for(lambda s: "fstrace top: keys" not in s, timeout=LIVENESS)
 
-        sent = time.monotonic()
         tui.keys("q")
-        screen = tui.wait_for(lambda s: "EXIT=0" in s and s, timeout=3, step=0.05)
-        assert time.monotonic() - sent < 1.0 + 0.15          # 0.15: the pause after sending a key
+        screen = tui.wait_for(lambda s: "EXIT=0" in s and s, timeout=LIVENESS, step=0.05)
         assert [line for line in screen.splitlines() if line.strip()] == ["EXIT=0"]
         assert tui.flag("alternate_on") == "0" and tui.flag("cursor_flag") == "1"
     finally:
