@@ -40,7 +40,8 @@ import run as runner
 import system
 import tools
 import work
-from speed import STATS, prog_stats
+from speed import STATS
+from system import prog_stats
 from tools import Session
 
 BENCH = Path(__file__).resolve().parent

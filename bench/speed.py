@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import resource
-import ctypes
 import json
 import os
 import shutil
@@ -35,61 +34,13 @@ import run as runner
 import system
 import tools
 import work
+from system import prog_stats
 from tools import Session
 
 BENCH = Path(__file__).resolve().parent
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 CONTENDERS = ("nothing (untraced)", "fstrace top -b --json", "fstrace report --json --top 0",
               "fstrace trace --json", "bpftrace count() per cgroup/comm/probe", "fatrace")
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-NR_PIDFD_GETFD, NR_BPF, BPF_OBJ_GET_INFO_BY_FD = 438, 321, 15
-
-
-def prog_name(fd: int) -> str:
-    """The name of the BPF program at our fd (struct bpf_prog_info.name, offset 64)."""
-    info = ctypes.create_string_buffer(256)
-    attr = ctypes.create_string_buffer(16)
-    ctypes.c_uint32.from_buffer(attr, 0).value = fd
-    ctypes.c_uint32.from_buffer(attr, 4).value = len(info)
-    ctypes.c_uint64.from_buffer(attr, 8).value = ctypes.addressof(info)
-    if _libc.syscall(NR_BPF, BPF_OBJ_GET_INFO_BY_FD, attr, len(attr)) < 0:
-        return "?"
-    return info.raw[64:80].split(b"\0")[0].decode(errors="replace")
-
-
-def prog_stats(pid: int) -> dict[str, tuple[int, int]]:
-    """name -> (run_time_ns, run_cnt) of every BPF program pid holds; a name that repeats (BPF keeps
-    15 bytes of it) gets #2, #3 in the order the programs were loaded."""
-    found = []
-    pidfd = os.pidfd_open(pid)
-    try:
-        for fd in os.listdir("/proc/%d/fdinfo" % pid):
-            try:
-                text = Path("/proc/%d/fdinfo/%s" % (pid, fd)).read_text()
-            except OSError:
-                continue
-            if "prog_type:" not in text:
-                continue
-            fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
-            mine = _libc.syscall(NR_PIDFD_GETFD, pidfd, int(fd), 0)
-            name = prog_name(mine) if mine >= 0 else "fd%s" % fd
-            if mine >= 0:
-                os.close(mine)
-            found.append((int(fields.get("prog_id", 0)), name, int(fields.get("run_time_ns", 0)),
-                          int(fields.get("run_cnt", 0))))
-    finally:
-        os.close(pidfd)
-    stats = {}
-    for _, name, ns, cnt in sorted(set(found)):
-        key, n = name, 1
-        while key in stats:
-            n += 1
-            key = "%s#%d" % (name, n)
-        stats[key] = (ns, cnt)
-    return stats
-
 
 def traced(contender, workload, scratch: Path) -> dict:
     outdir = Path(tempfile.mkdtemp(prefix="out-", dir=scratch))

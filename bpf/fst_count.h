@@ -76,12 +76,36 @@ static __always_inline u64 fst_file_key(struct fst_event *e)
 	return key ? key : 1;
 }
 
-static __always_inline void fst_add_bytes(struct fst_agg_val *v, u32 op, u64 moved)
+/* One more n[i] (i: op, bounded) on an entry, and the bytes moved. */
+static __always_inline void fst_add(struct fst_agg_val *v, u64 i, u32 op, u64 moved)
 {
+	__sync_fetch_and_add(&v->n[i], 1);
+	if (!moved)
+		return;
 	if (op == FST_EV_ACCESS)
 		__sync_fetch_and_add(&v->read_bytes, moved);
 	else
 		__sync_fetch_and_add(&v->write_bytes, moved);
+}
+
+/* A new entry for k this tick, counted (comm 0: the current task's); a full map counts in agg_overflow. */
+static __always_inline void fst_add_new(void *counts, struct fst_agg_key *k, const char *comm, u64 i, u32 op,
+					u64 moved)
+{
+	struct fst_agg_val fresh = {};
+	if (comm)
+		__builtin_memcpy(fresh.comm, comm, FST_COMM_LEN);
+	else
+		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+	bpf_map_update_elem(counts, k, &fresh, BPF_NOEXIST);
+	struct fst_agg_val *v = bpf_map_lookup_elem(counts, k);
+	if (v) {
+		fst_add(v, i, op, moved);
+	} else {
+		u64 *n = agg_overflow.lookup(&op);
+		if (n)
+			*n += 1;
+	}
 }
 
 /* the bytes a call moved: its return value (a zero-byte or failed call, or one whose ret is not bytes, adds none) */
@@ -118,9 +142,7 @@ static __always_inline int fst_count_key(u64 file, u32 op, long ret, u64 moved, 
 	};
 	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
 	if (v) {                        /* the common case: seen already this tick */
-		__sync_fetch_and_add(&v->n[i], 1);
-		if (moved)
-			fst_add_bytes(v, op, moved);
+		fst_add(v, i, op, moved);
 		if (op == FST_EV_EXEC && comm)
 			__builtin_memcpy(v->comm, comm, FST_COMM_LEN);
 		return 1;
@@ -128,22 +150,7 @@ static __always_inline int fst_count_key(u64 file, u32 op, long ret, u64 moved, 
 	/* a key new this tick: is its name known? (forgotten ones are sent again at the next tick) */
 	if (file && !named && !agg_named.lookup(&file))
 		return 0;
-	struct fst_agg_val fresh = {};
-	if (comm)
-		__builtin_memcpy(fresh.comm, comm, FST_COMM_LEN);
-	else
-		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
-	bpf_map_update_elem(counts, &k, &fresh, BPF_NOEXIST);
-	v = bpf_map_lookup_elem(counts, &k);
-	if (v) {
-		__sync_fetch_and_add(&v->n[i], 1);
-		if (moved)
-			fst_add_bytes(v, op, moved);
-	} else {
-		u64 *n = agg_overflow.lookup(&op);
-		if (n)
-			*n += 1;
-	}
+	fst_add_new(counts, &k, comm, i, op, moved);
 	return 1;
 }
 
@@ -188,26 +195,12 @@ static __always_inline u64 fst_count(struct fst_event *e)
 	u64 moved = fst_moved(op, e->syscall, e->ret, e->flags);
 	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
 	if (v) {                        /* the common case: seen already this tick */
-		__sync_fetch_and_add(&v->n[op], 1);
-		if (moved)
-			fst_add_bytes(v, op, moved);
+		fst_add(v, op, op, moved);
 		if (op == FST_EV_EXEC)
 			__builtin_memcpy(v->comm, e->comm, FST_COMM_LEN);
 		return file;
 	}
-	struct fst_agg_val fresh = {};
-	__builtin_memcpy(fresh.comm, e->comm, FST_COMM_LEN);
-	bpf_map_update_elem(counts, &k, &fresh, BPF_NOEXIST);
-	v = bpf_map_lookup_elem(counts, &k);
-	if (v) {
-		__sync_fetch_and_add(&v->n[op], 1);
-		if (moved)
-			fst_add_bytes(v, op, moved);
-	} else {
-		u64 *n = agg_overflow.lookup(&op);
-		if (n)
-			*n += 1;
-	}
+	fst_add_new(counts, &k, e->comm, op, op, moved);
 	/* a key new this tick: is its name known? (forgotten ones are sent again at the next tick) */
 	if (file && !agg_named.lookup(&file)) {
 		u8 one = 1;

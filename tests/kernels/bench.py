@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,9 +24,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from bpftools import abi  # noqa: E402
-from bpftools.kernel import arming
+from bpftools.kernel import arming  # noqa: E402
+from system import prog_stats  # noqa: E402
 
 ITERATIONS = 2000
 ROUNDS = 3              # workload runs under the backends
@@ -57,22 +58,6 @@ def workload(base: Path, cgroup: str) -> float:
     out = subprocess.run([sys.executable, "-c", WORKLOAD, str(base), str(ITERATIONS)], preexec_fn=enter,
                          check=True, capture_output=True, text=True).stdout
     return float(out) / ITERATIONS
-
-
-def prog_stats(pid: int) -> dict[str, tuple[int, int]]:
-    """name -> (run_time_ns, run_cnt) of every BPF program pid holds."""
-    stats = {}
-    for fd in os.listdir("/proc/%d/fdinfo" % pid):
-        try:
-            text = Path("/proc/%d/fdinfo/%s" % (pid, fd)).read_text()
-        except OSError:
-            continue
-        if "prog_type:" not in text:
-            continue
-        fields = dict(re.findall(r"^(\w+):\s+(\S+)", text, re.M))
-        key = "%s/%s" % (fields.get("prog_type"), fields.get("prog_tag", fd)[:8])
-        stats[key] = (int(fields.get("run_time_ns", 0)), int(fields.get("run_cnt", 0)))
-    return stats
 
 
 def backend_costs(backends: list[str], base: Path, cgroup: str) -> list[str]:

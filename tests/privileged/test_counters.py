@@ -51,22 +51,20 @@ def test_counts_stay_exact_at_full_speed_across_many_ticks(workdir):
     assert doc["totals"]["lost"] == 0 and doc["totals"]["overflow"] == 0
 
 
-def test_entries_that_do_not_fit_are_counted_as_overflow(workdir):
-    script = "import os; os.read(0, 1)\nfor i in range(100): os.close(os.open('%s/f%%d' %% i, os.O_CREAT | os.O_WRONLY))" \
-        % workdir
+def _counted(script: str, args: list[str], make_probe):
+    """Count a child running script (it starts once it reads a byte) with make_probe(its pid):
+    (entries, overflow, the probe's report, its cflags)."""
     r, w = os.pipe()
-    child = subprocess.Popen([sys.executable, "-c", script], stdin=r)
+    child = subprocess.Popen([sys.executable, "-c", "import os; os.read(0, 1)\n" + script, *args], stdin=r)
     os.close(r)
     try:
-        p = probe.Probe(probe.ProbeConfig(aggregate=True, agg_entries=16, pids=(child.pid,), events=("create",)),
-                        lambda data: None)
+        p = make_probe(child.pid)
         try:
             c = counters.Counters.from_probe(p)
             c.start()
             os.write(w, b"go")
             child.wait(timeout=60)
-            entries = c.swap()
-            overflow = c.overflow()
+            return c.swap(), c.overflow(), p.report, p.cflags
         finally:
             p.close()
     finally:
@@ -74,6 +72,12 @@ def test_entries_that_do_not_fit_are_counted_as_overflow(workdir):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_entries_that_do_not_fit_are_counted_as_overflow(workdir):
+    script = "for i in range(100): os.close(os.open('%s/f%%d' %% i, os.O_CREAT | os.O_WRONLY))" % workdir
+    entries, overflow, _, _ = _counted(script, [], lambda pid: probe.Probe(
+        probe.ProbeConfig(aggregate=True, agg_entries=16, pids=(pid,), events=("create",)), lambda data: None))
     created = sum(e.counts[abi.EVENT_CODES["create"]] for e in entries)
     assert len(entries) == 16
     assert created + overflow[abi.EVENT_CODES["create"]] == 100
@@ -113,29 +117,13 @@ def test_fd_events_are_counted_under_the_name_the_file_has_now(workdir):
     }
 
 
-def _count_reads(workdir, cfg_probe):
+def _count_reads(workdir, make_probe):
     """Counters of a child that reads one file 50 times: (entries, the probe's report, its cflags)."""
     target = workdir / "r"
     target.write_bytes(b"x" * 100)
-    script = "import os, sys; os.read(0, 1); fd = os.open(sys.argv[1], os.O_RDONLY)\nfor _ in range(50): os.pread(fd, 1, 0)"
-    r, w = os.pipe()
-    child = subprocess.Popen([sys.executable, "-c", script, str(target)], stdin=r)
-    os.close(r)
-    try:
-        p = cfg_probe(child.pid)
-        try:
-            c = counters.Counters.from_probe(p)
-            c.start()
-            os.write(w, b"go")
-            child.wait(timeout=60)
-            return c.swap(), p.report, p.cflags
-        finally:
-            p.close()
-    finally:
-        os.close(w)
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    script = "import sys; fd = os.open(sys.argv[1], os.O_RDONLY)\nfor _ in range(50): os.pread(fd, 1, 0)"
+    entries, _, report, flags = _counted(script, [str(target)], make_probe)
+    return entries, report, flags
 
 
 def test_a_verifier_that_refuses_counting_by_key_gets_the_engine_that_names_every_event(workdir, monkeypatch):
