@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from bpftools import abi
@@ -287,13 +288,12 @@ class Session:
         self.parents.forked(os.getpid(), pid)
 
     def close(self) -> None:
-        if self.runtime_watcher is not None:
-            self.runtime_watcher.close()
-        probe_ = getattr(self, "probe", None)
-        if probe_ is not None:
-            probe_.close()
-        if self.cgmap:
-            self.cgmap.close()
+        # Closing an inotify or fanotify group waits for the kernel's SRCU grace period, as a
+        # tracepoint detach waits for RCU: the three wait side by side.
+        closers = [c.close for c in (self.runtime_watcher, getattr(self, "probe", None), self.cgmap) if c]
+        with ThreadPoolExecutor(len(closers) or 1) as pool:
+            for done in [pool.submit(c) for c in closers]:
+                done.result()
         if self.transient:
             self.transient.remove()
 
