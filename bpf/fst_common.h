@@ -15,6 +15,8 @@
  *   FST_WAKE_EVERY      wake user space once per this many records per CPU
  *   FST_AGGREGATE       count file events in agg_a/agg_b instead of sending
  *                       them (fstrace top, report); FST_AGG_MAX entries
+ *   FST_SLOWER_NS       send only timed events (FST_F_TIMED) that took at
+ *                       least this many ns (trace --slower-than)
  */
 #ifndef FST_COMMON_H
 #define FST_COMMON_H
@@ -97,6 +99,33 @@ static __always_inline int fst_outcome_wanted(long ret)
 #endif
 }
 
+/* Is an event that took lat_ns (0: not timed) one to send?  Only timed ones that slow with FST_SLOWER_NS. */
+static __always_inline int fst_slow_enough(u64 lat_ns)
+{
+#ifdef FST_SLOWER_NS
+	return lat_ns >= FST_SLOWER_NS && lat_ns;
+#else
+	return 1;
+#endif
+}
+
+/* floor(log2(v)) for v > 0, without a loop or a branch per bit; 0 for v = 0 */
+static __always_inline u32 fst_log2(u64 v)
+{
+	u32 r = (v > 0xFFFFFFFFULL) << 5;
+	v >>= r;
+	u32 s = (v > 0xFFFF) << 4;
+	v >>= s; r |= s;
+	s = (v > 0xFF) << 3;
+	v >>= s; r |= s;
+	s = (v > 0xF) << 2;
+	v >>= s; r |= s;
+	s = (v > 0x3) << 1;
+	v >>= s; r |= s;
+	r |= (v >> 1);
+	return r;
+}
+
 /* The per-CPU record under construction, its header filled for the current task. */
 static __always_inline struct fst_event *fst_record(u32 type, u32 op)
 {
@@ -111,6 +140,7 @@ static __always_inline struct fst_event *fst_record(u32 type, u32 op)
 	e->base_id = 0;
 	e->base_id2 = 0;
 	e->ret = 0;
+	e->lat_ns = 0;
 	e->type = type;
 	e->op = op;
 	e->pid = pid_tgid >> 32;

@@ -45,6 +45,56 @@ BPF_ARRAY_OF_MAPS(agg_slot, "agg_a", 1);
 BPF_PERCPU_ARRAY(agg_overflow, u64, FST_EV_COUNT);
 BPF_TABLE("lru_hash", u64, u8, agg_named, FST_AGG_NAMES);
 
+/*
+ * Latency: each timed event (FST_F_TIMED) adds its time to lat_ns[] and one
+ * to timed[] of its entry (slot FST_LAT_SLOT(op)), and one to its log2
+ * bucket in the histogram of its (cgroup, event type), in the map
+ * hist_slot[0] points to: hist_a or hist_b, swapped and drained by user
+ * space right after the counters, the same way.  (cgroup, event type) pairs
+ * that find the map full are counted in hist_full.  The histogram counts an
+ * operation even when the counter map is full.
+ */
+#ifndef FST_HIST_MAX
+#define FST_HIST_MAX 8192
+#endif
+BPF_TABLE("hash", struct fst_hist_key, struct fst_hist_val, hist_a, FST_HIST_MAX);
+BPF_TABLE("hash", struct fst_hist_key, struct fst_hist_val, hist_b, FST_HIST_MAX);
+BPF_ARRAY_OF_MAPS(hist_slot, "hist_a", 1);
+BPF_PERCPU_ARRAY(hist_full, u64, 1);
+BPF_ARRAY(hist_zero, struct fst_hist_val, 1);    /* never written: a new histogram's first value */
+
+/* A timed operation (lat > 0) of event type op in cgroup cgroup_id: one more in its bucket. */
+static __always_inline void fst_hist_add(u64 cgroup_id, u32 op, u64 lat)
+{
+	int zero = 0;
+	void *hists = hist_slot.lookup(&zero);
+	if (!hists)
+		return;
+	struct fst_hist_key k = {.cgroup_id = cgroup_id, .op = op};
+	struct fst_hist_val *h = bpf_map_lookup_elem(hists, &k);
+	if (!h) {
+		struct fst_hist_val *blank = hist_zero.lookup(&zero);
+		if (!blank)
+			return;
+		bpf_map_update_elem(hists, &k, blank, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(hists, &k);
+		if (!h) {
+			u64 *n = hist_full.lookup(&zero);
+			if (n)
+				*n += 1;
+			return;
+		}
+	}
+	u64 b = fst_log2(lat);
+	asm volatile("" : "+r"(b));
+	if (b >= FST_HIST_BUCKETS)
+		b = FST_HIST_BUCKETS - 1;
+	__sync_fetch_and_add(&h->bucket[b], 1);
+	__sync_fetch_and_add(&h->sum_ns, lat);
+	if (lat > h->max_ns)
+		h->max_ns = lat;
+}
+
 static __always_inline u64 fst_mix(u64 h, u64 w)
 {
 	h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
@@ -76,10 +126,18 @@ static __always_inline u64 fst_file_key(struct fst_event *e)
 	return key ? key : 1;
 }
 
-/* One more n[i] (i: op, bounded) on an entry, and the bytes moved. */
-static __always_inline void fst_add(struct fst_agg_val *v, u64 i, u32 op, u64 moved)
+/* One more n[i] (i: op, bounded) on an entry, its time (lat: 0 if not timed) and the bytes moved. */
+static __always_inline void fst_add(struct fst_agg_val *v, u64 i, u32 op, u64 moved, u64 lat)
 {
 	__sync_fetch_and_add(&v->n[i], 1);
+	if (lat) {
+		u64 slot = FST_LAT_SLOT(op);
+		asm volatile("" : "+r"(slot));
+		if (slot < FST_LAT_SLOTS) {
+			__sync_fetch_and_add(&v->lat_ns[slot], lat);
+			__sync_fetch_and_add(&v->timed[slot], 1);
+		}
+	}
 	if (!moved)
 		return;
 	if (op == FST_EV_ACCESS)
@@ -90,7 +148,7 @@ static __always_inline void fst_add(struct fst_agg_val *v, u64 i, u32 op, u64 mo
 
 /* A new entry for k this tick, counted (comm 0: the current task's); a full map counts in agg_overflow. */
 static __always_inline void fst_add_new(void *counts, struct fst_agg_key *k, const char *comm, u64 i, u32 op,
-					u64 moved)
+					u64 moved, u64 lat)
 {
 	struct fst_agg_val fresh = {};
 	if (comm)
@@ -100,7 +158,7 @@ static __always_inline void fst_add_new(void *counts, struct fst_agg_key *k, con
 	bpf_map_update_elem(counts, k, &fresh, BPF_NOEXIST);
 	struct fst_agg_val *v = bpf_map_lookup_elem(counts, k);
 	if (v) {
-		fst_add(v, i, op, moved);
+		fst_add(v, i, op, moved, lat);
 	} else {
 		u64 *n = agg_overflow.lookup(&op);
 		if (n)
@@ -122,9 +180,11 @@ static __always_inline u64 fst_moved(u32 op, long nr, long ret, u32 flags)
  * sent: 1 if counted (or the map is full, counted in agg_overflow), 0 if the
  * name must be sent first.  comm: the process's name for a new entry (0: the
  * current task's); named: count even if the name is not known (it was when
- * the event began).
+ * the event began); lat: its time in ns if it was timed, else 0 (it goes to
+ * its histogram too, once counted).
  */
-static __always_inline int fst_count_key(u64 file, u32 op, long ret, u64 moved, const char *comm, int named)
+static __always_inline int fst_count_key(u64 file, u32 op, long ret, u64 moved, u64 lat, const char *comm,
+					 int named)
 {
 	int zero = 0;
 	u64 i = op;                     /* n[i]: checked in a 64-bit register clang cannot reload unchecked */
@@ -142,15 +202,17 @@ static __always_inline int fst_count_key(u64 file, u32 op, long ret, u64 moved, 
 	};
 	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
 	if (v) {                        /* the common case: seen already this tick */
-		fst_add(v, i, op, moved);
+		fst_add(v, i, op, moved, lat);
 		if (op == FST_EV_EXEC && comm)
 			__builtin_memcpy(v->comm, comm, FST_COMM_LEN);
-		return 1;
+	} else {
+		/* a key new this tick: is its name known? (forgotten ones are sent again at the next tick) */
+		if (file && !named && !agg_named.lookup(&file))
+			return 0;
+		fst_add_new(counts, &k, comm, i, op, moved, lat);
 	}
-	/* a key new this tick: is its name known? (forgotten ones are sent again at the next tick) */
-	if (file && !named && !agg_named.lookup(&file))
-		return 0;
-	fst_add_new(counts, &k, comm, i, op, moved);
+	if (lat)
+		fst_hist_add(k.cgroup_id, op, lat);
 	return 1;
 }
 
@@ -159,7 +221,8 @@ static __always_inline u64 fst_count(struct fst_event *e)
 {
 	u64 file = fst_file_key(e);
 	u64 moved = fst_moved(e->op, e->syscall, e->ret, e->flags);
-	if (fst_count_key(file, e->op, e->ret, moved, e->comm, 0))
+	u64 lat = (e->flags & FST_F_TIMED) ? e->lat_ns : 0;
+	if (fst_count_key(file, e->op, e->ret, moved, lat, e->comm, 0))
 		return file;
 	/* the name first, then the count */
 	u8 one = 1;
@@ -171,7 +234,7 @@ static __always_inline u64 fst_count(struct fst_event *e)
 	e->base_id2 = 0;
 	e->len2 = 0;
 	fst_send(e);
-	fst_count_key(file, op, ret, moved, e->comm, 1);
+	fst_count_key(file, op, ret, moved, lat, e->comm, 1);
 	return file;
 }
 #else
@@ -193,14 +256,17 @@ static __always_inline u64 fst_count(struct fst_event *e)
 		.err = e->ret < 0 ? (u32)-e->ret : 0,
 	};
 	u64 moved = fst_moved(op, e->syscall, e->ret, e->flags);
+	u64 lat = (e->flags & FST_F_TIMED) ? e->lat_ns : 0;
+	if (lat)
+		fst_hist_add(k.cgroup_id, op, lat);
 	struct fst_agg_val *v = bpf_map_lookup_elem(counts, &k);
 	if (v) {                        /* the common case: seen already this tick */
-		fst_add(v, op, op, moved);
+		fst_add(v, op, op, moved, lat);
 		if (op == FST_EV_EXEC)
 			__builtin_memcpy(v->comm, e->comm, FST_COMM_LEN);
 		return file;
 	}
-	fst_add_new(counts, &k, e->comm, op, op, moved);
+	fst_add_new(counts, &k, e->comm, op, op, moved, lat);
 	/* a key new this tick: is its name known? (forgotten ones are sent again at the next tick) */
 	if (file && !agg_named.lookup(&file)) {
 		u8 one = 1;
@@ -226,6 +292,8 @@ static __always_inline u64 fst_file(struct fst_event *e)
 #ifdef FST_AGGREGATE
 	return fst_count(e);
 #else
+	if (!fst_slow_enough((e->flags & FST_F_TIMED) ? e->lat_ns : 0))
+		return 0;
 	fst_send(e);
 	return 0;
 #endif

@@ -29,7 +29,8 @@
 #define FST_EV_CREATE          7
 #define FST_EV_DELETE          8
 #define FST_EV_RENAME          9
-#define FST_EV_COUNT          10
+#define FST_EV_SYNC           10     /* fsync(2), fdatasync(2): not an fsnotify event; timed */
+#define FST_EV_COUNT          11
 
 #define FST_CG_MKDIR    0
 #define FST_CG_RMDIR    1
@@ -45,6 +46,7 @@
 /* fst_event.flags */
 #define FST_F_DIR       0x1          /* the object is a directory */
 #define FST_F_NO_BYTES  0x2          /* access/modify: the bytes its syscall moved are not known (ret is not them) */
+#define FST_F_TIMED     0x4          /* lat_ns is the time its syscall took (FST_TIMED) */
 
 struct fst_event {
 	__u64 ts_ns;                 /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
@@ -53,6 +55,7 @@ struct fst_event {
 	__u64 base_id;               /* the open file behind dirfd (name1 is relative to it); 0 = unknown */
 	__u64 base_id2;              /* the open file behind dirfd2 (for name2) */
 	__s64 ret;                   /* syscall return value (-errno on failure) */
+	__u64 lat_ns;                /* FST_F_TIMED: the syscall's time, sys_enter to sys_exit, in ns */
 	__u32 type;                  /* FST_REC_* */
 	__u32 op;                    /* FST_EV_*, FST_CG_* or FST_TASK_* */
 	__u32 pid;                   /* tgid */
@@ -90,11 +93,43 @@ struct fst_agg_key {
 	__u32 err;                   /* errno of a failed operation; 0 = it succeeded */
 };
 
+/*
+ * Latency (FST_F_TIMED events): the timed event types, each a slot of the
+ * counters' time sums: open 0, create 1 (an open that created its file),
+ * access 2, modify 3, sync 4.  FST_LAT_SLOT(op) is that slot, or
+ * FST_LAT_SLOTS for an event type that is never timed: one nibble per
+ * FST_EV_* code of FST_LAT_SLOT_MAP, without a branch.
+ */
+#define FST_LAT_SLOTS     5
+#define FST_LAT_SLOT_MAP  0x5555545515553250ULL   /* nibble per op, from op 15 down to op 0; 5: not timed */
+#define FST_LAT_SLOT(op)  ((__u32)((FST_LAT_SLOT_MAP >> (((op) & 15) * 4)) & 0xf))
+
 struct fst_agg_val {
 	__u64 n[FST_EV_COUNT];       /* operations, per FST_EV_* */
 	__u64 read_bytes;            /* bytes moved by its access events (FST_MOVES_BYTES) */
 	__u64 write_bytes;           /* bytes moved by its modify events (FST_MOVES_BYTES) */
+	__u64 lat_ns[FST_LAT_SLOTS]; /* summed time of its timed operations, per slot */
+	__u64 timed[FST_LAT_SLOTS];  /* how many of its operations were timed, per slot */
 	char  comm[FST_COMM_LEN];    /* the process's name at the entry's first event or latest exec */
+};
+
+/*
+ * Latency histograms (FST_AGGREGATE): per (cgroup, event type), timed
+ * operations per log2 bucket of their time in ns (bucket b: [2^b, 2^(b+1))
+ * ns; the last one also holds everything slower), and the slowest.  Double
+ * buffered like the counters (hist_a, hist_b, hist_slot).
+ */
+#define FST_HIST_BUCKETS  40
+
+struct fst_hist_key {
+	__u64 cgroup_id;
+	__u32 op;                    /* FST_EV_* */
+	__u32 pad;
+};
+
+struct fst_hist_val {
+	__u64 bucket[FST_HIST_BUCKETS];
+	__u64 max_ns;                /* the slowest (two CPUs raising it at once: one of them) */
 };
 
 /*
@@ -112,6 +147,15 @@ struct fst_agg_val {
 	((nr) == 0 || (nr) == 17 || (nr) == 19 || (nr) == 295 || (nr) == 327 || \
 	 (nr) == 1 || (nr) == 18 || (nr) == 20 || (nr) == 296 || (nr) == 328 || \
 	 (nr) == 40 || (nr) == 275 || (nr) == 326)
+
+/*
+ * The syscalls whose time is measured (FST_F_TIMED): the opens (open creat
+ * openat openat2), those that move bytes (FST_MOVES_BYTES) and fsync,
+ * fdatasync.  bpftools/abi.py TIMED_SYSCALLS reads this list.
+ */
+#define FST_TIMED(nr) \
+	((nr) == 2 || (nr) == 85 || (nr) == 257 || (nr) == 437 || \
+	 (nr) == 74 || (nr) == 75 || FST_MOVES_BYTES(nr))
 
 #define FST_HDR_SIZE  ((unsigned long)&((struct fst_event *)0)->data)
 

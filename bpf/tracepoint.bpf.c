@@ -22,6 +22,13 @@
  *   exec            built at sys_enter (the caller's memory is gone after)
  *   copy_file_range, sendfile, splice: access on the source, modify on the
  *                   destination, for the ends that are files
+ *   fsync, fdatasync  sync on the fd's file
+ *
+ * Latency: a syscall of FST_TIMED (opens, the read and write families,
+ * fsync, fdatasync) is timed from sys_enter to sys_exit, and its events
+ * carry that time (FST_F_TIMED, lat_ns).  With FST_SLOWER_NS (streaming
+ * only), other syscalls are not followed, and a timed one that was quicker
+ * is dropped at sys_exit before any name is built.
  *
  * Files on kernel-internal mounts (pipes, sockets, eventfds, anon inodes,
  * memfds) are not files on a path and produce no events.
@@ -58,6 +65,7 @@ struct fst_args {
 	u64 file2;               /* K_FD2: the one at fd2 */
 	u64 base1;               /* K_PATH, K_OPEN: what name1 is relative to at sys_enter (fst_base()) */
 	u64 base2;               /* K_PATH: the same for name2 */
+	u64 t0;                  /* FST_TIMED syscalls: bpf_ktime_get_ns() at sys_enter; else 0 */
 	s32 fd;
 	s32 fd2;
 	s32 dirfd;
@@ -281,6 +289,10 @@ static __always_inline int fst_decode(struct fst_args *a, long nr, unsigned long
 	case FST_NR_ftruncate:
 		a->kind = K_FD; a->op = FST_EV_MODIFY; a->fd = ar[0];
 		return 1;
+	case FST_NR_fsync:
+	case FST_NR_fdatasync:
+		a->kind = K_FD; a->op = FST_EV_SYNC; a->fd = ar[0];
+		return 1;
 	case FST_NR_write:
 	case FST_NR_pwrite64:
 	case FST_NR_writev:
@@ -362,6 +374,7 @@ struct fst_job {
 	u32 one_record;          /* both names in one record (name1, name2) */
 	u32 off;                 /* where the next name goes in the record */
 	u32 early;               /* a thread at sys_enter of close or exec: the name goes to early[tid] */
+	u64 lat;                 /* the syscall's time in ns if it was timed (FST_TIMED), else 0 */
 	u32 fresh;               /* fst_namer(): the name starts a record */
 #ifdef FST_KNOWN_FILES
 	u64 moves;               /* fst_moves before the names were built */
@@ -370,11 +383,12 @@ struct fst_job {
 BPF_PERCPU_ARRAY(jobs, struct fst_job, 1);
 BPF_PROG_ARRAY(fst_progs, 1);   /* [0] = fst_namer, set by bpftools/kernel/probe.py */
 
-static __always_inline struct fst_job *fst_job(struct fst_args *a, long ret)
+static __always_inline struct fst_job *fst_job(struct fst_args *a, long ret, u64 lat)
 {
 	int zero = 0;
 	struct fst_job *j = jobs.lookup(&zero);
 	if (j) {
+		j->lat = lat;
 		j->n = 0;
 		j->next = 0;
 		j->one_record = 0;
@@ -477,6 +491,9 @@ int fst_namer(void *ctx)
 			e->flags |= FST_F_DIR;      /* a name from an open file: its inode says */
 		e->oflags = j->oflags;
 		e->fd = j->fd[i];
+		e->lat_ns = j->lat;
+		if (j->lat)
+			e->flags |= FST_F_TIMED;
 		j->off = 0;
 	}
 	/* else: the record name1 went into */
@@ -605,6 +622,10 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 
 	if (!fst_followed(nr))
 		return 0;
+#if defined(FST_SLOWER_NS) && !defined(FST_AGGREGATE)
+	if (!FST_TIMED(nr))
+		return 0;            /* only timed operations can be slow enough */
+#endif
 	/* cheap exit for the hot syscalls nobody asked for */
 	if (nr == FST_NR_read || nr == FST_NR_pread64 || nr == FST_NR_readv ||
 	    nr == FST_NR_preadv || nr == FST_NR_preadv2) {
@@ -622,6 +643,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 	if (!fst_task_wanted(pid_tgid >> 32))
 		return 0;
 	u32 tid = (u32)pid_tgid;
+	a.t0 = FST_TIMED(nr) ? bpf_ktime_get_ns() : 0;
 	if (inflight.update(&tid, &a) < 0) {
 		fst_count_dropped();
 		return 0;
@@ -693,18 +715,27 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 			early.delete(&tid);
 		return 0;
 	}
+	u64 lat = 0;
+	if (a.t0) {
+		lat = bpf_ktime_get_ns() - a.t0;
+		lat = lat ? lat : 1;     /* 0 is "not timed" */
+	}
+#if defined(FST_SLOWER_NS) && !defined(FST_AGGREGATE)
+	if (!fst_slow_enough(lat))
+		return 0;
+#endif
 
 #ifdef FST_KNOWN_FILES
 	if (a.kind == K_CLOSE && a.pad) {            /* known at sys_enter (fst_early_enter) */
 		if (ret == 0 && fst_outcome_wanted(ret))
-			fst_count_key(a.base1, a.op, ret, 0, 0, 1);
+			fst_count_key(a.base1, a.op, ret, 0, 0, 0, 1);
 		return 0;
 	}
 	if (a.kind == K_FD) {                        /* a file whose name is known: counted by key */
 		if ((u64)fst_fd_file(a.fd) != a.file || !fst_event_wanted(a.op) || !fst_outcome_wanted(ret))
 			return 0;
 		u64 key = fst_known_key((void *)a.file);
-		if (key && fst_count_key(key, a.op, ret, fst_moved(a.op, a.nr, ret, 0), 0, 0))
+		if (key && fst_count_key(key, a.op, ret, fst_moved(a.op, a.nr, ret, 0), lat, 0, 0))
 			return 0;
 	}
 #endif
@@ -712,7 +743,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 		fst_early_exit(&a, tid, ret);
 		return 0;
 	}
-	struct fst_job *j = fst_job(&a, ret);
+	struct fst_job *j = fst_job(&a, ret, lat);
 	if (!j)
 		return 0;
 	switch (a.kind) {
@@ -757,6 +788,9 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
+#if defined(FST_SLOWER_NS) && !defined(FST_AGGREGATE)
+	return 0;                    /* closes at exit are not timed: never slow enough */
+#endif
 	if (!fst_event_wanted(FST_EV_CLOSE_WRITE) && !fst_event_wanted(FST_EV_CLOSE_NOWRITE))
 		return 0;
 	if (!fst_task_wanted(pid_tgid >> 32))
@@ -785,6 +819,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	j->ret = 0;
 	j->nr = FST_NR_exit_group;
 	j->oflags = 0;
+	j->lat = 0;
 	/* few branches per fd: the verifier keeps a history of every jump on a path (6.1: at most 8192) */
 	for (int fd = 0; fd < FST_EXIT_FDS; fd++) {
 		if (fd >= max)

@@ -31,8 +31,14 @@ EVENT_NAMES = (
     "create",
     "delete",
     "rename",
+    "sync",
 )
 EVENT_CODES = {name: code for code, name in enumerate(EVENT_NAMES)}
+
+# The event types whose operations are timed (FST_LAT_SLOT of bpf/fstrace.h: their slots, in this order).
+TIMED_EVENTS = ("open", "create", "access", "modify", "sync")
+LAT_SLOTS = len(TIMED_EVENTS)
+HIST_BUCKETS = 40       # FST_HIST_BUCKETS: bucket b holds times in [2**b, 2**(b+1)) ns; the last, all slower
 
 # High-rate events a user has to ask for (every read and write is one).
 OPT_IN_EVENTS = frozenset({"access", "modify"})
@@ -44,6 +50,7 @@ TASK_FORK = 0
 
 F_DIR = 0x1
 F_NO_BYTES = 0x2        # access/modify: the bytes its syscall moved are not known (fsnotify backends)
+F_TIMED = 0x4           # lat_ns is the time its syscall took
 AT_FDCWD = -100      # fst_event.dirfd: name1 is absolute (FST_AT_FDCWD)
 NO_DIRFD = -1        # fst_event.dirfd: name1 is a relative tail (FST_NO_DIRFD)
 
@@ -55,6 +62,7 @@ HEADER_FIELDS = (
     ("base_id", "Q"),
     ("base_id2", "Q"),
     ("ret", "q"),
+    ("lat_ns", "Q"),
     ("type", "I"),
     ("op", "I"),
     ("pid", "I"),
@@ -97,7 +105,16 @@ def _moves_bytes() -> frozenset[int]:
     return frozenset(int(nr) for nr in re.findall(r"\(nr\) == (\d+)", block))
 
 
+def _macro_numbers(macro: str) -> frozenset[int]:
+    text = resources.files("bpftools.bpf").joinpath("fstrace.h").read_text()
+    block = text[text.index("#define %s(nr)" % macro):]
+    block = block[:block.index("\n\n")]
+    return frozenset(int(nr) for nr in re.findall(r"\(nr\) == (\d+)", block))
+
+
 _BYTES_NRS = _moves_bytes()
+# The syscalls whose time is measured: FST_TIMED of bpf/fstrace.h (its own numbers and FST_MOVES_BYTES).
+TIMED_SYSCALLS = frozenset(SYSCALL_NAMES[nr] for nr in _macro_numbers("FST_TIMED") | _BYTES_NRS)
 BYTES_SYSCALLS = frozenset(SYSCALL_NAMES[nr] for nr in _BYTES_NRS)
 _BYTES_OPS = frozenset({2, 3})      # access, modify
 
@@ -122,6 +139,7 @@ class Record:
     base_id: int
     base_id2: int
     ret: int
+    lat_ns: int             # the syscall's time in ns when flags & F_TIMED, else 0
     type: int
     op: int
     pid: int
@@ -140,6 +158,10 @@ class Record:
     @property
     def event(self) -> str:
         return EVENT_NAMES[self.op]
+
+    @property
+    def latency_ns(self) -> int | None:
+        return self.lat_ns if self.flags & F_TIMED else None
 
     @property
     def syscall_name(self) -> str:
@@ -161,14 +183,14 @@ def decode(data) -> Record:
     size = len(data)
     if size < HEADER_SIZE:
         raise DecodeError("record of %d bytes is shorter than the %d-byte header" % (size, HEADER_SIZE))
-    (ts_ns, cgroup_id, file_id, base_id, base_id2, ret, rtype, op, pid, tid, uid, syscall,
+    (ts_ns, cgroup_id, file_id, base_id, base_id2, ret, lat_ns, rtype, op, pid, tid, uid, syscall,
      flags, oflags, fd, dirfd, dirfd2, len1, len2, comm) = HEADER.unpack_from(data)
     if rtype == REC_FILE and op >= len(EVENT_NAMES):
         raise DecodeError("unknown event code %d" % op)
     if HEADER_SIZE + len1 + len2 > size:
         raise DecodeError("record truncated: names end at %d of %d bytes" % (HEADER_SIZE + len1 + len2, size))
     return Record(
-        ts_ns, cgroup_id, file_id, base_id, base_id2, ret, rtype, op, pid, tid, uid, syscall,
+        ts_ns, cgroup_id, file_id, base_id, base_id2, ret, lat_ns, rtype, op, pid, tid, uid, syscall,
         flags, oflags, fd, dirfd, dirfd2, comm.split(b"\0", 1)[0],
         _name(data, HEADER_SIZE, len1) if len1 else None,
         _name(data, HEADER_SIZE + len1, len2) if len2 else None,
@@ -186,7 +208,7 @@ def encode(rec: Record) -> bytes:
         names += rec.name2 + b"\0"
         len2 = len(rec.name2) + 1
     return HEADER.pack(
-        rec.ts_ns, rec.cgroup_id, rec.file_id, rec.base_id, rec.base_id2, rec.ret, rec.type,
+        rec.ts_ns, rec.cgroup_id, rec.file_id, rec.base_id, rec.base_id2, rec.ret, rec.lat_ns, rec.type,
         rec.op, rec.pid, rec.tid, rec.uid, rec.syscall, rec.flags, rec.oflags, rec.fd,
         rec.dirfd, rec.dirfd2, len1, len2, rec.comm,
     ) + names
@@ -220,7 +242,10 @@ def event_mask(names) -> int:
 # --- the counter maps of FST_AGGREGATE (struct fst_agg_key, struct fst_agg_val) ---------------
 KEY_FD = 1 << 63                # file key of a file known only by its file id (FST_KEY_FD)
 AGG_KEY = struct.Struct("=QQII")    # cgroup_id, file, pid, err
-AGG_VALUE = struct.Struct("=%dQQQ%ds" % (len(EVENT_NAMES), COMM_LEN))   # n[FST_EV_COUNT], read_bytes, write_bytes, comm
+# n[FST_EV_COUNT], read_bytes, write_bytes, lat_ns[FST_LAT_SLOTS], timed[FST_LAT_SLOTS], comm
+AGG_VALUE = struct.Struct("=%dQQQ%dQ%dQ%ds" % (len(EVENT_NAMES), LAT_SLOTS, LAT_SLOTS, COMM_LEN))
+HIST_KEY = struct.Struct("=QII")        # struct fst_hist_key: cgroup_id, op, pad
+HIST_VALUE = struct.Struct("=%dQQ" % HIST_BUCKETS)   # struct fst_hist_val: bucket[FST_HIST_BUCKETS], max_ns
 
 
 class Entry(NamedTuple):
@@ -234,3 +259,19 @@ class Entry(NamedTuple):
     counts: tuple[int, ...]  # per EVENT_NAMES
     read_bytes: int = 0      # bytes its access events moved (BYTES_SYSCALLS)
     write_bytes: int = 0     # bytes its modify events moved
+    lat_ns: tuple[int, ...] = (0,) * LAT_SLOTS   # summed time of its timed operations, per TIMED_EVENTS
+    timed: tuple[int, ...] = (0,) * LAT_SLOTS    # how many of its operations were timed, per TIMED_EVENTS
+
+
+class Hist(NamedTuple):
+    """One latency histogram: the timed operations of one event type in one cgroup, per log2 bucket of ns."""
+
+    cgroup_id: int
+    op: int                 # EVENT_NAMES code
+    buckets: tuple[int, ...]    # HIST_BUCKETS counts
+    max_ns: int
+
+
+def bucket_of(ns: int) -> int:
+    """The histogram bucket of a time in ns (FST_HIST_BUCKETS: floor(log2(ns)), the last holds all slower)."""
+    return min(max(ns, 1).bit_length() - 1, HIST_BUCKETS - 1)

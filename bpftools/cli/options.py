@@ -23,6 +23,18 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * DURATION_UNITS[m.group(2)]
 
 
+TIME_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+
+
+def parse_slower_than(text: str) -> int:
+    """--slower-than TIME (10ms, 250us, 1s, 1.5ms) -> ns; a unit is required, and the time must be > 0."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)\s*", text)
+    ns = round(float(m.group(1)) * TIME_UNITS[m.group(2)]) if m else 0
+    if ns <= 0:
+        raise UsageError("bad --slower-than %r: give a time above 0 with a unit, e.g. 10ms, 250us, 1s" % text)
+    return ns
+
+
 def parse_pids(values) -> tuple[int, ...]:
     pids = []
     for value in values:
@@ -179,10 +191,15 @@ def count_filters(f):
 
 
 def session_options(pids, comms, event_spec, cgroups, backend, mounts, failed: bool, *, aggregate: bool,
-                    path_prefixes=(), duration=None, command=(), containers=(), pods=()) -> Options:
-    """The session's Options from the filter options; counting takes every event unless -e says otherwise."""
+                    path_prefixes=(), duration=None, command=(), containers=(), pods=(),
+                    slower_than: str | None = None) -> Options:
+    """The session's Options from the filter options; counting takes every event unless -e says otherwise,
+    and so does trace --slower-than (only timed events can be slow: those of abi.TIMED_EVENTS)."""
+    slower = parse_slower_than(slower_than) if slower_than is not None else None
+    every = aggregate or slower is not None
     return Options(
-        backend=backend, events=parse_event_option(event_spec, abi.EVENT_NAMES if aggregate else abi.DEFAULT_EVENTS),
+        slower_than_ns=slower,
+        backend=backend, events=parse_event_option(event_spec, abi.EVENT_NAMES if every else abi.DEFAULT_EVENTS),
         failed=failed, pids=parse_pids(pids), comms=tuple(comms), cgroups=tuple(cgroups),
         duration=parse_duration(duration) if duration else None, command=tuple(command),
         mounts=tuple(mounts), aggregate=aggregate, path_prefixes=parse_prefixes(path_prefixes),

@@ -18,6 +18,7 @@ Examples:
   fstrace trace --failed -c nginx        include failed attempts of nginx
   fstrace trace --json -o ev.jsonl -- ./job.sh   events to a file, the job's output to the terminal
   fstrace trace --container web-1        one container, by the name its runtime gave it
+  fstrace trace --json --slower-than 10ms   opens, reads, writes and syncs that took 10 ms or more
 """
 
 
@@ -25,11 +26,14 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Write JSON Lines (start, event, cgroup, lost, summary).")
 @output_option("the events")
 @click.option("-d", "--duration", metavar="TIME", help="Stop after TIME (30, 30s, 500ms, 2m, 1h).")
+@click.option("--slower-than", "slower_than", metavar="TIME",
+              help="Only opens, reads, writes and syncs that took at least TIME (10ms, 250us, 1s), decided in "
+                   "the kernel; without -e every such event type, reads and writes included.")
 @trace_filters
 @click.option("--dump-bpf", is_flag=True, hidden=True, help="Print the BPF program and its flags, then exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS…]")
-def trace(as_json, output, duration, pids, comms, event_spec, cgroups, containers, pods, failed, backend, mounts,
-          dump_bpf, command):
+def trace(as_json, output, duration, slower_than, pids, comms, event_spec, cgroups, containers, pods, failed,
+          backend, mounts, dump_bpf, command):
     """Print file events as they happen, one per line.
 
     With -- CMD, run CMD in a new cgroup, trace only it and everything it
@@ -37,12 +41,14 @@ def trace(as_json, output, duration, pids, comms, event_spec, cgroups, container
     (access) and writes (modify) are left out unless asked for with -e.
     """
     opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed, aggregate=False,
-                           duration=duration, command=command, containers=containers, pods=pods)
+                           duration=duration, command=command, containers=containers, pods=pods,
+                           slower_than=slower_than)
     if dump_bpf:
         from bpftools.kernel import backends, probe
         shown = backends.NAMES[0] if backend == "auto" else backend
         cfg = probe.ProbeConfig(backend=shown, events=opts.events, failed=failed, pids=opts.pids,
-                                comms=opts.comms, cgroup_filter=bool(cgroups or command))
+                                comms=opts.comms, cgroup_filter=bool(cgroups or command),
+                                slower_than_ns=opts.slower_than_ns)
         flags, text = probe.program(cfg, os.getpid(), "bpf")
         click.echo("// backend %s; cflags: %s" % (shown, " ".join(flags)))
         click.echo(text)

@@ -53,6 +53,7 @@ EVENT_BITS = {
     "create": fan.FAN_CREATE,
     "delete": fan.FAN_DELETE,
     "rename": FAN_MOVED_FROM | FAN_MOVED_TO,
+    "sync": 0,              # not an fsnotify event: the fsnotify backends see fsync at raw_syscalls
 }
 # What a group without file ids may put in a mark (FANOTIFY_FD_EVENTS).
 FD_EVENT_BITS = FAN_OPEN | FAN_OPEN_EXEC | FAN_ACCESS | FAN_MODIFY | FAN_CLOSE_WRITE | FAN_CLOSE_NOWRITE

@@ -119,6 +119,7 @@ class ProbeConfig:
     mounts: tuple[str, ...] = ()
     aggregate: bool = False          # count in the kernel (top, report) instead of sending events
     agg_entries: int = 65536         # entries of each counter map
+    slower_than_ns: int | None = None    # streaming: only timed events at least this slow (FST_SLOWER_NS)
 
 
 @dataclass
@@ -186,6 +187,8 @@ def cflags(cfg: ProbeConfig, self_tgid: int, bpf_dir: str) -> list[str]:
         flags += ["-DFST_FILTER_CGROUP", "-DFST_CG_MIN_LEVEL=%d" % cfg.cgroup_min_level]
     if cfg.aggregate:
         flags += ["-DFST_AGGREGATE", "-DFST_AGG_MAX=%d" % cfg.agg_entries]
+    elif cfg.slower_than_ns:
+        flags.append("-DFST_SLOWER_NS=%dULL" % cfg.slower_than_ns)
     return flags
 
 

@@ -3,23 +3,25 @@
 Sessions take their probe as a parameter (session/runner.py, ``load_probe``),
 so the whole streaming and counting paths run on recorded bytes without
 root or BPF: tests/unit/test_replay.py and bench/pipeline.py do.  A
-recording is a sequence of frames, each b"R" or b"C", a u32 length and a
-payload: one ring-buffer record (R), or the key/value pairs of one counter
-drain (C, abi.AGG_KEY + abi.AGG_VALUE each).  A poll delivers the records
-up to the next drain; a swap of the counters returns that drain.
+recording is a sequence of frames, each b"R", b"C" or b"H", a u32 length and
+a payload: one ring-buffer record (R), the key/value pairs of one counter
+drain (C, abi.AGG_KEY + abi.AGG_VALUE each) or of one drain of the latency
+histograms (H, abi.HIST_KEY + abi.HIST_VALUE each).  A poll delivers the
+records up to the next drain; a swap of the counters returns that drain.
 """
 from __future__ import annotations
 
 import struct
 
-from bpftools.abi import AGG_KEY, AGG_VALUE, EVENT_NAMES
+from bpftools.abi import AGG_KEY, AGG_VALUE, EVENT_NAMES, HIST_KEY, HIST_VALUE
 from bpftools.kernel.backends import TRACEPOINT
-from bpftools.kernel.counters import parse
+from bpftools.kernel.counters import parse, parse_hists
 from bpftools.kernel.probe import KernelHeaders, LoadReport
 
 FRAME = struct.Struct("=cI")
-RECORD, DRAIN = b"R", b"C"
+RECORD, DRAIN, HISTS = b"R", b"C", b"H"
 PAIR = AGG_KEY.size + AGG_VALUE.size
+HIST_PAIR = HIST_KEY.size + HIST_VALUE.size
 
 
 def frame(kind: bytes, payload: bytes) -> bytes:
@@ -32,7 +34,7 @@ def frames(data: bytes) -> list[tuple[bytes, bytes]]:
     while pos < len(data):
         kind, size = FRAME.unpack_from(data, pos)
         pos += FRAME.size
-        if kind not in (RECORD, DRAIN) or pos + size > len(data):
+        if kind not in (RECORD, DRAIN, HISTS) or pos + size > len(data):
             raise ValueError("not a recording: bad frame at byte %d" % (pos - FRAME.size))
         out.append((kind, data[pos:pos + size]))
         pos += size
@@ -46,14 +48,20 @@ def drain_payload(keys_values: list[tuple[bytes, bytes]]) -> bytes:
 class _Counters:
     """The counters of a replayed FST_AGGREGATE program: the first swap returns every recorded drain."""
 
-    def __init__(self, drains: list[bytes]):
+    def __init__(self, drains: list[bytes], hist_drains: list[bytes] = ()):
         self._drains = drains
+        self._hist_drains = list(hist_drains)
+        self.hists = []
         self.forgotten: list[int] = []
 
     def start(self) -> None:
         pass
 
     def swap(self):
+        hist, self._hist_drains = b"".join(self._hist_drains), []
+        pairs = range(0, len(hist), HIST_PAIR)
+        self.hists = parse_hists(b"".join(hist[i:i + HIST_KEY.size] for i in pairs),
+                                 b"".join(hist[i + HIST_KEY.size:i + HIST_PAIR] for i in pairs))
         payload, self._drains = b"".join(self._drains), []
         pairs = range(0, len(payload), PAIR)
         return parse(b"".join(payload[i:i + AGG_KEY.size] for i in pairs),
@@ -75,6 +83,7 @@ class ReplayProbe:
         recorded = frames(recording)
         self._records = [payload for kind, payload in recorded if kind == RECORD]
         self._drains = [payload for kind, payload in recorded if kind == DRAIN]
+        self._hist_drains = [payload for kind, payload in recorded if kind == HISTS]
         # tests/replay/record.py records with the tracepoint backend, whose records carry bytes
         self.report = LoadReport(backend, headers=KernelHeaders("(recording)", "replay", "replay"),
                                  moves_bytes=True, blind_spots=list(TRACEPOINT.blind_spots))
@@ -87,7 +96,7 @@ class ReplayProbe:
         return False
 
     def counters(self) -> _Counters:
-        return _Counters(self._drains)
+        return _Counters(self._drains, self._hist_drains)
 
     def poll(self, _timeout_ms: int) -> None:
         records, self._records = self._records, []

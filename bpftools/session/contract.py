@@ -35,6 +35,7 @@ class Options:
     path_prefixes: tuple[str, ...] = ()     # aggregate: only files under these (absolute, normalised)
     containers: tuple[str, ...] = ()        # only these containers (name, runtime:short-id, id prefix)
     pods: tuple[str, ...] = ()              # only these Kubernetes pods (namespace/name, name, uid)
+    slower_than_ns: int | None = None       # streaming: only timed operations at least this slow (in the kernel)
 
 
 @dataclass(slots=True)
@@ -57,6 +58,7 @@ class FileEvent:
     ret: int
     syscall: str
     bytes: int | None = None        # access/modify: the bytes the syscall moved; None: none, or not known
+    latency_ns: int | None = None   # timed operations (abi.TIMED_SYSCALLS): the syscall's time; None: not timed
 
 
 @dataclass

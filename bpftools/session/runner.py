@@ -153,7 +153,7 @@ class Session:
         return probe.ProbeConfig(
             backend=o.backend, mounts=o.mounts, events=o.events, failed=o.failed, pids=o.pids,
             comms=o.comms, cgroup_filter=bool(cgroup_ids), cgroup_min_level=min_level,
-            aggregate=o.aggregate, ring_pages=self.ring_pages)
+            aggregate=o.aggregate, ring_pages=self.ring_pages, slower_than_ns=o.slower_than_ns)
 
     def start(self) -> StartInfo:
         """Load and attach the probe; from the return on, nothing the user asked for is missed."""

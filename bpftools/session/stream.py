@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from bpftools.abi import EVENT_NAMES, F_DIR, REC_FILE, Record, moved_bytes
+from bpftools.abi import EVENT_NAMES, F_DIR, F_TIMED, REC_FILE, Record, moved_bytes
 from bpftools.cgroups.names import Names
 from bpftools.session.contract import FileEvent
 from bpftools.session.paths import BoundedDict, normalize
@@ -62,4 +62,5 @@ class StreamSession(Session):
             self._offset + rec.ts_ns / 1e9, EVENT_NAMES[rec.op], bool(rec.flags & F_DIR),
             normalize(name1) if name1 is not None else None, normalize(name2) if name2 is not None else None,
             pid, rec.tid, self.parents.ppid(pid), rec.uid, rec.comm, rec.cgroup_id, cgroup, names, rec.ret,
-            rec.syscall_name, moved_bytes(rec.op, rec.syscall, rec.ret, rec.flags) if self._bytes else None))
+            rec.syscall_name, moved_bytes(rec.op, rec.syscall, rec.ret, rec.flags) if self._bytes else None,
+            rec.lat_ns if rec.flags & F_TIMED else None))

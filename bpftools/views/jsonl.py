@@ -13,7 +13,7 @@ from bpftools.views.output import ReaderWatch
 EVENT_FIELDS = (
     ("type", '"event"'),
     ("ts", "time of the event, seconds since the epoch"),
-    ("event", "open exec access modify attrib close_write close_nowrite create delete rename"),
+    ("event", "open exec access modify attrib close_write close_nowrite create delete rename sync"),
     ("dir", "true when the object is a directory"),
     ("path", "absolute path (relative only when no cwd or dirfd could be found)"),
     ("path2", "the new name of a rename, else null"),
@@ -36,12 +36,14 @@ EVENT_FIELDS = (
     ("syscall", "the syscall that caused the event"),
     ("bytes", "access and modify: the bytes the syscall moved (its return value; 0 at the end of a file); "
               "null for other events, truncates, failed calls and backends that cannot know (see BYTES)"),
+    ("latency_us", "timed operations (opens, reads, writes, syncs): the syscall's time in microseconds, "
+                   "to the nanosecond; null for other events and where the backend cannot know (see LATENCY)"),
 )
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quote = json.encoder.encode_basestring     # what _dumps does to a str, minus its per-call dispatch
 _EVENT_LINE = ('{"type":"event","ts":%.6f,"event":"%s","dir":%s,"path":%s,"path2":%s,"pid":%d,"tid":%d,'
-               '"ppid":%s,"uid":%d,"comm":%s,"cgroup_id":%d,%s,"ret":%d,"error":%s,"syscall":"%s","bytes":%s}\n')
+               '"ppid":%s,"uid":%d,"comm":%s,"cgroup_id":%d,%s,"ret":%d,"error":%s,"syscall":"%s","bytes":%s,"latency_us":%s}\n')
 
 
 def _text(raw: bytes | None) -> str:
@@ -57,7 +59,13 @@ def event_record(ev) -> dict:
         "cgroup": decode_fs(ev.cgroup), "unit": ev.names.unit, "container": ev.names.container, "pod": ev.names.pod,
         "container_name": ev.names.container_name, "image": ev.names.image, "pod_name": ev.names.pod_name,
         "pod_namespace": ev.names.pod_namespace, "ret": ev.ret, "error": errno_name(ev.ret), "syscall": ev.syscall, "bytes": ev.bytes,
+        "latency_us": latency_us(ev.latency_ns),
     }
+
+
+def latency_us(ns: int | None) -> float | None:
+    """A time in ns as the JSON latency_us: microseconds, to the nanosecond."""
+    return None if ns is None else round(ns / 1000, 3)
 
 
 MAX_CACHED = 4096
@@ -104,7 +112,8 @@ class JsonSink(StreamSink):
             ev.ts, ev.event, "true" if ev.dir else "false", _text(ev.path), _text(ev.path2), ev.pid, ev.tid,
             "null" if ev.ppid is None else ev.ppid, ev.uid, comm, ev.cgroup_id, cg[2],
             ret, "null" if ret >= 0 else '"%s"' % errno_name(ret), ev.syscall,
-            "null" if ev.bytes is None else ev.bytes)
+            "null" if ev.bytes is None else ev.bytes,
+            "null" if ev.latency_ns is None else _dumps(latency_us(ev.latency_ns)))
         self.out.write(line.encode("utf-8", "surrogateescape"))
 
     def cgroup(self, change) -> None:

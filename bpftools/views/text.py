@@ -12,7 +12,7 @@ from bpftools.views.output import ReaderWatch
 # basic ANSI colours read on light and dark backgrounds alike
 EVENT_COLOURS = {
     "create": "32", "delete": "31", "rename": "33", "modify": "35", "close_write": "35",
-    "attrib": "36", "exec": "1", "open": "34", "access": "34", "close_nowrite": "2",
+    "attrib": "36", "exec": "1", "open": "34", "access": "34", "close_nowrite": "2", "sync": "33",
 }
 CGROUP_WIDTH = 32
 
@@ -38,6 +38,16 @@ def human_bytes(n: float) -> str:
         if n < 1023.5:
             return "%d %s" % (round(n), unit)
     raise AssertionError("unreachable")
+
+
+def human_time(ns: float) -> str:
+    """A time in at most seven characters: 850 ns, 12.3 us, 480 us, 3.0 ms, 250 ms, 1.50 s, 75.0 s."""
+    for unit, scale in (("ns", 1), ("us", 1e3), ("ms", 1e6)):
+        if ns < 999.5 * scale:
+            v = ns / scale
+            return "%d %s" % (round(v), unit) if v >= 99.95 or unit == "ns" else "%.1f %s" % (v, unit)
+    s = ns / 1e9
+    return "%.2f s" % s if s < 9.995 else "%.1f s" % s if s < 99.95 else "%d s" % round(s)
 
 
 def cgroup_label(ev) -> str:
@@ -73,8 +83,11 @@ def event_line(ev, colour: bool) -> str:
     else:
         what = "%-14s" % what
     line = "%s %s %-22s %s %s" % (stamp, _cgroup_column(cgroup_label(ev)), who, what, path)
-    if ev.bytes is not None:
-        line += "  (%s)" % human_bytes(ev.bytes)
+    said = [human_bytes(ev.bytes)] if ev.bytes is not None else []
+    if ev.latency_ns is not None:
+        said.append(human_time(ev.latency_ns))
+    if said:
+        line += "  (%s)" % ", ".join(said)
     return line + ("  " + err if err else "")
 
 

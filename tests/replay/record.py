@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 from bpftools import abi  # noqa: E402
 from bpftools.cgroups.map import cgroup2_mount  # noqa: E402
 from bpftools.kernel import probe as kprobe  # noqa: E402
-from bpftools.kernel.replay import DRAIN, RECORD, frame  # noqa: E402
+from bpftools.kernel.replay import DRAIN, HISTS, RECORD, frame  # noqa: E402
 from bpftools.session import open_session  # noqa: E402
 from bpftools.session.contract import Options  # noqa: E402
 
@@ -50,7 +50,11 @@ def recording_probe(out: list[bytes]):
             def recorded_swap():
                 entries = swap()
                 out.append(frame(DRAIN, b"".join(abi.AGG_KEY.pack(e.cgroup_id, e.file, e.pid, e.err)
-                                                 + abi.AGG_VALUE.pack(*e.counts, e.read_bytes, e.write_bytes, e.comm) for e in entries)))
+                                                 + abi.AGG_VALUE.pack(*e.counts, e.read_bytes, e.write_bytes,
+                                                                      *e.lat_ns, *e.timed, e.comm)
+                                                 for e in entries)))
+                out.append(frame(HISTS, b"".join(abi.HIST_KEY.pack(h.cgroup_id, h.op, 0)
+                                                 + abi.HIST_VALUE.pack(*h.buckets, h.max_ns) for h in c.hists)))
                 return entries
             c.swap = recorded_swap
             return c

@@ -10,6 +10,7 @@ cat "$w/a.txt" > /dev/null
 chmod 600 "$w/a.txt"
 mv "$w/a.txt" "$w/b.txt"
 printf 'x' >> "$w/b.txt"
+sync "$w/b.txt"
 nl='
 '
 esc=$(printf '\033')

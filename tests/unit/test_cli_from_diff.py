@@ -44,7 +44,7 @@ def test_report_from_a_trace_prints_the_tables_and_what_was_not_recorded(trace):
     notes = [line for line in proc.stdout.decode().splitlines() if line.startswith("note: ")]
     assert notes == [
         "note: not traced, so not counted: open, exec, access, modify, attrib, close_write, close_nowrite, delete, "
-        "rename (trace -e all records every event)",
+        "rename, sync (trace -e all records every event)",
         "note: failed operations are counted only if the trace ran with --failed; this one does not say",
         "note: the trace has no summary record (it was cut short): counted up to its last record"]
 

@@ -5,16 +5,23 @@ from bpftools.abi import Record
 
 
 def rec(**kw):
-    base = dict(ts_ns=5, cgroup_id=77, file_id=3, base_id=0, base_id2=0, ret=0, type=abi.REC_FILE,
+    base = dict(ts_ns=5, cgroup_id=77, file_id=3, base_id=0, base_id2=0, ret=0, lat_ns=0, type=abi.REC_FILE,
                 op=abi.EVENT_CODES["rename"], pid=10, tid=11, uid=0, syscall=316, flags=0, oflags=0,
                 fd=-1, dirfd=-100, dirfd2=4, comm=b"mv", name1=b"a\nb", name2=b"\xff/c")
     base.update(kw)
     return Record(**base)
 
 
-def test_header_is_112_bytes_and_record_max_matches_the_c_struct():
-    assert abi.HEADER_SIZE == 112
-    assert abi.RECORD_MAX == 112 + 2 * 4096
+def test_header_is_120_bytes_and_record_max_matches_the_c_struct():
+    assert abi.HEADER_SIZE == 120
+    assert abi.RECORD_MAX == 120 + 2 * 4096
+
+
+def test_a_timed_record_keeps_its_latency_and_an_untimed_one_has_none():
+    timed = abi.decode(abi.encode(rec(op=abi.EVENT_CODES["access"], syscall=0, lat_ns=300_123_456,
+                                      flags=abi.F_TIMED)))
+    assert timed.latency_ns == 300_123_456
+    assert abi.decode(abi.encode(rec(lat_ns=5))).latency_ns is None     # no F_TIMED: not timed
 
 
 def test_encode_decode_round_trip_keeps_raw_bytes():

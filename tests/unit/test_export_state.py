@@ -158,11 +158,11 @@ def test_include_and_exclude_drop_other_cgroups():
 
 
 def test_series_limit_folds_into_overflow_and_counts_each_cgroup_once():
-    s = started(max_series=2 * N_EVENTS)                # room for N_EVENTS series of their own
+    s = started(max_series=N_EVENTS + 10)              # room for 10 series of their own
     cgroups = {i: "/c%03d" % i for i in range(100)}
     s.add(tick(cgroups, *[(i, i, b"w", {"create": 1, "delete": 1}) for i in range(100)]), now=0)
     own = {k: n for k, n in series(s).items() if k[0] != export_state.OVERFLOW}
-    assert len(own) == N_EVENTS                         # five cgroups, two events each
+    assert len(own) == 10                               # five cgroups, two events each
     assert len(s.published.events) <= s.limits.max_series
     overflow = {k[1]: n for k, n in series(s).items() if k[0] == export_state.OVERFLOW}
     assert overflow == {"create": 95, "delete": 95}
@@ -183,7 +183,7 @@ def test_a_new_event_of_a_cgroup_with_series_can_be_folded():
 
 
 def test_removed_cgroups_expire_after_the_ttl_and_free_room():
-    s = started(ttl=10, max_series=2 * N_EVENTS)
+    s = started(ttl=10, max_series=N_EVENTS + 10)
     s.add(tick({1: "/gone", 2: "/stays"}, (1, 1, b"w", {"create": 5}), (2, 2, b"w", {"create": 1})), now=0)
     s.cgroup_change("rmdir", "/gone", now=1)
     s.add(tick({}), now=10.5)
@@ -215,7 +215,7 @@ def test_removing_a_cgroup_below_a_truncated_label_expires_nothing():
 
 
 def test_folded_cgroups_are_forgotten_with_their_cgroup():
-    s = started(ttl=1, max_series=2 * N_EVENTS)
+    s = started(ttl=1, max_series=N_EVENTS + 10)
     s.add(tick({i: "/c%d" % i for i in range(20)}, *[(i, i, b"w", {"open": 1}) for i in range(20)]), now=0)
     assert s.published.folded_cgroups == 10 and "/c15" in s.folded
     s.cgroup_change("rmdir", "/c15", now=0)
@@ -237,7 +237,7 @@ def test_per_process_labels_and_idle_expiry():
 
 
 def test_overflow_series_have_every_label():
-    s = started(per_process=True, max_series=2 * N_EVENTS)
+    s = started(per_process=True, max_series=N_EVENTS + 10)
     s.add(tick({i: "/c%d" % i for i in range(30)}, *[(i, i, b"w", {"open": 1}) for i in range(30)]), now=0)
     key = (export_state.OVERFLOW,) + ("",) * 9 + ("open",)
     assert s.published.events[key] == 20
@@ -266,7 +266,7 @@ def test_default_listen_is_loopback():
 @pytest.fixture
 def served():
     """A real HTTP server on a free loopback port over a state with a few series."""
-    s = export_state.ExportState(export_state.Limits(max_series=2 * N_EVENTS))
+    s = export_state.ExportState(export_state.Limits(max_series=N_EVENTS + 10))
     s.start({"version": "0.1.0", "backend": "tracepoint", "kernel": "6.18", "python": "3"})
     s.cgroup_change("mkdir", "/x", now=0)              # published with the next tick
     s.add(tick({i: "/c%d" % i for i in range(12)}, *[(i, i, b"w", {"open": 1}) for i in range(12)], tracked=4),
@@ -319,7 +319,7 @@ def one_line_error(args: list[str], message: str) -> None:
     (["--listen", "localhost"], "fstrace: error: bad --listen 'localhost': give HOST:PORT"),
     (["--listen", "no.such.host.invalid:1"], "fstrace: error: cannot listen on no.such.host.invalid:1:"),
     (["--ttl", "soon"], "fstrace: error: bad duration 'soon'"),
-    (["--max-series", "5"], "fstrace: error: Invalid value for '--max-series': 5 is not in the range x>=20."),
+    (["--max-series", "5"], "fstrace: error: Invalid value for '--max-series': 5 is not in the range x>=22."),
     (["--cgroup-depth", "0"], "fstrace: error: Invalid value for '--cgroup-depth'"),
     (["-i", "0"], "fstrace: error: bad --interval 0: give a positive number of seconds"),
 ])

@@ -193,7 +193,7 @@ def test_trends_follow_each_row_over_the_last_ticks():
 def test_a_report_accumulates_every_tick_exactly():
     agg = Aggregator(cumulative=True)
     for i in range(3):
-        agg.add(tick(ts=1000.0 + i, overflow=(1,) + (0,) * 9, lost=2))
+        agg.add(tick(ts=1000.0 + i, overflow=(1,) + (0,) * 10, lost=2))
     total, failed = agg.run_totals()
     assert sum(total) == 3 * sum(sum(e.counts) for e in ENTRIES if not e.err)
     assert failed == 21

@@ -18,7 +18,7 @@ META = report.ReportMeta(backend="tracepoint", kernel="6.18.44", command=("make"
 def sample(top=0, by=report.TABLES):
     agg = Aggregator(cumulative=True)
     for i in range(4):
-        agg.add(tick(ts=1000.0 + i, overflow=(0,) * 9 + (1,)))
+        agg.add(tick(ts=1000.0 + i, overflow=(0,) * 9 + (1, 0)))
     agg.cgroup_change("mkdir", 12, NESTED, 999.5)
     agg.cgroup_change("rmdir", 12, NESTED, 1001.75)
     return report.build(agg, META, top=top, by=by)
@@ -177,7 +177,7 @@ HOSTILE = "/srv/esc\x1b[31m-rtl\u202etxt-back\\slash-bad\udcff"
 def hostile_report():
     agg = Aggregator(cumulative=True)
     files = {100: HOSTILE}
-    agg.add(model.Tick(ts=1000.0, elapsed=1.0, entries=[model.Entry(1, 100, 7, 0, b"ev\xe2\x80\xaeil", (1,) + (0,) * 9)],
+    agg.add(model.Tick(ts=1000.0, elapsed=1.0, entries=[model.Entry(1, 100, 7, 0, b"ev\xe2\x80\xaeil", (1,) + (0,) * 10)],
                        cgroups={1: "/"}, files=files))
     return report.build(agg, META)
 
@@ -216,7 +216,7 @@ def test_a_partial_last_point_is_merged_not_plotted_as_a_spike():
 def test_chart_axis_has_round_steps_in_short_units():
     agg = Aggregator(cumulative=True)
     for i in range(5):
-        agg.add(tick(ts=1000.0 + i, entries=[model.Entry(10, 100, 42, 0, b"nginx", (30700 + 100 * i,) + (0,) * 9)]))
+        agg.add(tick(ts=1000.0 + i, entries=[model.Entry(10, 100, 42, 0, b"nginx", (30700 + 100 * i,) + (0,) * 10)]))
     svg = report.chart_svg(report.build(agg, META))
     labels = re.findall(r'text-anchor="end" fill="#444">([^<]*)<', svg)
     assert labels == ["0/s", "10.0k/s", "20.0k/s", "30.0k/s", "40.0k/s"]

@@ -456,7 +456,7 @@ def test_views_and_model_name_containers_from_the_cache_only(tmp_path, monkeypat
     assert rt.named(path).container_name == "fstrace-proto-4"                          # the session reads
     assert cgroup_label(path) == "fstrace-proto-4"
     assert cgroup_name(path) == "fstrace-proto-4"
-    rec = row_record(Row("cgroup", path, "x", [0] * 10, extra={"own": [0] * 10, "own_failed": 0}))
+    rec = row_record(Row("cgroup", path, "x", [0] * 11, extra={"own": [0] * 11, "own_failed": 0}))
     assert (rec["container_name"], rec["image"], rec["pod_name"]) == ("fstrace-proto-4", "fstrace-test-img:1", None)
     assert shared.reads == 1
 

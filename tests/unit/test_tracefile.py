@@ -143,7 +143,7 @@ def test_filters_keep_what_the_kernel_would_have_counted(filters, expected):
 
 def test_a_default_trace_says_what_it_did_not_record():
     _, info = run(start(events=("open", "exec", "attrib", "close_write", "close_nowrite", "create", "delete",
-                                "rename"), failed=False), ev(1000.1, "create", "/a"),
+                                "rename", "sync"), failed=False), ev(1000.1, "create", "/a"),
                   {"type": "lost", "ts": 1000.2, "count": 5}, summary(1001.0, lost=5))
     notes = info.not_recorded()
     assert any("access, modify" in n for n in notes)
