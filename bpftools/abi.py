@@ -38,6 +38,7 @@ EVENT_CODES = {name: code for code, name in enumerate(EVENT_NAMES)}
 # The event types whose operations are timed (FST_LAT_SLOT of bpf/fstrace.h: their slots, in this order).
 TIMED_EVENTS = ("open", "create", "access", "modify", "sync")
 LAT_SLOTS = len(TIMED_EVENTS)
+NO_TIME = (0,) * LAT_SLOTS     # an entry with nothing timed
 HIST_BUCKETS = 40       # FST_HIST_BUCKETS: bucket b holds times in [2**b, 2**(b+1)) ns; the last, all slower
 
 # High-rate events a user has to ask for (every read and write is one).
@@ -259,8 +260,8 @@ class Entry(NamedTuple):
     counts: tuple[int, ...]  # per EVENT_NAMES
     read_bytes: int = 0      # bytes its access events moved (BYTES_SYSCALLS)
     write_bytes: int = 0     # bytes its modify events moved
-    lat_ns: tuple[int, ...] = (0,) * LAT_SLOTS   # summed time of its timed operations, per TIMED_EVENTS
-    timed: tuple[int, ...] = (0,) * LAT_SLOTS    # how many of its operations were timed, per TIMED_EVENTS
+    lat_ns: tuple[int, ...] = NO_TIME    # summed time of its timed operations, per TIMED_EVENTS
+    timed: tuple[int, ...] = NO_TIME     # how many of its operations were timed, per TIMED_EVENTS
 
 
 class Hist(NamedTuple):

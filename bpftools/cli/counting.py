@@ -179,7 +179,7 @@ def report(ctx, duration, top_n, by, sort, as_json, output, csv_dir, svg_file, h
     meta = view.ReportMeta(backend=info.backend, kernel=info.kernel, command=tuple(command),
                            command_cgroup=info.command_cgroup, exit_status=status if command else None,
                            filters=filter_words(pids, comms, event_spec, cgroups, path_prefixes, containers, pods),
-                           bytes=info.bytes)
+                           bytes=info.bytes, latency=info.latency)
     rep = view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
     write_report(rep, out, as_json, csv_dir, svg_file, html_file)
     sys.exit(status)

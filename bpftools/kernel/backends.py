@@ -71,6 +71,7 @@ class Plan:
     tracepoints: list[str] = field(default_factory=list)      # attached beyond Backend.tracepoints
     missing_syscalls: list[str] = field(default_factory=list)
     moves_bytes: bool = False
+    times: bool = False         # opens, reads, writes and syncs are timed (FST_F_TIMED)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class SyscallBackend(Backend):
     def plan(self, cfg, tdir):
         plan = super().plan(cfg, tdir)
         plan.moves_bytes = True
+        plan.times = True           # sys_enter to sys_exit of every syscall it follows
         if tdir is not None:
             plan.missing_syscalls = missing_syscalls(tdir)
         return plan

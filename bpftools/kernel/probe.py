@@ -140,6 +140,7 @@ class LoadReport:
     armed: dict[str, str] = field(default_factory=dict)
     moves_bytes: bool = False               # access/modify records carry the bytes their syscall moved
     blind_spots: list[str] = field(default_factory=list)    # what the backend cannot see
+    times: bool = False                     # opens, reads, writes and syncs are timed (FST_F_TIMED)
 
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
@@ -281,7 +282,8 @@ class Probe:
         backend.check(cfg, tdir)
         plan = backend.plan(cfg, tdir)
         report = LoadReport(backend.name, headers=headers, moves_bytes=plan.moves_bytes, skipped=plan.skipped,
-                            missing_syscalls=plan.missing_syscalls, blind_spots=list(backend.blind_spots))
+                            missing_syscalls=plan.missing_syscalls, blind_spots=list(backend.blind_spots),
+                            times=plan.times)
         flags = cflags(cfg, os.getpid(), str(resources.files("bpftools.bpf")))
         if backend.sources:
             flags += layout_cflags()

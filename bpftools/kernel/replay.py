@@ -84,9 +84,9 @@ class ReplayProbe:
         self._records = [payload for kind, payload in recorded if kind == RECORD]
         self._drains = [payload for kind, payload in recorded if kind == DRAIN]
         self._hist_drains = [payload for kind, payload in recorded if kind == HISTS]
-        # tests/replay/record.py records with the tracepoint backend, whose records carry bytes
+        # tests/replay/record.py records with the tracepoint backend, whose records carry bytes and times
         self.report = LoadReport(backend, headers=KernelHeaders("(recording)", "replay", "replay"),
-                                 moves_bytes=True, blind_spots=list(TRACEPOINT.blind_spots))
+                                 moves_bytes=True, blind_spots=list(TRACEPOINT.blind_spots), times=True)
         self.cgroup_filter: set[int] = set()
 
     def add_cgroups(self, ids) -> None:

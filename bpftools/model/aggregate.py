@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from bpftools.abi import EVENT_NAMES, Entry
+from bpftools.abi import EVENT_NAMES, HIST_BUCKETS, LAT_SLOTS, NO_TIME, Entry
 from bpftools.model.rows import (
     EV_COUNT,
     EXEC,
@@ -24,6 +24,7 @@ from bpftools.model.rows import (
     group_rows,
     summarize,
     tick_bytes,
+    tick_time,
     trend_key,
 )
 
@@ -48,10 +49,13 @@ class Aggregator:
         self.tick_failed = 0
         self.tick_bytes = (0, 0)                # the last tick: bytes read, written
         self.bytes_total = [0, 0]               # every tick: bytes read, written
+        self.tick_time = (0, 0)                 # the last tick: ns spent in timed operations, how many
         # cumulative state
         self.max_entries = max_entries
         self.totals: dict[tuple, list[int]] = {}
         self.moved: dict[tuple, list[int]] = {}  # same keys as totals: [read bytes, write bytes], when any
+        self.times: dict[tuple, list[int]] = {}  # same keys as totals: lat_ns per slot + timed per slot, when any
+        self.hists: dict[tuple[int, int], list] = {}    # (cgroup id, event code) -> [bucket counts, max ns]
         self.comms: dict[int, bytes] = {}
         self.cgroups: dict[int, str] = {}
         self.files: dict[int, str] = {}
@@ -68,6 +72,7 @@ class Aggregator:
         self.cumulative = on
         self.totals, self.comms, self.timeline, self.since = {}, {}, [], None
         self.moved, self.bytes_timeline = {}, []
+        self.times, self.hists = {}, {}
 
     def add(self, tick: Tick) -> None:
         if self.first_ts is None:
@@ -85,6 +90,7 @@ class Aggregator:
         if tick.elapsed > 0:        # rates: ticks of different lengths (+ and - in top) compare
             trends = {k: n / tick.elapsed for k, n in trends.items()}
         self.tick_bytes = tick_bytes(tick.entries)
+        self.tick_time = tick_time(tick.entries)
         self.bytes_total[0] += self.tick_bytes[0]
         self.bytes_total[1] += self.tick_bytes[1]
         self.trends.append(trends)
@@ -114,10 +120,21 @@ class Aggregator:
                     m = self.moved[key] = [0, 0]
                 m[0] += e.read_bytes
                 m[1] += e.write_bytes
+            if e.timed is not NO_TIME and any(e.timed):
+                t = self.times.get(key)
+                if t is None:
+                    t = self.times[key] = [0] * (2 * LAT_SLOTS)
+                add_into(t, e.lat_ns + e.timed)
             if (e.counts[EXEC] and not e.err) or e.pid not in self.comms:
                 self.comms[e.pid] = e.comm      # a failed exec (a PATH search) renames nothing
             if not e.err:
                 per_cgroup[e.cgroup_id] = per_cgroup.get(e.cgroup_id, 0) + sum(e.counts)
+        for h in tick.hists:
+            acc = self.hists.get((h.cgroup_id, h.op))
+            if acc is None:
+                acc = self.hists[(h.cgroup_id, h.op)] = [[0] * HIST_BUCKETS, 0]
+            add_into(acc[0], h.buckets)
+            acc[1] = max(acc[1], h.max_ns)
         self.timeline.append((tick.ts - tick.elapsed, tick.elapsed, per_cgroup))
         self.bytes_timeline.append((tick.ts - tick.elapsed, tick.elapsed) + self.tick_bytes)
         if len(self.timeline) > MAX_TIMELINE:
@@ -159,9 +176,10 @@ class Aggregator:
 
     # --- views of the whole run (report) ---------------------------------------
     def entries(self) -> list[Entry]:
-        moved = self.moved
-        return [Entry(cg, f, pid, err, self.comms.get(pid, b""), tuple(c), *moved.get(k, (0, 0)))
-                for k, c in self.totals.items() for cg, pid, f, err in (k,)]
+        moved, times = self.moved, self.times
+        return [Entry(cg, f, pid, err, self.comms.get(pid, b""), tuple(c), *moved.get(k, (0, 0)),
+                      *((tuple(t[:LAT_SLOTS]), tuple(t[LAT_SLOTS:])) if t else ()))
+                for k, c in self.totals.items() for cg, pid, f, err in (k,) for t in (times.get(k),)]
 
     def run_totals(self) -> tuple[list[int], int]:
         counts = [0] * EV_COUNT

@@ -7,8 +7,9 @@ A new number on every row is one new entry here plus the code that fills
 it in model.Row.
 
   name     the sort key and JSON/CSV key
-  kind     "class" (operations of an event class), "count" (operations) or
-           "bytes" (shown as B, KiB, MiB; per second in top)
+  kind     "class" (operations of an event class), "count" (operations),
+           "bytes" (shown as B, KiB, MiB; per second in top) or "time" (in
+           microseconds in JSON and CSV; shown as ns, us, ms, s)
   help     what it shows
   heading  the column heading, when it is not the name
 """
@@ -56,6 +57,10 @@ FIELDS: tuple[Field, ...] = (
           "rbytes"),
     Field("write_bytes", "bytes", "bytes written: what the write family returned (man fstrace: BYTES)",
           "wbytes"),
+    Field("time_us", "time", "time spent in its timed operations -- opens, reads, writes, syncs -- from entry to "
+          "return of the syscall; top: the share of wall time, like iotop's IO% (man fstrace: LATENCY)", "time"),
+    Field("avg_us", "time", "the average time of one of its timed operations (man fstrace: LATENCY)", "avg"),
 )
 BY_NAME = {f.name: f for f in FIELDS}
 BYTE_FIELDS = tuple(f.name for f in FIELDS if f.kind == "bytes")
+TIME_FIELDS = tuple(f.name for f in FIELDS if f.kind == "time")

@@ -20,7 +20,7 @@ import errno as _errno
 from dataclasses import dataclass, field
 from operator import add
 
-from bpftools.abi import EVENT_CODES, EVENT_NAMES, Entry
+from bpftools.abi import EVENT_CODES, EVENT_NAMES, LAT_SLOTS, NO_TIME, TIMED_EVENTS, Entry, Hist
 from bpftools.cgroups.names import display_name, names_from_path
 from bpftools.cgroups.runtimes import named
 from bpftools.cgroups.select import ancestors, unknown_path, within
@@ -47,7 +47,10 @@ MODIFY = EVENT_CODES["modify"]
 
 GROUPINGS = ("cgroup", "process", "comm", "file", "event")
 BYTE_KEYS = ("read_bytes", "write_bytes")     # Row attributes: bytes moved (model/fields.py)
-SORT_KEYS = ("total",) + CLASS_NAMES + ("failed",) + BYTE_KEYS + ("name",)
+TIME_KEYS = ("time_us", "avg_us")               # Row attributes: time of its timed operations (model/fields.py)
+SORT_KEYS = ("total",) + CLASS_NAMES + ("failed",) + BYTE_KEYS + TIME_KEYS + ("name",)
+# EVENT_NAMES code -> the latency slot of its timed operations (abi.TIMED_EVENTS), None if never timed
+LAT_SLOT = tuple(TIMED_EVENTS.index(n) if n in TIMED_EVENTS else None for n in EVENT_NAMES)
 DEFAULT_SORT = "total"
 HISTORY = 20                    # ticks of trend per row
 MAX_TIMELINE = 240              # report chart points; older ones are merged pairwise
@@ -79,6 +82,7 @@ class Tick:
     cgroups: dict[int, str]         # cgroup id -> path ("/unknown:<id>" when unknown)
     files: dict[int, str]           # file key -> path (missing: not known yet)
     overflow: tuple[int, ...] = (0,) * EV_COUNT   # per event: not in entries, the map was full
+    hists: list[Hist] = field(default_factory=list)  # latency histograms per (cgroup id, event)
     lost: int = 0                   # ring-buffer records lost (names, cgroup changes)
     uptime: float = 0.0             # of the machine
     tracked: int = 0                # cgroups alive
@@ -114,10 +118,22 @@ class Row:
     extra: dict = field(default_factory=dict)   # event rows: distinct cgroups, processes, files
     read_bytes: int = 0             # bytes moved by its reads (abi.BYTES_SYSCALLS)
     write_bytes: int = 0            # bytes moved by its writes
+    lat_ns: int = 0                 # summed time of its timed operations (abi.TIMED_EVENTS), failed ones too
+    timed: int = 0                  # how many of its operations were timed
 
     @property
     def total(self) -> int:
         return sum(self.counts)
+
+    @property
+    def time_us(self) -> float:
+        """Time spent in its timed operations, in microseconds."""
+        return self.lat_ns / 1000
+
+    @property
+    def avg_us(self) -> float | None:
+        """The average time of its timed operations in microseconds; None when none was timed."""
+        return self.lat_ns / self.timed / 1000 if self.timed else None
 
     def klass(self, name: str) -> int:
         return sum(self.counts[c] for c in _CLASS_CODES[name])
@@ -194,9 +210,12 @@ def focused(entries, focus: tuple[Focus, ...], cgroups, files) -> list[Entry]:
         out = [e for e in out if matches(e, f, cgroups, files)]
         if f.group == "event":
             code = EVENT_CODES[f.key]
+            slot = LAT_SLOT[code]
             out = [Entry(e.cgroup_id, e.file, e.pid, e.err, e.comm,
                          tuple(n if i == code else 0 for i, n in enumerate(e.counts)),
-                         e.read_bytes if code == ACCESS else 0, e.write_bytes if code == MODIFY else 0)
+                         e.read_bytes if code == ACCESS else 0, e.write_bytes if code == MODIFY else 0,
+                         tuple(t if i == slot else 0 for i, t in enumerate(e.lat_ns)),
+                         tuple(t if i == slot else 0 for i, t in enumerate(e.timed)))
                    for e in out]
     return out
 
@@ -214,10 +233,14 @@ def cgroup_path(cgroups: dict[int, str], cgid: int) -> str:
 
 
 def _accumulate(a: list, e: Entry) -> None:
-    """Add an entry into a row accumulator [counts, failed, {cgroup id: events}, _, read bytes, write bytes]."""
+    """Add an entry into a row accumulator
+    [counts, failed, {cgroup id: events}, _, read bytes, write bytes, time in ns, timed operations]."""
     n = sum(e.counts)
     a[4] += e.read_bytes
     a[5] += e.write_bytes
+    if e.timed is not NO_TIME:
+        a[6] += sum(e.lat_ns)
+        a[7] += sum(e.timed)
     if e.err:
         a[1] += n
     else:
@@ -239,7 +262,7 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
         return _comm_rows(entries, cgroups)
     if by not in ("process", "file", "dir"):
         raise ValueError("unknown grouping %r" % by)
-    acc: dict = {}          # key -> [counts, failed, {cgroup id: events}, comm, read bytes, write bytes]
+    acc: dict = {}          # key -> [counts, failed, {cgroup id: events}, comm, read bytes, write bytes, ns, timed]
     names: dict[int, str] = {}
     for e in entries:
         if by == "process":
@@ -252,14 +275,14 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
                     key = names[e.file] = parent_dir(key)
         a = acc.get(key)
         if a is None:
-            a = acc[key] = [[0] * EV_COUNT, 0, {}, e.comm, 0, 0]
+            a = acc[key] = [[0] * EV_COUNT, 0, {}, e.comm, 0, 0, 0, 0]
         _accumulate(a, e)
         if e.counts[EXEC] and not e.err:    # the name after an exec is the process's name now
             a[3] = e.comm
     rows = []
-    for key, (counts, failed, w, comm, rb, wb) in acc.items():
+    for key, (counts, failed, w, comm, rb, wb, ns, timed) in acc.items():
         row = Row(by, key, str(key), counts, failed, cgroup=cgroup_path(cgroups, busiest(w)),
-                  read_bytes=rb, write_bytes=wb)
+                  read_bytes=rb, write_bytes=wb, lat_ns=ns, timed=timed)
         if by == "process":
             row.comm = comm.decode("utf-8", "surrogateescape")
             row.label = "%s[%d]" % (row.comm, key)
@@ -271,27 +294,31 @@ def group_rows(entries, by: str, cgroups: dict[int, str], files: dict[int, str])
 
 def _comm_rows(entries, cgroups) -> list[Row]:
     """One row per command name, over all its processes (short-lived `mv`s become one row)."""
-    acc: dict = {}          # name -> [counts, failed, {cgroup id: events}, pids, read bytes, write bytes]
+    acc: dict = {}          # name -> [counts, failed, {cgroup id: events}, pids, read bytes, write bytes, ns, timed]
     for e in entries:
         name = comm_text(e.comm)
         a = acc.get(name)
         if a is None:
-            a = acc[name] = [[0] * EV_COUNT, 0, {}, set(), 0, 0]
+            a = acc[name] = [[0] * EV_COUNT, 0, {}, set(), 0, 0, 0, 0]
         _accumulate(a, e)
         a[3].add(e.pid)
     return [Row("comm", name, name, counts, failed, cgroup=cgroup_path(cgroups, busiest(w)), comm=name,
-                extra={"processes": len(pids), "cgroups": len(w)}, read_bytes=rb, write_bytes=wb)
-            for name, (counts, failed, w, pids, rb, wb) in acc.items()]
+                extra={"processes": len(pids), "cgroups": len(w)}, read_bytes=rb, write_bytes=wb,
+                lat_ns=ns, timed=timed)
+            for name, (counts, failed, w, pids, rb, wb, ns, timed) in acc.items()]
 
 
 def _cgroup_rows(entries, cgroups) -> list[Row]:
-    own: dict[int, list] = {}        # cgroup id -> [counts, failed, read bytes, write bytes]
+    own: dict[int, list] = {}        # cgroup id -> [counts, failed, read bytes, write bytes, ns, timed]
     for e in entries:
         a = own.get(e.cgroup_id)
         if a is None:
-            a = own[e.cgroup_id] = [[0] * EV_COUNT, 0, 0, 0]
+            a = own[e.cgroup_id] = [[0] * EV_COUNT, 0, 0, 0, 0, 0]
         a[2] += e.read_bytes
         a[3] += e.write_bytes
+        if e.timed is not NO_TIME:
+            a[4] += sum(e.lat_ns)
+            a[5] += sum(e.timed)
         if e.err:
             a[1] += sum(e.counts)
         else:
@@ -301,11 +328,12 @@ def _cgroup_rows(entries, cgroups) -> list[Row]:
         path = cgroup_path(cgroups, cgid)
         if path in by_path:           # two ids, one path: a cgroup removed and made again
             b = by_path[path]
-            by_path[path] = [list(map(add, b[0], a[0])), b[1] + a[1], b[2] + a[2], b[3] + a[3]]
+            by_path[path] = [list(map(add, b[0], a[0])), b[1] + a[1], b[2] + a[2], b[3] + a[3], b[4] + a[4],
+                             b[5] + a[5]]
         else:
             by_path[path] = a
     rows: dict[str, Row] = {}
-    for path, (counts, failed, rb, wb) in by_path.items():
+    for path, (counts, failed, rb, wb, ns, timed) in by_path.items():
         for up in [path] + ancestors(path):
             target = rows.get(up)
             if target is None:
@@ -314,12 +342,16 @@ def _cgroup_rows(entries, cgroups) -> list[Row]:
             target.failed += failed
             target.read_bytes += rb
             target.write_bytes += wb
+            target.lat_ns += ns
+            target.timed += timed
     for path, row in rows.items():
         mine = by_path.get(path)
         row.extra["own"] = list(mine[0]) if mine else [0] * EV_COUNT
         row.extra["own_failed"] = mine[1] if mine else 0
         row.extra["own_read_bytes"] = mine[2] if mine else 0
         row.extra["own_write_bytes"] = mine[3] if mine else 0
+        row.extra["own_lat_ns"] = mine[4] if mine else 0
+        row.extra["own_timed"] = mine[5] if mine else 0
     return list(rows.values())
 
 
@@ -330,9 +362,14 @@ def _event_rows(entries, cgroups) -> list[Row]:
     pids: list[set] = [set() for _ in range(EV_COUNT)]
     keys: list[set] = [set() for _ in range(EV_COUNT)]
     moved = [0] * EV_COUNT          # bytes: access (read) and modify (write)
+    lat = [0] * LAT_SLOTS
+    timed = [0] * LAT_SLOTS
     for e in entries:
         moved[ACCESS] += e.read_bytes
         moved[MODIFY] += e.write_bytes
+        if e.timed is not NO_TIME:
+            lat[:] = map(add, lat, e.lat_ns)
+            timed[:] = map(add, timed, e.timed)
         for code, n in enumerate(e.counts):
             if n:
                 if e.err:
@@ -350,7 +387,9 @@ def _event_rows(entries, cgroups) -> list[Row]:
             continue
         counts = [0] * EV_COUNT
         counts[code] = ok[code]
+        slot = LAT_SLOT[code]
         rows.append(Row("event", name, name, counts, failed[code],
+                        lat_ns=lat[slot] if slot is not None else 0, timed=timed[slot] if slot is not None else 0,
                         cgroup=cgroup_path(cgroups, busiest(weights[code])),
                         extra={"cgroups": len(weights[code]), "processes": len(pids[code]),
                                "files": len(keys[code])},
@@ -370,6 +409,10 @@ def sort_value(row: Row, key: str):
         return row.klass(key)
     if key in BYTE_KEYS:
         return getattr(row, key)
+    if key == "time_us":
+        return row.lat_ns
+    if key == "avg_us":
+        return row.lat_ns / row.timed if row.timed else -1
     raise ValueError("unknown sort key %r (known: %s)" % (key, ", ".join(SORT_KEYS)))
 
 
@@ -432,6 +475,16 @@ def arrange(rows: list[Row], by: str, key: str = DEFAULT_SORT, reverse: bool = F
 
 def trend_key(row: Row):
     return (row.group, row.key)
+
+
+def tick_time(entries) -> tuple[int, int]:
+    """Time spent in timed operations (ns) and how many there were, over every entry of a tick."""
+    ns = timed = 0
+    for e in entries:
+        if e.timed is not NO_TIME:
+            ns += sum(e.lat_ns)
+            timed += sum(e.timed)
+    return ns, timed
 
 
 def tick_bytes(entries) -> tuple[int, int]:

@@ -83,6 +83,8 @@ class StartInfo:
     filters: dict = field(default_factory=dict)     # "pids", "comms", "cgroups", "containers", "pods": as asked
     bytes: bool = True              # the backend knows the bytes each read and write moved
     blind_spots: list[str] = field(default_factory=list)     # what the backend cannot see
+    latency: bool = True            # the backend times opens, reads, writes and syncs (latency_us)
+    slower_than_ns: int | None = None   # trace --slower-than: only timed operations at least this slow
 
 
 @dataclass

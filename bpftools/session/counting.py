@@ -53,6 +53,7 @@ class CountingSession(Session):
     def collect(self) -> Tick:
         """Drain the counters: everything counted since the last call, named."""
         entries = self.counters.swap()
+        hists = self.counters.hists         # drained by the same swap
         now = time.monotonic()
         self.probe.poll(0)              # the names of every key just drained are in the buffer now
         overflow = tuple(self.counters.overflow())
@@ -62,15 +63,19 @@ class CountingSession(Session):
         names, globs, prefixes = self.file_names, self._globs, self.opts.path_prefixes
         by_names = bool(self.opts.containers or self.opts.pods)
         wanted: dict[int, bool] = {}
-        for e in entries:
-            if e.cgroup_id not in cgroup_paths:
-                info = self.cgmap.resolve(e.cgroup_id) if self.cgmap else None
-                path = cgroup_paths[e.cgroup_id] = info.path if info else None
+
+        def cgroup_wanted(cgid: int) -> bool:
+            if cgid not in cgroup_paths:
+                info = self.cgmap.resolve(cgid) if self.cgmap else None
+                path = cgroup_paths[cgid] = info.path if info else None
                 # the runtime's names are read here, into the cache the model and the views read
                 owner = self.names_of(path) if path is not None else None
-                wanted[e.cgroup_id] = ((not globs or self.cgroup_path_wanted(path))
-                                       and (not by_names or (owner is not None and self.names_wanted(owner))))
-            if not wanted[e.cgroup_id]:
+                wanted[cgid] = ((not globs or self.cgroup_path_wanted(path))
+                                and (not by_names or (owner is not None and self.names_wanted(owner))))
+            return wanted[cgid]
+
+        for e in entries:
+            if not cgroup_wanted(e.cgroup_id):
                 continue
             if e.file and e.file not in files:
                 name = names.get(e.file)
@@ -81,6 +86,7 @@ class CountingSession(Session):
             if prefixes and not self._path_wanted(files.get(e.file, "")):
                 continue
             kept.append(e)
+        hists = [h for h in hists if cgroup_wanted(h.cgroup_id)]
         elapsed, self._collected = now - self._collected, now
         lost, self._lost_delivered = self.totals.lost - self._lost_delivered, self.totals.lost
         ppids = {}
@@ -92,6 +98,7 @@ class CountingSession(Session):
             ts=self._offset + now, elapsed=elapsed, entries=kept, ppids=ppids,
             cgroups={cgid: path or unknown_path(cgid) for cgid, path in cgroup_paths.items()},
             files=files, overflow=overflow, lost=lost, uptime=time.clock_gettime(time.CLOCK_BOOTTIME),
+            hists=hists,
             tracked=sum(1 for info in self.cgmap.entries() if info.alive) if self.cgmap else 0,
         )
 

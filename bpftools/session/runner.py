@@ -188,7 +188,8 @@ class Session:
             failed=self.opts.failed, command=tuple(self.opts.command),
             filters={"pids": list(self.opts.pids), "comms": list(self.opts.comms), "cgroups": list(self.opts.cgroups),
                      "containers": list(self.opts.containers), "pods": list(self.opts.pods)},
-            bytes=rep.moves_bytes, blind_spots=list(rep.blind_spots),
+            bytes=rep.moves_bytes, blind_spots=list(rep.blind_spots), latency=rep.times,
+            slower_than_ns=self.opts.slower_than_ns,
         )
 
     # --- what subclasses extend ------------------------------------------------------

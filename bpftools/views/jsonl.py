@@ -90,7 +90,8 @@ class JsonSink(StreamSink):
             "events": list(info.events), "tracepoints": info.tracepoints, "skipped": info.skipped,
             "missing_syscalls": info.missing_syscalls, "cgroup_sources": info.cgroup_sources,
             "command_cgroup": info.command_cgroup, "backend_reasons": info.backend_reasons,
-            "armed": info.armed, "failed": info.failed, "bytes": info.bytes, "blind_spots": info.blind_spots,
+            "armed": info.armed, "failed": info.failed, "bytes": info.bytes, "latency": info.latency,
+            "slower_than_us": latency_us(info.slower_than_ns), "blind_spots": info.blind_spots,
             "command": list(info.command), "filters": info.filters,
         })
 

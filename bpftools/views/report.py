@@ -30,17 +30,21 @@ from bpftools.escape import decode_fs, terminal_safe
 from bpftools.model import Aggregator
 from bpftools.model.fields import BY_NAME, BYTE_FIELDS
 from bpftools.session.contract import CountSink
-from bpftools.views.tables import cgroup_name, events_dict, human, row_record, rows_table, spark
-from bpftools.views.text import human_bytes
+from bpftools.views.tables import cgroup_name, events_dict, human, row_record, rows_table, spark, time_record
+from bpftools.views.text import human_bytes, human_time
 
-TABLES = ("cgroup", "process", "file", "dir", "event", "errno", "lifecycle", "timeline")
+TABLES = ("cgroup", "process", "file", "dir", "event", "errno", "lifecycle", "timeline", "latency", "slowest")
 ROW_TABLES = ("cgroup", "process", "file", "dir", "event")
 JSON_KEYS = {"cgroup": "cgroups", "process": "processes", "file": "files", "dir": "dirs", "event": "event_types",
-             "errno": "errors", "lifecycle": "cgroup_lifecycle", "timeline": "timeline"}
+             "errno": "errors", "lifecycle": "cgroup_lifecycle", "timeline": "timeline", "latency": "latency",
+             "slowest": "slowest_files"}
 TITLES = {"cgroup": "Cgroups (tree; each row includes the cgroups below it)", "process": "Processes",
           "file": "Files", "dir": "Directories (files directly in them)", "event": "Event types",
           "errno": "Failed operations", "lifecycle": "Cgroups created or removed during the run",
-          "timeline": "Events over time"}
+          "timeline": "Events over time",
+          "latency": "Latency per cgroup and event type",
+          "slowest": "Slowest files (mean time of an operation)"}
+HISTOGRAMS_SHOWN = 5        # text and SVG histograms: the slowest (cgroup, event) pairs
 CHART_SERIES = 5
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")
 REPORT_WIDTH = 120          # of the SVG/HTML rendering and of a report in a pipe
@@ -58,6 +62,7 @@ class ReportMeta:
     source: dict | None = None          # report --from: the trace file and what it recorded (REPORT JSON)
     notes: tuple[str, ...] = ()         # what the counts leave out, said below the tables
     bytes: bool = True          # the backend knows the bytes each read and write moved
+    latency: bool = True        # the backend times opens, reads, writes and syncs
 
 
 @dataclass
@@ -79,6 +84,8 @@ class Report:
     sort: str = model.DEFAULT_SORT
     moved: tuple[int, int] = (0, 0)                               # bytes read, written in the run
     bytes_points: list[tuple[int, int]] = ()                      # bytes read, written per point
+    latency: list[model.Latency] = ()                             # per (cgroup, event), slowest p99 first
+    slowest: list[model.Row] = ()                                 # file rows, slowest mean first
 
     @property
     def duration(self) -> float:
@@ -113,12 +120,15 @@ def build(agg: Aggregator, meta: ReportMeta, top: int = 10, by: tuple[str, ...] 
     totals, failed = agg.run_totals()
     end = agg.end_ts if agg.end_ts is not None else time.time()
     bytes_points = [(r, w) for _, _, r, w in agg.bytes_timeline]   # merged as the timeline is: same points
+    files = [r for r in model.group_rows(entries, "file", agg.cgroups, agg.files) if r.timed]
     return Report(
         meta=meta, start=agg.first_ts if agg.first_ts is not None else end, end=end, totals=totals,
         failed=failed, lost=agg.lost, overflow=sum(agg.overflow), tables=tables,
         errors=_cut(agg.errors(), top), lifecycle=_cut(lifecycle, top), series=series,
         points=[(p[0], p[1]) for p in series_points], top=top, by=by, sort=sort,
         moved=tuple(agg.bytes_total), bytes_points=bytes_points,
+        latency=_cut(model.latencies(agg.hists, agg.cgroups), top),
+        slowest=_cut(model.sort_rows(files, "avg_us"), top),
     )
 
 
@@ -164,9 +174,29 @@ def document(rep: Report, text=decode_fs) -> dict:
         "read_bytes": [r for r, _ in rep.bytes_points] if rep.meta.bytes else None,
         "write_bytes": [w for _, w in rep.bytes_points] if rep.meta.bytes else None,
     }
+    doc["latency"] = [latency_record(lat, text) for lat in rep.latency] if rep.meta.latency else None
+    doc["slowest_files"] = ([dict(path=text(r.key), busiest_cgroup=text(r.cgroup) if r.cgroup else None,
+                                  timed=r.timed, **time_record(r.lat_ns, r.timed)) for r in rep.slowest]
+                            if rep.meta.latency else None)
     doc["source"] = rep.meta.source
     doc["notes"] = list(rep.meta.notes)
     return doc
+
+
+def _us(ns: float) -> float:
+    return round(ns / 1000, 3)
+
+
+def latency_record(lat: model.Latency, text=decode_fs) -> dict:
+    """One (cgroup, event) of REPORT JSON latency: count, p50/p99/max and the histogram's buckets with a count."""
+    buckets = []
+    for b, c in enumerate(lat.buckets):
+        if c:
+            low, high = model.bucket_bounds(b)
+            buckets.append({"from_us": _us(low), "to_us": None if high is None else _us(high), "count": c})
+    return {"cgroup": text(lat.cgroup), "name": text(cgroup_name(lat.cgroup)), "event": lat.event,
+            "count": lat.count, "p50_us": _us(lat.percentile(50)), "p99_us": _us(lat.percentile(99)),
+            "max_us": _us(lat.max_ns), "histogram": buckets}
 
 
 def write_json(rep: Report, out) -> None:
@@ -200,6 +230,14 @@ def csv_tables(rep: Report) -> dict[str, list[dict]]:
                     rec.update(read_bytes=rep.bytes_points[i][0], write_bytes=rep.bytes_points[i][1])
                 recs.append(rec)
             out["timeline"] = recs
+        elif g == "latency":
+            out["latency"] = [dict({k: v for k, v in r.items() if k != "histogram"},
+                                   histogram=" ".join("%s-%s:%d" % (h["from_us"], "" if h["to_us"] is None
+                                                                    else h["to_us"], h["count"])
+                                                      for h in r["histogram"]))
+                              for r in doc["latency"] or ()]
+        elif g == "slowest":
+            out["slowest_files"] = list(doc["slowest_files"] or ())
         else:
             out[JSON_KEYS[g]] = [flatten(r) for r in doc[JSON_KEYS[g]]]
     return out
@@ -290,9 +328,39 @@ def renderables(rep: Report, width: int) -> list:
                                  human(max(rates(c, points), default=0.0)),
                                  Text(spark(fit(rates(c, points), spark_w), spark_w), style="bold"))
                                 for (_, name, counts), c in zip(rep.series, series)]))
+        elif g == "latency" and rep.meta.latency:
+            out.append(_simple(TITLES[g], [("cgroup", "left"), ("event", "left"), ("count", "right"),
+                                           ("p50", "right"), ("p99", "right"), ("max", "right")],
+                               [(terminal_safe(cgroup_name(lat.cgroup)), lat.event, str(lat.count),
+                                 human_time(lat.percentile(50)), human_time(lat.percentile(99)),
+                                 human_time(lat.max_ns)) for lat in rep.latency]))
+            out += [histogram_text(lat, width) for lat in rep.latency[:HISTOGRAMS_SHOWN]]
+        elif g == "slowest" and rep.meta.latency:
+            out.append(rows_table(list(rep.slowest), "file", width, sort="avg_us", failed=False, title=TITLES[g],
+                                  moved=False))
     if rep.meta.notes:
         out.append(Group(*[Text("note: " + terminal_safe(n), style="bold") for n in rep.meta.notes]))
     return out
+
+
+BAR_WIDTH = 40
+
+
+def histogram_text(lat: model.Latency, width: int = 120) -> Text:
+    """One (cgroup, event)'s histogram as text bars, as bcc's *dist tools print theirs."""
+    t = Text()
+    t.append("%s in %s: %d timed, max %s\n" % (lat.event, terminal_safe(cgroup_name(lat.cgroup)), lat.count,
+                                               human_time(lat.max_ns)), style="bold")
+    shown = lat.shown_buckets()
+    top = max((c for _, c in shown), default=0) or 1
+    bar_w = max(10, min(BAR_WIDTH, width - 40))
+    t.append("  %19s  %9s  distribution\n" % ("time", "count"), style="dim")
+    for b, c in shown:
+        low, high = model.bucket_bounds(b)
+        span = "%7s -> %-7s" % (human_time(low), human_time(high) if high is not None else "")
+        bar = "█" * round(c / top * bar_w) if c else ""
+        t.append("  %19s  %9d  |%-*s|\n" % (span, c, bar_w, bar))
+    return t
 
 
 PARTIAL = 0.5       # a timeline point shorter than this share of the usual one is a partial tick
@@ -384,14 +452,76 @@ def bytes_chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
                        width, height, left=84)
 
 
+def latency_chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
+    """The latency histograms of the slowest (cgroup, event) pairs: operations per log2 bucket of time, as bars
+    side by side in each bucket, as a standalone <svg> element."""
+    shown = list(rep.latency[:HISTOGRAMS_SHOWN])
+    left, right, top, bottom = 64, 220, 34, 44
+    pw, ph = width - left - right, height - top - bottom
+    used = [b for lat in shown for b, c in enumerate(lat.buckets) if c]
+    first, last = (min(used), max(used)) if used else (0, 0)
+    nb = last - first + 1
+    ymax = max((c for lat in shown for c in lat.buckets), default=0) or 1
+    step = nice_step(ymax)
+    ticks = max(1, math.ceil(ymax / step))
+    ymax = step * ticks
+    esc = html.escape
+    parts = [
+        '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
+        'font-family="DejaVu Sans, Arial, sans-serif" font-size="12">' % (width, height, width, height),
+        '<rect width="100%" height="100%" fill="#ffffff"/>',
+        '<text x="%d" y="18" font-size="14" font-weight="bold" fill="#222">%s</text>'
+        % (left, esc("Latency histograms, slowest cgroups and event types (operations per log2 bucket)")),
+        '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>' % (left, top + ph, left + pw, top + ph),
+        '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>' % (left, top, left, top + ph),
+    ]
+    for i in range(ticks + 1):
+        y = top + ph - ph * i / ticks
+        parts.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (left, y, left + pw, y))
+        parts.append('<text x="%d" y="%.1f" text-anchor="end" fill="#444">%s</text>'
+                     % (left - 6, y + 4, esc(human(step * i))))
+    slot = pw / nb
+    bar = slot * 0.8 / max(1, len(shown))
+    label_every = max(1, math.ceil(nb / 8))
+    for i in range(nb):
+        if i % label_every == 0:
+            parts.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#444">%s</text>'
+                         % (left + slot * i, top + ph + 16, esc(human_time(model.bucket_bounds(first + i)[0]))))
+    parts.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#666">%s</text>'
+                 % (left + pw / 2, top + ph + 34, esc("time of one operation (bucket from)")))
+    for k, lat in enumerate(shown):
+        colour = PALETTE[k % len(PALETTE)]
+        for i in range(nb):
+            c = lat.buckets[first + i]
+            if c:
+                h = ph * c / ymax
+                parts.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s</title></rect>'
+                             % (left + slot * (i + 0.1) + bar * k, top + ph - h, bar, h, colour,
+                                esc("%d in %s -> %s" % ((c,) + tuple(
+                                    human_time(v) if v is not None else "" for v in model.bucket_bounds(first + i))))))
+        ly = top + 10 + 18 * k
+        parts.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (left + pw + 14, ly - 10, colour))
+        text = "%s %s" % (lat.event, terminal_safe(cgroup_name(lat.cgroup)))
+        parts.append('<text x="%d" y="%d" fill="#222">%s</text>'
+                     % (left + pw + 32, ly, esc(text if len(text) <= 28 else text[:13] + "…" + text[-14:])))
+    if not shown:
+        parts.append('<text x="%d" y="%d" fill="#888">nothing timed</text>' % (left + 10, top + ph // 2))
+    parts.append('</svg>')
+    return "\n".join(parts)
+
+
 CHART_STEP = 270        # pixels from one chart's top to the next one's
 
 
 def charts(rep: Report) -> list[str]:
-    """The pictures above the tables: events over time, and bytes over time when the backend knows them."""
-    if "timeline" not in rep.by:
-        return []
-    return [chart_svg(rep)] + ([bytes_chart_svg(rep)] if rep.meta.bytes else [])
+    """The pictures above the tables: events over time, and bytes over time when the backend knows them;
+    the latency histograms when anything was timed."""
+    out = []
+    if "timeline" in rep.by:
+        out += [chart_svg(rep)] + ([bytes_chart_svg(rep)] if rep.meta.bytes else [])
+    if "latency" in rep.by and rep.meta.latency and rep.latency:
+        out.append(latency_chart_svg(rep))
+    return out
 
 
 def _line_chart(rep: Report, title: str, series: list[tuple[str, list[int]]], label, width: int, height: int,
@@ -553,6 +683,22 @@ def sparkline_svg(values: list[float], width: int = 240, height: int = 28, colou
             % (width, height, width, height, height - 2, width, height - 2, colour, pts))
 
 
+def sparkline_bars(lat: model.Latency, width: int = 240, height: int = 28, colour: str = PALETTE[0]) -> str:
+    """A small bar chart of one histogram's buckets (from its first to its last bucket with a count)."""
+    shown = lat.shown_buckets()
+    if not shown:
+        return ""
+    top = max(c for _, c in shown) or 1
+    w = width / len(shown)
+    bars = "".join('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s</title></rect>'
+                   % (w * i + 0.5, height - 1 - (height - 2) * c / top, max(1.0, w - 1), (height - 2) * c / top,
+                      colour, html.escape("%d from %s" % (c, human_time(model.bucket_bounds(b)[0]))))
+                   for i, (b, c) in enumerate(shown) if c)
+    return ('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d">'
+            '<line x1="0" y1="%d" x2="%d" y2="%d" stroke="#ccc"/>%s</svg>'
+            % (width, height, width, height, height - 1, width, height - 1, bars))
+
+
 class _Html:
     """One sortable HTML table: text cells escaped (terminal_safe, then HTML), numbers with their exact value."""
 
@@ -572,6 +718,8 @@ class _Html:
                     out.append("<td>%s</td>" % v)
                 elif kind == "seconds":
                     out.append('<td class="num" data-v="%s">%s</td>' % (v, _seconds(v)))
+                elif kind == "time":            # ns, shown as ns, us, ms, s
+                    out.append('<td class="num" data-v="%s">%s</td>' % (v, human_time(v)))
                 elif kind == "id":
                     out.append('<td class="num" data-v="%d">%d</td>' % (v, v))
                 elif kind == "bytes":           # shown as KiB, MiB; sorted and titled exact
@@ -641,6 +789,21 @@ def html_tables(rep: Report) -> list[str]:
                 t.row([life["path"], _when(life["created"]), _when(life["removed"]),
                        ("seconds", life["lifetime_s"]) if life["lifetime_s"] is not None else ("html", "-"),
                        life["events"]])
+        elif g == "latency":
+            t = _Html(TITLES[g], [("cgroup", False), ("event", False), ("count", True), ("p50", True),
+                                  ("p99", True), ("max", True), ("histogram", False)],
+                      "Times from entry to return of the syscall, counted in the kernel per log2 bucket; p50 "
+                      "and p99 are the upper bound of their bucket.")
+            for lat, r in zip(rep.latency, doc["latency"] or ()):
+                t.row([terminal_safe(r["name"]), r["event"], r["count"], ("time", lat.percentile(50)),
+                       ("time", lat.percentile(99)), ("time", lat.max_ns),
+                       ("html", sparkline_bars(lat))])
+        elif g == "slowest":
+            t = _Html(TITLES[g], [("path", False), ("busiest cgroup", False), ("timed", True), ("time", True),
+                                  ("mean", True)])
+            for r in rep.slowest:
+                t.row([terminal_safe(r.key), terminal_safe(r.cgroup or ""), r.timed, ("time", r.lat_ns),
+                       ("time", r.lat_ns / r.timed)])
         elif g == "timeline":
             points, series = whole_points(rep.points, [c for _, _, c in rep.series])
             t = _Html(TITLES[g], [("cgroup", False), ("events", True), ("mean /s", True), ("peak /s", True),

@@ -17,13 +17,15 @@ from bpftools.abi import EVENT_NAMES
 from bpftools.cgroups.names import display_name
 from bpftools.cgroups.runtimes import named
 from bpftools.escape import decode_fs, terminal_safe
-from bpftools.model.fields import BY_NAME, BYTE_FIELDS, FIELDS
-from bpftools.views.text import human_bytes, shorten_middle
+from bpftools.model.fields import BY_NAME, BYTE_FIELDS, FIELDS, TIME_FIELDS
+from bpftools.views.text import human_bytes, human_time, shorten_middle
 
 SPARKS = "▁▂▃▄▅▆▇█"
 NAME_MIN = 24           # the name column never gets narrower than this
 NUM_WIDTH = 6
 BYTES_WIDTH = 8         # "12.3 MiB"
+TIME_WIDTH = 7          # "12.3 ms", "1.50 s", "105.2%"
+TIME_COLS_FROM = {"time_us": 100, "avg_us": 120}    # terminal width from which each time column is shown
 TREND_MAX = model.HISTORY
 # Which event-class columns survive on a narrow terminal, most wanted first.
 CLASS_PRIORITY = ("open", "write", "read", "create", "delete", "rename", "close", "attrib", "exec")
@@ -102,6 +104,18 @@ def sort_columns(by: str, failed: bool) -> tuple[str, ...]:
     return ("name",) + model.CLASS_NAMES + ("total",) + (("failed",) if failed else ())
 
 
+def time_cell(row: model.Row, name: str, per: float | None) -> str:
+    """A time column: avg_us as a time; time_us as a time, or with per (seconds of wall time) as a share of it."""
+    if not row.timed:
+        return "-"
+    if name == "avg_us":
+        return human_time(row.lat_ns / row.timed)
+    if per:
+        share = row.lat_ns / 1e9 / per * 100
+        return "%.0f%%" % share if share >= 99.5 else "%.1f%%" % share
+    return human_time(row.lat_ns)
+
+
 def row_label(row: model.Row, width: int) -> str:
     """A row's name, safe for a terminal and shortened in the middle to width."""
     if row.group == "cgroup":
@@ -118,10 +132,11 @@ def _cell(text: str, width: int, right: bool) -> str:
 def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None = None,
                sort: str = model.DEFAULT_SORT, reverse: bool = False, selected: int | None = None,
                trends: dict | None = None, failed: bool = False, title: str | None = None,
-               empty: str | None = None, moved: bool = True) -> Group:
+               empty: str | None = None, moved: bool = True, timed: bool = True) -> Group:
     """Rows as a table fitted to width: rates (shortened) when per (seconds) is given, else exact counts.
 
     moved: show the bytes read and written (rbytes, wbytes: per second with per, else totals).
+    timed: show the time of the timed operations (time: a share of per, else a total; avg).
 
     Laid out here, one Text per line, column by column: a report of 10k rows
     renders in a moment, where a rich Table takes half a minute.
@@ -138,8 +153,10 @@ def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None 
     elif by == "process" and width >= 100:
         extra_cols = [("parent", 7), ("cgroup", min(28, (width - 78) // 2))]
     byte_cols = BYTE_FIELDS if moved else ()
+    # the time columns on a terminal wide enough; the one sorted by, always
+    time_cols = tuple(f for f in TIME_FIELDS if timed and (width >= TIME_COLS_FROM[f] or f == sort))
     fixed = ((num_w + 1) * (1 + failed) + (trend_w + 1 if show_trend else 0) + sum(w + 1 for _, w in extra_cols)
-             + (BYTES_WIDTH + 1) * len(byte_cols))
+             + (BYTES_WIDTH + 1) * len(byte_cols) + (TIME_WIDTH + 1) * len(time_cols))
     classes = () if by == "event" else fit_classes(width, fixed, num_w, sort)
     name_w = max(name_min(width), width - fixed - len(classes) * (num_w + 1) - 1)
 
@@ -149,6 +166,7 @@ def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None 
     columns += [(c, num_w, True) for c in classes] + [("total", num_w, True)]
     columns += [("fail", num_w, True)] if failed else []
     columns += [(BY_NAME[f].column, BYTES_WIDTH, True) for f in byte_cols]
+    columns += [(BY_NAME[f].column, TIME_WIDTH, True) for f in time_cols]
     columns += [("trend", trend_w, False)] if show_trend else []
     sorted_col = HEADINGS[by] if sort == "name" else BY_NAME[sort].column
     head = Text(no_wrap=True, overflow="crop")
@@ -181,6 +199,8 @@ def rows_table(rows: list[model.Row], by: str, width: int, *, per: float | None 
         for f in byte_cols:
             n = getattr(row, f)
             line.append(" " + _cell(human_bytes(n / per if per else n), BYTES_WIDTH, True), style="" if n else "dim")
+        for f in time_cols:
+            line.append(" " + _cell(time_cell(row, f, per), TIME_WIDTH, True), style="" if row.timed else "dim")
         if show_trend:
             line.append(" " + spark(trends.get(model.trend_key(row), []), trend_w))
         if i == selected:
@@ -199,11 +219,23 @@ def _opt(text, name: str | None) -> str | None:
     return None if name is None else text(name)
 
 
-def row_record(row: model.Row, text=decode_fs, moved: bool = True) -> dict:
+def _us(ns: int) -> float:
+    return round(ns / 1000, 3)
+
+
+def time_record(lat_ns: int, timed: int, known: bool = True, prefix: str = "") -> dict:
+    """time_us (the time of the timed operations) and avg_us (per operation; null when none was timed)."""
+    if not known:
+        return {prefix + "time_us": None, prefix + "avg_us": None}
+    return {prefix + "time_us": _us(lat_ns), prefix + "avg_us": _us(lat_ns / timed) if timed else None}
+
+
+def row_record(row: model.Row, text=decode_fs, moved: bool = True, timed: bool = True) -> dict:
     """A row as a JSON object / CSV line: stable keys per grouping (see docs/top-report.md).
 
     text renders names: decode_fs (exact, the default) for JSON, terminal_safe for CSV.
-    Bytes (read_bytes, write_bytes) are null when the backend cannot know them (moved=False).
+    Bytes (read_bytes, write_bytes) are null when the backend cannot know them (moved=False),
+    times (time_us, avg_us) when it cannot time operations (timed=False).
     """
     rec: dict = {}
     if row.group == "cgroup":
@@ -226,9 +258,12 @@ def row_record(row: model.Row, text=decode_fs, moved: bool = True) -> dict:
         own = row.extra["own"]
         rec.update(total=sum(own), failed=row.extra["own_failed"], events=events_dict(own))
         rec.update({f: row.extra.get("own_" + f, 0) if moved else None for f in BYTE_FIELDS})
+        rec.update(time_record(row.extra.get("own_lat_ns", 0), row.extra.get("own_timed", 0), timed))
         rec.update(subtree_total=row.total, subtree_failed=row.failed, subtree_events=events_dict(row.counts))
         rec.update({"subtree_" + f: getattr(row, f) if moved else None for f in BYTE_FIELDS})
+        rec.update(time_record(row.lat_ns, row.timed, timed, "subtree_"))
     else:
         rec.update(total=row.total, failed=row.failed, events=events_dict(row.counts))
         rec.update({f: getattr(row, f) if moved else None for f in BYTE_FIELDS})
+        rec.update(time_record(row.lat_ns, row.timed, timed))
     return rec

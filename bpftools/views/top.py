@@ -277,9 +277,9 @@ def header(snap: Snapshot, meta: Meta, state: ViewState, interactive: bool = Tru
     return Group(*lines)
 
 
-LEGEND = ("open read write close create delete rename attrib exec: the events of each class (write: writes, "
-          "truncates; delete: unlinks, rmdirs; attrib: chmod, chown, utimes, xattrs); total: all; fail: "
-          "failed (--failed); rbytes wbytes: bytes read, written; trend: events/s, last %d ticks."
+LEGEND = ("open read write close create delete rename attrib exec: events per class (write: + truncates; "
+          "delete: + rmdirs; attrib: chmod, chown, utimes, xattrs); total: all; fail: failed (--failed); "
+          "rbytes wbytes: bytes read, written; time avg: I/O time (%% of wall), mean; trend: last %d ticks."
           % model.HISTORY)
 
 

@@ -28,7 +28,7 @@ def test_document_has_stable_keys_and_the_run_totals():
     doc = json.loads(json.dumps(report.document(sample())))
     assert list(doc) == ["type", "version", "scope", "backend", "kernel", "start", "end", "duration_s", "top",
                          "sort", "totals", "cgroups", "processes", "files", "dirs", "event_types", "errors",
-                         "cgroup_lifecycle", "timeline", "source", "notes"]
+                         "cgroup_lifecycle", "timeline", "latency", "slowest_files", "source", "notes"]
     assert doc["scope"] == {"command": ["make", "-j2"], "command_cgroup": "/fstrace-run-1", "exit_status": 3,
                             "filters": []}
     assert doc["totals"]["events"] == 4 * 402 and doc["totals"]["failed"] == 28
@@ -46,7 +46,7 @@ def test_document_rows_attribute_to_cgroups_and_processes():
     worker = next(p for p in doc["processes"] if p["pid"] == 43)
     assert worker == {"pid": 43, "comm": "worker", "cgroup": NESTED, "total": 200, "failed": 0,
                       "events": {**{k: 0 for k in model.EVENT_NAMES}, "modify": 200},
-                      "read_bytes": 0, "write_bytes": 4 * 50 * 512}
+                      "read_bytes": 0, "write_bytes": 4 * 50 * 512, "time_us": 0.0, "avg_us": None}
     assert (web["read_bytes"], web["write_bytes"]) == (4 * 60 * 4096, 4 * 200 * 100)
     assert web["subtree_write_bytes"] == 4 * (200 * 100 + 50 * 512)
     assert doc["totals"]["read_bytes"] == 4 * (60 * 4096 + 10 * 8192)
@@ -108,7 +108,8 @@ def test_terminal_report_has_every_table_and_the_header():
         assert title in out
     assert "ENOENT" in out and "2.2 s" in out
     nginx = next(line for line in out.splitlines() if line.startswith("nginx[42]"))
-    assert nginx.split()[-6:] == ["1280", "28", "960", "KiB", "78.1", "KiB"]   # exact counts, not 1.3k
+    # exact counts, not 1.3k; nothing timed
+    assert nginx.split()[-8:] == ["1280", "28", "960", "KiB", "78.1", "KiB", "-", "-"]
 
 
 def test_by_picks_tables():
