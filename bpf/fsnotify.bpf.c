@@ -34,6 +34,14 @@
  * FST_F_NO_BYTES, as do all access and modify events without
  * FST_BYTES_EXIT.
  *
+ * Latency (FST_LATENCY): raw_syscalls:sys_enter notes when each thread
+ * entered a timed syscall (FST_TIMED: the opens, the read and write
+ * families, fsync, fdatasync) in `starts`; the open and create events an
+ * open makes wait in `pending` too, and every waiting event goes on at
+ * sys_exit with the syscall's time (FST_F_TIMED, lat_ns).  fsync and
+ * fdatasync make no fsnotify event: their sync event is built at sys_enter
+ * from the fd's file and waits likewise.
+ *
  * Stacking filesystems (overlayfs) open, read and write their backing files
  * through private mounts; those events repeat the stacked file's and are
  * dropped.  Kernel structs are read at offsets from the running kernel's BTF
@@ -57,13 +65,17 @@ struct fst_mount {
 };
 BPF_F_TABLE("hash", u32, struct fst_mount, mounts, FST_MOUNTS_MAX, BPF_F_NO_PREALLOC);
 
-#ifdef FST_BYTES_EXIT
+#if defined(FST_BYTES_EXIT) || defined(FST_LATENCY)
+#define FST_HOLD                     /* events wait in pending for their syscall's sys_exit */
+#endif
+#ifdef FST_HOLD
 #ifndef FST_PENDING_MAX
 #define FST_PENDING_MAX 4096
 #endif
 struct fst_pending_key {
 	u32 tid;
-	u32 op;                      /* FST_EV_ACCESS or FST_EV_MODIFY */
+	u32 op;                      /* FST_EV_MODIFY for a modify event, else FST_EV_ACCESS (at most one
+				      * other event waits per syscall: access, open, create or sync) */
 };
 /* events waiting for their syscall's return value; memory only while one waits */
 BPF_F_TABLE("hash", struct fst_pending_key, struct fst_event, pending, FST_PENDING_MAX, BPF_F_NO_PREALLOC);
@@ -234,48 +246,138 @@ static __always_inline int fst_fsnotify(u32 mask, const void *data, int data_typ
 		e->len2 = len;
 	else
 		e->len1 = len;
-#ifdef FST_BYTES_EXIT
+#ifdef FST_HOLD
 	/*
 	 * Decided on the record's own fields, not on op: a branch on op would
 	 * make the verifier tell apart (and walk) every path per event type.
 	 */
-	if ((e->flags & FST_F_NO_BYTES) && FST_MOVES_BYTES(e->syscall)) {
+	int hold = 0;
+#ifdef FST_BYTES_EXIT
+	hold = (e->flags & FST_F_NO_BYTES) && FST_MOVES_BYTES(e->syscall);
+#endif
+#ifdef FST_LATENCY
+	/* the open and create events of an open, the access and modify events of reads and writes */
+	hold |= (FST_OPENS(e->syscall) && ((FST_OPEN_OPS >> (e->op & 15)) & 1)) ||
+		(FST_MOVES_BYTES(e->syscall) && ((FST_BYTES_OPS >> (e->op & 15)) & 1));
+#endif
+	if (hold) {
 		/* a leftover of this thread (its sys_exit came before we attached) is replaced */
-		struct fst_pending_key k = {.tid = tid, .op = e->op};
+		struct fst_pending_key k = {.tid = tid, .op = e->op == FST_EV_MODIFY ? FST_EV_MODIFY : FST_EV_ACCESS};
+		u32 had = e->flags;
 		e->flags &= ~FST_F_NO_BYTES;
 		if (pending.update(&k, e) == 0)
 			return 0;
-		e->flags |= FST_F_NO_BYTES;
+		e->flags = had;
 	}
 #endif
 	fst_file(e);
 	return 0;
 }
 
-#ifdef FST_BYTES_EXIT
-static __always_inline void fst_pending_done(struct fst_pending_key *k, long nr, long ret)
+#ifdef FST_HOLD
+static __always_inline void fst_pending_done(struct fst_pending_key *k, long nr, long ret, u64 lat)
 {
 	struct fst_event *e = pending.lookup(k);
 	if (!e)
 		return;
-	if (e->syscall == (u32)nr)
+	if (e->syscall == (u32)nr) {
 		e->ret = ret;
-	else
+		if (lat) {
+			e->lat_ns = lat;
+			e->flags |= FST_F_TIMED;
+		}
+	} else {
 		e->flags |= FST_F_NO_BYTES;
+	}
 	fst_file(e);
 	pending.delete(k);
 }
 
-/* The syscall behind waiting access and modify events returns: they go on, with its return value. */
+#ifdef FST_LATENCY
+struct fst_start {
+	u64 ts;                      /* bpf_ktime_get_ns() at sys_enter */
+	u32 nr;
+	u32 pad;
+};
+BPF_HASH(starts, u32, struct fst_start, FST_PENDING_MAX);
+
+/* fsync(fd), fdatasync(fd): the sync event, named now, waits for sys_exit */
+static __always_inline void fst_sync_enter(u32 tid, long nr, s32 fd)
+{
+	const void *file = fst_fd_file(fd);
+	if (!fst_file_on_path(file))
+		return;
+	void *mnt = fst_real_mount(fst_ptr(file, FST_OFF_FILE_F_PATH + FST_OFF_PATH_MNT));
+	void *dentry = fst_ptr(file, FST_OFF_FILE_F_PATH + FST_OFF_PATH_DENTRY);
+	if (fst_ptr(mnt, FST_OFF_MOUNT_MNT_NS) == FST_MNT_NS_INTERNAL)
+		return;
+	struct fst_mount *fs = fst_sb_mount(dentry);
+	if (!fs || !fs->traced)
+		return;
+	struct fst_pathbuf *pb = fst_pathbuf();
+	struct fst_event *e = fst_record(FST_REC_FILE, FST_EV_SYNC);
+	if (!pb || !e)
+		return;
+	e->syscall = nr;
+	e->fd = fd;
+	u32 len = fst_build(pb, dentry, mnt, 0);
+	if (!pb->complete)
+		e->dirfd = FST_NO_DIRFD;
+	fst_put_name(e, 0, pb, len);
+	e->len1 = len;
+	struct fst_pending_key k = {.tid = tid, .op = FST_EV_ACCESS};
+	if (pending.update(&k, e) != 0)
+		fst_file(e);                 /* no room to wait: sent now, not timed */
+}
+
+/* A thread enters a timed syscall: when. */
+TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+{
+	long nr = args->id;
+	if (!FST_TIMED(nr))
+		return 0;
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!fst_task_wanted(pid_tgid >> 32))
+		return 0;
+	u32 tid = (u32)pid_tgid;
+	struct fst_start s = {.ts = bpf_ktime_get_ns(), .nr = nr};
+	starts.update(&tid, &s);
+	if ((nr == 74 || nr == 75) && fst_event_wanted(FST_EV_SYNC)) {     /* fsync, fdatasync */
+		long fd = 0;
+		bpf_probe_read_kernel(&fd, sizeof(fd), &args->args[0]);
+		fst_sync_enter(tid, nr, fd);
+	}
+	return 0;
+}
+#endif
+
+/* The syscall behind waiting events returns: they go on, with its return value (and time). */
 TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 {
 	long nr = args->id;
+#ifdef FST_LATENCY
+	if (!FST_TIMED(nr))
+		return 0;
+#else
 	if (!FST_MOVES_BYTES(nr))
 		return 0;
-	struct fst_pending_key k = {.tid = (u32)bpf_get_current_pid_tgid(), .op = FST_EV_ACCESS};
-	fst_pending_done(&k, nr, args->ret);
+#endif
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u64 lat = 0;
+#ifdef FST_LATENCY
+	struct fst_start *s = starts.lookup(&tid);
+	if (s) {
+		if (s->nr == (u32)nr) {
+			lat = bpf_ktime_get_ns() - s->ts;
+			lat = lat ? lat : 1;
+		}
+		starts.delete(&tid);
+	}
+#endif
+	struct fst_pending_key k = {.tid = tid, .op = FST_EV_ACCESS};
+	fst_pending_done(&k, nr, args->ret, lat);
 	k.op = FST_EV_MODIFY;
-	fst_pending_done(&k, nr, args->ret);
+	fst_pending_done(&k, nr, args->ret, lat);
 	return 0;
 }
 #endif

@@ -116,7 +116,7 @@ struct fst_agg_val {
 /*
  * Latency histograms (FST_AGGREGATE): per (cgroup, event type), timed
  * operations per log2 bucket of their time in ns (bucket b: [2^b, 2^(b+1))
- * ns; the last one also holds everything slower), and the slowest.  Double
+ * ns; the last one also holds everything slower), their sum and the slowest.  Double
  * buffered like the counters (hist_a, hist_b, hist_slot).
  */
 #define FST_HIST_BUCKETS  40
@@ -129,6 +129,7 @@ struct fst_hist_key {
 
 struct fst_hist_val {
 	__u64 bucket[FST_HIST_BUCKETS];
+	__u64 sum_ns;                /* their summed time */
 	__u64 max_ns;                /* the slowest (two CPUs raising it at once: one of them) */
 };
 
@@ -153,9 +154,10 @@ struct fst_hist_val {
  * openat openat2), those that move bytes (FST_MOVES_BYTES) and fsync,
  * fdatasync.  bpftools/abi.py TIMED_SYSCALLS reads this list.
  */
+#define FST_OPENS(nr)   ((nr) == 2 || (nr) == 85 || (nr) == 257 || (nr) == 437)
+#define FST_OPEN_OPS    ((1 << FST_EV_OPEN) | (1 << FST_EV_CREATE))
 #define FST_TIMED(nr) \
-	((nr) == 2 || (nr) == 85 || (nr) == 257 || (nr) == 437 || \
-	 (nr) == 74 || (nr) == 75 || FST_MOVES_BYTES(nr))
+	(FST_OPENS(nr) || (nr) == 74 || (nr) == 75 || FST_MOVES_BYTES(nr))
 
 #define FST_HDR_SIZE  ((unsigned long)&((struct fst_event *)0)->data)
 

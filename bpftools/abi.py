@@ -107,15 +107,21 @@ def _moves_bytes() -> frozenset[int]:
 
 
 def _macro_numbers(macro: str) -> frozenset[int]:
+    """The syscall numbers a macro of bpf/fstrace.h compares nr with: its own lines (those its backslashes join)."""
     text = resources.files("bpftools.bpf").joinpath("fstrace.h").read_text()
-    block = text[text.index("#define %s(nr)" % macro):]
-    block = block[:block.index("\n\n")]
-    return frozenset(int(nr) for nr in re.findall(r"\(nr\) == (\d+)", block))
+    lines = text[text.index("#define %s(nr)" % macro):].split("\n")
+    own = []
+    for line in lines:
+        own.append(line)
+        if not line.rstrip().endswith("\\"):
+            break
+    return frozenset(int(nr) for nr in re.findall(r"\(nr\) == (\d+)", "\n".join(own)))
 
 
 _BYTES_NRS = _moves_bytes()
-# The syscalls whose time is measured: FST_TIMED of bpf/fstrace.h (its own numbers and FST_MOVES_BYTES).
-TIMED_SYSCALLS = frozenset(SYSCALL_NAMES[nr] for nr in _macro_numbers("FST_TIMED") | _BYTES_NRS)
+# The syscalls whose time is measured: FST_TIMED of bpf/fstrace.h (FST_OPENS, its own numbers, FST_MOVES_BYTES).
+TIMED_SYSCALLS = frozenset(SYSCALL_NAMES[nr] for nr in _macro_numbers("FST_OPENS") | _macro_numbers("FST_TIMED")
+                           | _BYTES_NRS)
 BYTES_SYSCALLS = frozenset(SYSCALL_NAMES[nr] for nr in _BYTES_NRS)
 _BYTES_OPS = frozenset({2, 3})      # access, modify
 
@@ -246,7 +252,7 @@ AGG_KEY = struct.Struct("=QQII")    # cgroup_id, file, pid, err
 # n[FST_EV_COUNT], read_bytes, write_bytes, lat_ns[FST_LAT_SLOTS], timed[FST_LAT_SLOTS], comm
 AGG_VALUE = struct.Struct("=%dQQQ%dQ%dQ%ds" % (len(EVENT_NAMES), LAT_SLOTS, LAT_SLOTS, COMM_LEN))
 HIST_KEY = struct.Struct("=QII")        # struct fst_hist_key: cgroup_id, op, pad
-HIST_VALUE = struct.Struct("=%dQQ" % HIST_BUCKETS)   # struct fst_hist_val: bucket[FST_HIST_BUCKETS], max_ns
+HIST_VALUE = struct.Struct("=%dQQQ" % HIST_BUCKETS)   # struct fst_hist_val: bucket[FST_HIST_BUCKETS], sum_ns, max_ns
 
 
 class Entry(NamedTuple):
@@ -270,6 +276,7 @@ class Hist(NamedTuple):
     cgroup_id: int
     op: int                 # EVENT_NAMES code
     buckets: tuple[int, ...]    # HIST_BUCKETS counts
+    sum_ns: int                 # their summed time
     max_ns: int
 
 

@@ -15,7 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from bpftools.abi import EVENT_NAMES
 from bpftools.errors import UsageError
-from bpftools.export.state import OVERFLOW, ExportState
+from bpftools.export.state import CGROUP_LABELS, OVERFLOW, ExportState, latency_buckets
 from bpftools.model import Tick
 from bpftools.session.contract import CountSink
 
@@ -73,6 +73,7 @@ class ExportSink(CountSink):
 
     def start(self, info, ts: float, pid: int) -> None:
         self.state.moved_bytes = info.bytes
+        self.state.timed = info.latency
 
     def cgroup(self, change) -> None:
         self.state.cgroup_change(change.action, change.path, time.monotonic())
@@ -92,7 +93,12 @@ class Collector:
 
     def collect(self):
         # here, not at the top: every fstrace command imports this module, and prometheus_client takes a while
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+            InfoMetricFamily,
+        )
 
         p = self.state.published
         if p is None:
@@ -115,6 +121,15 @@ class Collector:
                 for labels, rw in p.moved.items():
                     family.add_metric(labels, rw[i])
                 yield family
+        if self.state.timed:
+            family = HistogramMetricFamily(
+                "fstrace_operation_seconds", "Time of opens, reads, writes and syncs (event open, create, access, "
+                "modify, sync) from entry to return of the syscall, per cgroup, in the kernel's log2 buckets "
+                "(cgroup=\"%s\": label sets beyond --max-series)." % OVERFLOW, labels=CGROUP_LABELS + ("event",))
+            for labels, (buckets, sum_ns) in p.hists.items():
+                cumulative = [(repr(le), n) for le, n in latency_buckets(buckets)]
+                family.add_metric(labels, cumulative + [("+Inf", sum(buckets))], sum_value=sum_ns / 1e9)
+            yield family
         yield CounterMetricFamily(
             "fstrace_folded_cgroups", "Cgroup labels that found no room below --max-series: their events "
             "are in the %s series." % OVERFLOW, value=p.folded_cgroups)

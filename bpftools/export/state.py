@@ -21,6 +21,13 @@ Cardinality is bounded whatever the machine does:
   ``access`` (read) or ``modify`` (write) series exists, and its bytes go to
   the ``__overflow__`` bytes series when that series found no room; so they
   add at most as many series as there are label sets, plus one.
+  ``fstrace_operation_seconds`` (a histogram of the time of opens, reads,
+  writes and syncs, from the kernel's log2 buckets) has the cgroup labels and
+  ``event``; a label set has a histogram while an ``fstrace_events_total``
+  series of its cgroup label and event exists, else its operations go to the
+  ``__overflow__`` histogram of that event: at most as many histograms as
+  there are such series, plus one per timed event type, each of
+  len(LATENCY_BUCKETS) + 3 series (buckets, +Inf, _sum, _count).
   Room is kept for one overflow series per event type (cgroup
   ``__overflow__``); a label set that finds no room is counted there, and
   ``fstrace_folded_cgroups_total`` counts each cgroup label that had to be
@@ -40,7 +47,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bpftools.abi import CG_ACTIONS, EVENT_NAMES
+from bpftools.abi import CG_ACTIONS, EVENT_NAMES, HIST_BUCKETS
 from bpftools.cgroups.names import Names, names_from_path
 from bpftools.cgroups.select import UNKNOWN_PREFIX, glob_selects
 from bpftools.model import Tick
@@ -55,6 +62,23 @@ MAX_CACHED_LABELS = 16384
 PROCESS_LABELS = ("comm", "pid")
 EV_COUNT = len(EVENT_NAMES)
 MOVED_BY = ("access", "modify")     # the events whose syscalls' bytes are read_bytes, write_bytes
+# fstrace_operation_seconds: bucket upper bounds, as exponents of 2 ns (every other log2 bucket of the
+# kernel's, so each is exact): 1.024 us, 4.096 us, ... 17.2 s
+LATENCY_BUCKETS = tuple(range(10, 35, 2))
+
+
+def latency_buckets(buckets) -> list[tuple[float, int]]:
+    """Kernel log2 buckets (abi.HIST_BUCKETS counts) -> Prometheus (le in seconds, cumulative count) pairs.
+
+    The kernel's bucket b holds times in [2**b, 2**(b+1)) ns: all of it is <= 2**k ns when b < k.
+    """
+    out, seen, b = [], 0, 0
+    for k in LATENCY_BUCKETS:
+        while b < k and b < HIST_BUCKETS:
+            seen += buckets[b]
+            b += 1
+        out.append(((1 << k) / 1e9, seen))
+    return out
 
 
 @dataclass(frozen=True)
@@ -117,6 +141,7 @@ class Published:
     tracked: int
     cgroup_changes: dict[str, int]          # mkdir/rmdir -> count
     moved: dict[tuple[str, ...], tuple[int, int]] = None   # labels minus event -> bytes read, written
+    hists: dict[tuple[str, ...], tuple[tuple[int, ...], int]] = None   # cgroup labels + event -> buckets, sum ns
 
 
 class ExportState:
@@ -142,6 +167,8 @@ class ExportState:
         self.moved: dict[tuple[str, ...], list[int]] = {}      # labels minus event -> [read, written]
         self.moved_overflow = [0, 0]
         self.moved_bytes = True         # the backend knows bytes: the bytes metrics exist
+        self.hists: dict[tuple[str, ...], list] = {}      # cgroup labels + event -> [kernel buckets, sum ns]
+        self.timed = True               # the backend times operations: the latency histograms exist
         self.published: Published | None = None     # None until start(): scrapes show no fstrace metrics
 
     def start(self, info: dict[str, str]) -> None:
@@ -200,12 +227,29 @@ class ExportState:
                     self.moved.setdefault(group, [0, 0])[i] += n
                 else:
                     self.moved_overflow[i] += n
+        for h in tick.hists:
+            group = self._labels_of(tick.cgroups[h.cgroup_id])
+            if group is None or h.op >= EV_COUNT:
+                continue
+            event = EVENT_NAMES[h.op]
+            key = group + (event,)
+            if not self._has_series(group[0], event):   # histograms live as long as their operations' series
+                key = (OVERFLOW,) + ("",) * (len(CGROUP_LABELS) - 1) + (event,)
+            acc = self.hists.get(key)
+            if acc is None:
+                acc = self.hists[key] = [[0] * HIST_BUCKETS, 0]
+            acc[0] = [a + b for a, b in zip(acc[0], h.buckets)]
+            acc[1] += h.sum_ns
         self.lost += tick.lost
         for code, n in enumerate(tick.overflow):
             self.uncounted[code] += n
         self.tracked = tick.tracked
         self.expire(now)
         self.published = self._publish()
+
+    def _has_series(self, cgroup: str, event: str) -> bool:
+        """Is there an fstrace_events_total series of this cgroup label and event (any process)?"""
+        return any(key[-1] == event for key in self.by_cgroup.get(cgroup, ()))
 
     def _count(self, key: tuple[str, ...], code: int, n: int, now: float) -> None:
         if key in self.series:
@@ -260,6 +304,10 @@ class ExportState:
             for group in list(self.moved):
                 if not any(group + (event,) in self.series for event in MOVED_BY):
                     del self.moved[group]
+        if dropped and self.hists:     # histograms too
+            for key in list(self.hists):
+                if key[0] != OVERFLOW and not self._has_series(key[0], key[-1]):
+                    del self.hists[key]
 
     def _publish(self) -> Published:
         events = dict(self.series)
@@ -272,4 +320,5 @@ class ExportState:
             moved[(OVERFLOW,) + blank] = tuple(self.moved_overflow)
         return Published(info=self.info, events=events, folded_cgroups=self.folded_cgroups, lost=self.lost,
                          uncounted=tuple(self.uncounted), tracked=self.tracked,
-                         cgroup_changes=dict(self.cgroup_changes), moved=moved)
+                         cgroup_changes=dict(self.cgroup_changes), moved=moved,
+                         hists={key: (tuple(b), s) for key, (b, s) in self.hists.items()})

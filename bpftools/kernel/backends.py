@@ -29,6 +29,10 @@ SYSCALL_EVENTS = {"sendfile": "sendfile64"}
 # events until the syscall returns, at this tracepoint (bpf/fsnotify.bpf.c, FST_BYTES_EXIT).
 BYTES_TRACEPOINT = "raw_syscalls/sys_exit"
 BYTES_EVENTS = ("access", "modify")
+# Latency: the fsnotify backends note when each thread enters a timed syscall and hold its events until it
+# returns (bpf/fsnotify.bpf.c, FST_LATENCY); the tracepoint backend times every syscall it follows.
+LATENCY_TRACEPOINTS = ("raw_syscalls/sys_enter", "raw_syscalls/sys_exit")
+LATENCY = "-DFST_LATENCY"
 FSNOTIFY_DATA_TYPES = {"FSNOTIFY_EVENT_PATH": "FST_EVENT_PATH", "FSNOTIFY_EVENT_DENTRY": "FST_EVENT_DENTRY"}
 
 
@@ -161,6 +165,12 @@ class FsnotifyBackend(Backend):
                 plan.moves_bytes = True
             else:
                 plan.skipped[BYTES_TRACEPOINT] = "reads and writes carry no byte counts"
+        if tdir is None or all(tracepoint_exists(tdir, tp) for tp in LATENCY_TRACEPOINTS):
+            plan.flags.append(LATENCY)
+            plan.tracepoints = list(LATENCY_TRACEPOINTS)    # sys_exit: for the bytes too
+            plan.times = True
+        else:
+            plan.skipped[LATENCY_TRACEPOINTS[0]] = "no operation is timed (latency_us is null)"
         return plan
 
     @staticmethod

@@ -67,7 +67,7 @@ def parse(keys: bytes, values: bytes) -> list[Entry]:
 
 def parse_hists(keys: bytes, values: bytes) -> list[Hist]:
     """Latency histograms from the raw key and value arrays of a batched read."""
-    return [Hist(k[0], k[1], v[:HIST_BUCKETS], v[HIST_BUCKETS])
+    return [Hist(k[0], k[1], v[:HIST_BUCKETS], v[HIST_BUCKETS], v[HIST_BUCKETS + 1])
             for k, v in zip(HIST_KEY.iter_unpack(keys), HIST_VALUE.iter_unpack(values))]
 
 

@@ -55,7 +55,7 @@ class Aggregator:
         self.totals: dict[tuple, list[int]] = {}
         self.moved: dict[tuple, list[int]] = {}  # same keys as totals: [read bytes, write bytes], when any
         self.times: dict[tuple, list[int]] = {}  # same keys as totals: lat_ns per slot + timed per slot, when any
-        self.hists: dict[tuple[int, int], list] = {}    # (cgroup id, event code) -> [bucket counts, max ns]
+        self.hists: dict[tuple[int, int], list] = {}    # (cgroup id, event code) -> [bucket counts, max ns, sum ns]
         self.comms: dict[int, bytes] = {}
         self.cgroups: dict[int, str] = {}
         self.files: dict[int, str] = {}
@@ -132,9 +132,10 @@ class Aggregator:
         for h in tick.hists:
             acc = self.hists.get((h.cgroup_id, h.op))
             if acc is None:
-                acc = self.hists[(h.cgroup_id, h.op)] = [[0] * HIST_BUCKETS, 0]
+                acc = self.hists[(h.cgroup_id, h.op)] = [[0] * HIST_BUCKETS, 0, 0]
             add_into(acc[0], h.buckets)
             acc[1] = max(acc[1], h.max_ns)
+            acc[2] += h.sum_ns
         self.timeline.append((tick.ts - tick.elapsed, tick.elapsed, per_cgroup))
         self.bytes_timeline.append((tick.ts - tick.elapsed, tick.elapsed) + self.tick_bytes)
         if len(self.timeline) > MAX_TIMELINE:

@@ -27,6 +27,7 @@ class Latency:
     event: str
     buckets: list[int]              # HIST_BUCKETS counts
     max_ns: int
+    sum_ns: int = 0
 
     @property
     def count(self) -> int:
@@ -55,17 +56,18 @@ class Latency:
 
 
 def latencies(hists: dict[tuple[int, int], list], cgroups: dict[int, str]) -> list[Latency]:
-    """One Latency per (cgroup path, event) of hists ((cgroup id, event code) -> [buckets, max ns]), slowest
+    """One Latency per (cgroup path, event) of hists ((cgroup id, event code) -> [buckets, max ns, sum ns]), slowest
     p99 first (ties: more operations, then by name).  Two ids with one path (a cgroup made again) are one."""
     out: dict[tuple[str, str], Latency] = {}
-    for (cgid, op), (buckets, max_ns) in hists.items():
+    for (cgid, op), (buckets, max_ns, sum_ns) in hists.items():
         path = cgroup_path(cgroups, cgid)
         key = (path, EVENT_NAMES[op] if op < len(EVENT_NAMES) else str(op))
         lat = out.get(key)
         if lat is None:
-            out[key] = Latency(key[0], key[1], list(buckets), max_ns)
+            out[key] = Latency(key[0], key[1], list(buckets), max_ns, sum_ns)
         else:
             lat.buckets = [a + b for a, b in zip(lat.buckets, buckets)]
             lat.max_ns = max(lat.max_ns, max_ns)
+            lat.sum_ns += sum_ns
     return sorted((lat for lat in out.values() if lat.count),
                   key=lambda lat: (-lat.percentile(99), -lat.count, lat.cgroup, lat.event))

@@ -195,7 +195,8 @@ def latency_record(lat: model.Latency, text=decode_fs) -> dict:
             low, high = model.bucket_bounds(b)
             buckets.append({"from_us": _us(low), "to_us": None if high is None else _us(high), "count": c})
     return {"cgroup": text(lat.cgroup), "name": text(cgroup_name(lat.cgroup)), "event": lat.event,
-            "count": lat.count, "p50_us": _us(lat.percentile(50)), "p99_us": _us(lat.percentile(99)),
+            "count": lat.count, "mean_us": _us(lat.sum_ns / lat.count) if lat.count else None,
+            "p50_us": _us(lat.percentile(50)), "p99_us": _us(lat.percentile(99)),
             "max_us": _us(lat.max_ns), "histogram": buckets}
 
 

@@ -23,7 +23,8 @@ def test_compiles_alone(source, aggregate):
     cfg = probe.ProbeConfig(events=abi.EVENT_NAMES, aggregate=aggregate)
     flags = probe.cflags(cfg, os.getpid(), BPF_DIR) + probe.layout_cflags()
     if source == "fsnotify.bpf.c":
-        flags += backends.KPROBE.plan(cfg, None).flags     # with -DFST_BYTES_EXIT: reads and writes wait for sys_exit
+        # -DFST_BYTES_EXIT, -DFST_LATENCY: events wait for sys_exit
+        flags += backends.KPROBE.plan(cfg, None).flags
     text = probe.bpf_text([source])
     assert not re.search(r'#\s*include\s+"', text)       # every local include expanded
     try:

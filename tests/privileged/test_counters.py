@@ -20,6 +20,8 @@ def test_entry_layout_matches_the_compiled_structs():
     try:
         table = p.bpf["agg_a"]
         key, leaf = table.Key, table.Leaf
+        hist = p.bpf["hist_a"]
+        hkey, hleaf = hist.Key, hist.Leaf
     finally:
         p.close()
     assert ctypes.sizeof(key) == abi.AGG_KEY.size
@@ -28,7 +30,16 @@ def test_entry_layout_matches_the_compiled_structs():
     assert ctypes.sizeof(leaf) == abi.AGG_VALUE.size
     ev = len(abi.EVENT_NAMES)
     assert [(name, getattr(leaf, name).offset) for name, _ in leaf._fields_] == [
-        ("n", 0), ("read_bytes", 8 * ev), ("write_bytes", 8 * ev + 8), ("comm", 8 * ev + 16)]
+        ("n", 0), ("read_bytes", 8 * ev), ("write_bytes", 8 * ev + 8), ("lat_ns", 8 * ev + 16),
+        ("timed", 8 * ev + 16 + 8 * abi.LAT_SLOTS), ("comm", 8 * ev + 16 + 16 * abi.LAT_SLOTS)]
+    assert leaf.lat_ns.size == leaf.timed.size == 8 * abi.LAT_SLOTS
+    # the latency histograms (struct fst_hist_key, struct fst_hist_val)
+    assert ctypes.sizeof(hkey) == abi.HIST_KEY.size and ctypes.sizeof(hleaf) == abi.HIST_VALUE.size
+    assert [(name, getattr(hkey, name).offset) for name, _ in hkey._fields_] == [
+        ("cgroup_id", 0), ("op", 8), ("pad", 12)]
+    assert [(name, getattr(hleaf, name).offset) for name, _ in hleaf._fields_] == [
+        ("bucket", 0), ("sum_ns", 8 * abi.HIST_BUCKETS), ("max_ns", 8 * abi.HIST_BUCKETS + 8)]
+    assert hleaf.bucket.size == 8 * abi.HIST_BUCKETS
 
 
 def test_counts_stay_exact_at_full_speed_across_many_ticks(workdir):

@@ -18,9 +18,9 @@ def test_entries_decode_from_raw_key_and_value_arrays():
 
 def test_histograms_decode_from_raw_key_and_value_arrays():
     keys = abi.HIST_KEY.pack(8123, abi.EVENT_CODES["access"], 0)
-    values = abi.HIST_VALUE.pack(*range(40), 300_000_000)
-    assert abi.HIST_KEY.size == 16 and abi.HIST_VALUE.size == 41 * 8
-    assert counters.parse_hists(keys, values) == [abi.Hist(8123, 2, tuple(range(40)), 300_000_000)]
+    values = abi.HIST_VALUE.pack(*range(40), 400_000_000, 300_000_000)
+    assert abi.HIST_KEY.size == 16 and abi.HIST_VALUE.size == 42 * 8
+    assert counters.parse_hists(keys, values) == [abi.Hist(8123, 2, tuple(range(40)), 400_000_000, 300_000_000)]
 
 
 def test_the_histogram_bucket_of_a_time_is_its_log2_in_ns():

@@ -77,7 +77,7 @@ def test_csv_files_load_and_agree_with_json(tmp_path):
     written = report.write_csv(rep, str(tmp_path))
     assert sorted(p.rsplit("/", 1)[1] for p in written) == sorted(
         ["cgroups.csv", "processes.csv", "files.csv", "dirs.csv", "event_types.csv", "errors.csv",
-         "cgroup_lifecycle.csv", "timeline.csv"])
+         "cgroup_lifecycle.csv", "timeline.csv", "latency.csv", "slowest_files.csv"])
     doc = report.document(rep)
     with open(tmp_path / "processes.csv", newline="") as f:
         procs = list(csv.DictReader(f))
