@@ -8,6 +8,7 @@ differences that workloads/shapes.py encodes.
 """
 import collections
 import ctypes
+import json
 import ctypes.util
 import os
 import shutil
@@ -19,11 +20,13 @@ import pytest
 from conftest import FSTRACE
 from tracer import enter_cgroup, family, specs_under_test
 
-from bpftools.abi import SYSCALL_NAMES
+from bpftools.abi import BYTES_SYSCALLS, SYSCALL_NAMES, TIMED_SYSCALLS
 from bpftools.kernel import backends
 from bpftools.kernel.backends import NAMES as BACKENDS
 
 WORKLOADS = Path(__file__).parent / "workloads"
+SLOW_READ_S = 0.3       # workloads/slowread.py: the read that waits
+RUN_TIMEOUT = 900       # a run includes compiling the BPF program: minutes under TCG
 SPECS = specs_under_test()
 IN_ALL_EVENTS = 0xFFF
 
@@ -76,6 +79,11 @@ def runs(pool, scratch_fs, tmp_path_factory):
     # every syscall of the read/write family, sendfile, splice and copy_file_range, with known bytes
     run("bytes", [py, WORKLOADS / "rwbytes.py", scratch_fs / "bytes", expect / "bytes.json"], expect / "bytes.json")
 
+    # one read that blocks SLOW_READ_S among hundreds of fast operations, then an fsync: known times
+    latency = scratch_fs / "latency"
+    run("latency", [py, WORKLOADS / "slowread.py", latency, SLOW_READ_S, expect / "latency.json", latency / "synced"],
+        expect / "latency.json")
+
     # a program in the scratch filesystem, executed
     exe = scratch_fs / "exec"
     exe.mkdir()
@@ -102,8 +110,11 @@ def test_start_record_names_the_backend_and_why_not_the_others(pool, scratch_fs,
     assert start["blind_spots"] == list(backends.by_name(start["backend"]).blind_spots) != []
     if backends.by_name(start["backend"]).arms_fsnotify:     # whatever headers are installed: offsets come from BTF
         assert start["armed"][str(scratch_fs)] == "fid"
-        # raw_syscalls:sys_exit gives reads and writes their bytes (the pool traces -e all)
-        assert start["tracepoints"] == ["cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir", "raw_syscalls/sys_exit"]
+        # raw_syscalls:sys_exit gives reads and writes their bytes (the pool traces -e all), sys_enter and
+        # sys_exit time opens, reads, writes and syncs
+        assert start["tracepoints"] == ["cgroup/cgroup_mkdir", "cgroup/cgroup_rmdir", "raw_syscalls/sys_enter",
+                                        "raw_syscalls/sys_exit"]
+        assert start["latency"] is True
     else:
         assert start["armed"] == {}
 
@@ -180,6 +191,64 @@ def test_reads_and_writes_carry_the_bytes_their_syscall_moved(runs, pool, spec, 
             else:
                 want[path][not name.startswith(("read", "pread"))] += moved
     assert dict(got) == dict(want)
+
+
+def _close_to(latency_us: float, truth_ns: int) -> bool:
+    return abs(latency_us * 1000 - truth_ns) <= 0.1 * truth_ns
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_opens_reads_writes_and_syncs_carry_their_time(runs, pool, spec, record_property):
+    """Every backend times the syscall behind each open, read, write and sync (the fsnotify backends from
+    raw_syscalls:sys_enter to sys_exit); the slow read within 10 % of the time the workload measured."""
+    run = runs["latency"]
+    truth = run.expected
+    events = run.events(pool.tracers[spec.id])
+    slow = [e for e in events if e["path"] == truth["path"] and e["event"] == "access"]
+    assert len(slow) == 1 and _close_to(slow[0]["latency_us"], truth["read_ns"]), (slow, truth)
+    record_property("slow read", "%s us, measured %s us" % (slow[0]["latency_us"], truth["read_ns"] / 1000))
+    for e in events:
+        timed = (e["event"] in ("open", "create") and e["syscall"] in ("open", "openat", "openat2", "creat")
+                 or e["event"] in ("access", "modify") and e["syscall"] in BYTES_SYSCALLS
+                 or e["event"] == "sync")
+        assert (e["latency_us"] is not None) == timed, e
+        assert e["latency_us"] is None or (e["syscall"] in TIMED_SYSCALLS and 0 < e["latency_us"] < 100_000
+                                            or e is slow[0]), e
+    syncs = [e for e in events if e["event"] == "sync"]
+    assert [(e["path"], e["syscall"], e["ret"]) for e in syncs] == [(run.base + "/synced", "fsync", 0)]
+    fast = [e for e in events if e["path"] == run.base + "/fast"]
+    assert {e["event"] for e in fast if e["latency_us"] is not None} == {"create", "open", "access", "modify"}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_slower_than_and_the_report_histogram(spec, tmp_path, record_property):
+    """trace --slower-than prints the slow read alone; report puts it in its histogram bucket."""
+    out = {}
+    for name, argv in (("trace", ["trace", "--json", "--slower-than", "100ms"]),
+                       ("report", ["report", "--json", "--top", "0"])):
+        base = tmp_path / name
+        base.mkdir()
+        truth_file = tmp_path / (name + ".json")
+        proc = subprocess.run([FSTRACE, *argv, "--backend", spec.arg, "--", sys.executable, "-B", "-I",
+                               str(WORKLOADS / "slowread.py"), str(base), str(SLOW_READ_S), str(truth_file)],
+                              capture_output=True, timeout=RUN_TIMEOUT)
+        assert proc.returncode == 0, proc.stderr.decode()
+        out[name] = (proc.stdout, json.loads(truth_file.read_text()))
+    stdout, truth = out["trace"]
+    recs = [json.loads(line) for line in stdout.splitlines()]
+    assert recs[0]["backend"] == (spec.expect or recs[0]["backend"])
+    events = [r for r in recs if r["type"] == "event"]
+    assert [(e["event"], e["path"]) for e in events] == [("access", truth["path"])]
+    assert _close_to(events[0]["latency_us"], truth["read_ns"])
+    stdout, truth = out["report"]
+    doc = json.loads(stdout)
+    reads = next(r for r in doc["latency"] if r["cgroup"] == doc["scope"]["command_cgroup"] and r["event"] == "access")
+    slow = [b for b in reads["histogram"] if b["from_us"] >= 100_000]
+    assert [b["count"] for b in slow] == [1], reads
+    assert slow[0]["from_us"] * 1000 <= truth["read_ns"] < slow[0]["to_us"] * 1000
+    assert _close_to(reads["max_us"], truth["read_ns"])
+    record_property("report", "access p50 %s us, p99 %s us, max %s us" % (reads["p50_us"], reads["p99_us"],
+                                                                          reads["max_us"]))
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
