@@ -212,7 +212,7 @@ def test_opens_reads_writes_and_syncs_carry_their_time(runs, pool, spec, record_
                  or e["event"] in ("access", "modify") and e["syscall"] in BYTES_SYSCALLS
                  or e["event"] == "sync")
         assert (e["latency_us"] is not None) == timed, e
-        assert e["latency_us"] is None or (e["syscall"] in TIMED_SYSCALLS and 0 < e["latency_us"] < 100_000
+        assert e["latency_us"] is None or (e["syscall"] in TIMED_SYSCALLS and 0 < e["latency_us"] < 200_000
                                             or e is slow[0]), e
     syncs = [e for e in events if e["event"] == "sync"]
     assert [(e["path"], e["syscall"], e["ret"]) for e in syncs] == [(run.base + "/synced", "fsync", 0)]
@@ -224,7 +224,7 @@ def test_opens_reads_writes_and_syncs_carry_their_time(runs, pool, spec, record_
 def test_slower_than_and_the_report_histogram(spec, tmp_path, record_property):
     """trace --slower-than prints the slow read alone; report puts it in its histogram bucket."""
     out = {}
-    for name, argv in (("trace", ["trace", "--json", "--slower-than", "100ms"]),
+    for name, argv in (("trace", ["trace", "--json", "--slower-than", "200ms"]),
                        ("report", ["report", "--json", "--top", "0"])):
         base = tmp_path / name
         base.mkdir()
@@ -243,8 +243,8 @@ def test_slower_than_and_the_report_histogram(spec, tmp_path, record_property):
     stdout, truth = out["report"]
     doc = json.loads(stdout)
     reads = next(r for r in doc["latency"] if r["cgroup"] == doc["scope"]["command_cgroup"] and r["event"] == "access")
-    slow = [b for b in reads["histogram"] if b["from_us"] >= 100_000]
-    assert [b["count"] for b in slow] == [1], reads
+    slow = [b for b in reads["histogram"] if b["to_us"] is None or b["to_us"] * 1000 > truth["read_ns"]]
+    assert [b["count"] for b in slow] == [1], reads     # the slow read alone in its bucket, nothing slower
     assert slow[0]["from_us"] * 1000 <= truth["read_ns"] < slow[0]["to_us"] * 1000
     assert _close_to(reads["max_us"], truth["read_ns"])
     record_property("report", "access p50 %s us, p99 %s us, max %s us" % (reads["p50_us"], reads["p99_us"],
