@@ -95,7 +95,7 @@ def report_from(ctx: click.Context, source: str, *, top_n, tables, sort, as_json
                                   filters=info.filters + filter_words(pids, comms, event_spec, cgroups,
                                                                       path_prefixes),
                                   source=info.source_record(asked), notes=tuple(info.not_recorded(asked)),
-                                  bytes=info.bytes is True)
+                                  bytes=info.bytes is True, latency=info.latency is True)
     rep = report_view.build(sink.agg, meta, top=top_n, by=tables, sort=sort)
     write_report(rep, out, as_json, csv_dir, svg_file, html_file)
 

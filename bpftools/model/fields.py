@@ -47,6 +47,7 @@ _CLASS_HELP = {
     "rename": "renames (rename), counted for the old name",
     "attrib": "chmod, chown, utimes, xattr changes (attrib)",
     "exec": "programs executed (exec)",
+    "sync": "fsyncs and fdatasyncs (sync)",
 }
 
 FIELDS: tuple[Field, ...] = (

@@ -56,8 +56,9 @@ class Latency:
 
 
 def latencies(hists: dict[tuple[int, int], list], cgroups: dict[int, str]) -> list[Latency]:
-    """One Latency per (cgroup path, event) of hists ((cgroup id, event code) -> [buckets, max ns, sum ns]), slowest
-    p99 first (ties: more operations, then by name).  Two ids with one path (a cgroup made again) are one."""
+    """One Latency per (cgroup path, event) of hists ((cgroup id, event code) -> [buckets, max ns, sum ns]), the
+    slowest first (by max, then p99, then more operations, then by name).  Two ids with one path (a cgroup
+    made again) are one."""
     out: dict[tuple[str, str], Latency] = {}
     for (cgid, op), (buckets, max_ns, sum_ns) in hists.items():
         path = cgroup_path(cgroups, cgid)
@@ -70,4 +71,4 @@ def latencies(hists: dict[tuple[int, int], list], cgroups: dict[int, str]) -> li
             lat.max_ns = max(lat.max_ns, max_ns)
             lat.sum_ns += sum_ns
     return sorted((lat for lat in out.values() if lat.count),
-                  key=lambda lat: (-lat.percentile(99), -lat.count, lat.cgroup, lat.event))
+                  key=lambda lat: (-lat.max_ns, -lat.percentile(99), -lat.count, lat.cgroup, lat.event))

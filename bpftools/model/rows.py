@@ -38,6 +38,7 @@ CLASSES = (
     ("rename", ("rename",)),
     ("attrib", ("attrib",)),
     ("exec", ("exec",)),
+    ("sync", ("sync",)),
 )
 CLASS_NAMES = tuple(name for name, _ in CLASSES)
 _CLASS_CODES = {name: tuple(EVENT_CODES[e] for e in evs) for name, evs in CLASSES}

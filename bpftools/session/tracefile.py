@@ -31,7 +31,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from bpftools.abi import EVENT_CODES, EVENT_NAMES
+from bpftools.abi import EVENT_CODES, EVENT_NAMES, HIST_BUCKETS, LAT_SLOTS, TIMED_EVENTS, Hist, bucket_of
 from bpftools.cgroups.map import CgroupChange
 from bpftools.cgroups.select import glob_selects, unknown_path, within
 from bpftools.errors import BadInput
@@ -58,6 +58,7 @@ class TraceInfo:
     events: tuple[str, ...] | None = None   # traced events; None: no start record says
     failed: bool | None = None              # failed operations traced; None: the start record does not say
     bytes: bool | None = None               # access/modify events carry bytes; None: the start record does not say
+    latency: bool | None = None             # timed events carry latency_us; None: the start record does not say
     command: tuple[str, ...] = ()
     command_cgroup: str | None = None
     exit_status: int | None = None          # the command's, from the summary record
@@ -206,7 +207,9 @@ class Folder:
         self.t0: float | None = None            # the trace's start: tick boundaries count from here
         self.bucket_start = 0.0                 # the tick being filled
         self.bucket_end = 0.0
-        self.acc: dict[tuple, list] = {}        # (cgroup id, file key, pid, err) -> [counts, comm, read, written]
+        # (cgroup id, file key, pid, err) -> [counts, comm, read, written, ns per slot, timed per slot]
+        self.acc: dict[tuple, list] = {}
+        self.hists: dict[tuple[int, int], list] = {}    # (cgroup id, event code) -> [buckets, sum ns, max ns]
         self.pending_lost = 0
         self.path_keys: dict[str, int] = {}     # path -> file key (1, 2, ...; NO_FILE: no path)
         self.key_paths: list[str | None] = [None]   # file key -> path
@@ -243,14 +246,18 @@ class Folder:
 
     def _emit(self, start: float, end: float) -> None:
         entries, files, cgroups = [], {}, {}
-        for (cgid, key, pid, err), (counts, comm, rb, wb) in self.acc.items():
-            entries.append(Entry(cgid, key, pid, err, comm, tuple(counts), rb, wb))
+        for (cgid, key, pid, err), (counts, comm, rb, wb, ns, timed) in self.acc.items():
+            entries.append(Entry(cgid, key, pid, err, comm, tuple(counts), rb, wb, tuple(ns), tuple(timed)))
             if key > 0:
                 files[key] = self.key_paths[key]
             cgroups[cgid] = self.cgroup_paths.get(cgid) or unknown_path(cgid)
+        hists = [Hist(cgid, op, tuple(b), s, m) for (cgid, op), (b, s, m) in self.hists.items()]
+        for h in hists:
+            cgroups.setdefault(h.cgroup_id, self.cgroup_paths.get(h.cgroup_id) or unknown_path(h.cgroup_id))
         tick = Tick(ts=end, elapsed=max(0.0, end - start), entries=entries, cgroups=cgroups,
-                    files=files, lost=self.pending_lost)
+                    files=files, lost=self.pending_lost, hists=hists)
         self.acc = {}
+        self.hists = {}
         self.pending_lost = 0
         self.ticks += 1
         if self.sink is not None:
@@ -276,6 +283,8 @@ class Folder:
             info.failed = rec["failed"]
         if isinstance(rec.get("bytes"), bool):
             info.bytes = rec["bytes"]
+        if isinstance(rec.get("latency"), bool):
+            info.latency = rec["latency"]
         if isinstance(rec.get("command"), list):
             info.command = tuple(str(a) for a in rec["command"])
         if isinstance(rec.get("command_cgroup"), str):
@@ -339,8 +348,20 @@ class Folder:
         a = self.acc.get(k)
         raw_comm = comm.encode("utf-8", "surrogateescape")
         if a is None:
-            a = self.acc[k] = [[0] * EV_COUNT, raw_comm, 0, 0]
+            a = self.acc[k] = [[0] * EV_COUNT, raw_comm, 0, 0, [0] * LAT_SLOTS, [0] * LAT_SLOTS]
         a[0][code] += 1
+        lat = _number(rec.get("latency_us"))    # timed events: the syscall's time, as the kernel measured it
+        if lat is not None and lat > 0 and name in TIMED_EVENTS:
+            ns = round(lat * 1000)
+            slot = TIMED_EVENTS.index(name)
+            a[4][slot] += ns
+            a[5][slot] += 1
+            h = self.hists.get((cgid, code))
+            if h is None:
+                h = self.hists[(cgid, code)] = [[0] * HIST_BUCKETS, 0, 0]
+            h[0][bucket_of(ns)] += 1
+            h[1] += ns
+            h[2] = max(h[2], ns)
         moved = rec.get("bytes")        # access and modify: the bytes the syscall moved
         if isinstance(moved, int) and moved > 0 and (code == _ACCESS or code == _MODIFY):
             a[2 if code == _ACCESS else 3] += moved

@@ -28,7 +28,7 @@ TIME_WIDTH = 7          # "12.3 ms", "1.50 s", "105.2%"
 TIME_COLS_FROM = {"time_us": 100, "avg_us": 120}    # terminal width from which each time column is shown
 TREND_MAX = model.HISTORY
 # Which event-class columns survive on a narrow terminal, most wanted first.
-CLASS_PRIORITY = ("open", "write", "read", "create", "delete", "rename", "close", "attrib", "exec")
+CLASS_PRIORITY = ("open", "write", "read", "create", "delete", "rename", "close", "attrib", "exec", "sync")
 HEADINGS = {"cgroup": "CGROUP", "process": "PROCESS", "comm": "COMMAND", "file": "FILE", "dir": "DIRECTORY",
             "event": "EVENT"}
 

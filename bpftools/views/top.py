@@ -277,9 +277,9 @@ def header(snap: Snapshot, meta: Meta, state: ViewState, interactive: bool = Tru
     return Group(*lines)
 
 
-LEGEND = ("open read write close create delete rename attrib exec: events per class (write: + truncates; "
+LEGEND = ("open read write close create delete rename attrib exec sync: events per class (write: + truncates; "
           "delete: + rmdirs; attrib: chmod, chown, utimes, xattrs); total: all; fail: failed (--failed); "
-          "rbytes wbytes: bytes read, written; time avg: I/O time (%% of wall), mean; trend: last %d ticks."
+          "rbytes wbytes: bytes read, written; time avg: I/O time (%% of wall), mean; trend: %d ticks."
           % model.HISTORY)
 
 

@@ -34,7 +34,7 @@ ROWS = model.sort_rows(model.group_rows(ENTRIES, "process", {1: "/", 10: WEB, 11
 
 
 @pytest.mark.parametrize("key,field,value", [
-    (">", "sort", "total"), ("<", "sort", "exec"), ("r", "reverse", True), ("g", "group", "process"),
+    (">", "sort", "total"), ("<", "sort", "sync"), ("r", "reverse", True), ("g", "group", "process"),
     ("3", "group", "comm"), ("4", "group", "file"), ("5", "group", "event"), ("a", "accumulate", True), ("p", "paused", True), (" ", "paused", True),
     ("+", "interval", 2.0), ("-", "interval", 0.5), ("q", "quit", True), ("?", "help", True),
     ("h", "help", True), ("/", "typing", ""), ("end", "selected", 3), ("pgdn", "selected", 3),
@@ -244,7 +244,7 @@ def test_the_selection_stays_on_its_row_when_rows_move():
 
 def test_sort_keys_step_through_the_columns_on_screen_and_the_sort_column_is_always_shown():
     state = ViewState(group="process")
-    assert handle_key(state, "<", []).sort == "exec"            # left of total, not "name"
+    assert handle_key(state, "<", []).sort == "sync"            # left of total, not "name"
     assert handle_key(replace_state(state, sort="name"), "<", []).sort == "name"
     assert handle_key(replace_state(state, failed=True), ">", []).sort == "failed"
     assert handle_key(state, ">", []).sort == "total"            # no fail column: nothing right of total
