@@ -165,7 +165,7 @@ def document(rep: Report, text=decode_fs) -> dict:
                    "write_bytes": rep.moved[1] if rep.meta.bytes else None},
     }
     for g in ROW_TABLES:
-        doc[JSON_KEYS[g]] = [row_record(r, text, rep.meta.bytes) for r in rep.tables[g]]
+        doc[JSON_KEYS[g]] = [row_record(r, text, rep.meta.bytes, rep.meta.latency) for r in rep.tables[g]]
     doc["errors"] = [dict(e, top_process=text(e["top_process"]), top_path=text(e["top_path"])) for e in rep.errors]
     doc["cgroup_lifecycle"] = [dict(life, path=text(life["path"])) for life in rep.lifecycle]
     doc["timeline"] = {
@@ -309,7 +309,8 @@ def renderables(rep: Report, width: int) -> list:
     for g in rep.by:
         if g in ROW_TABLES:
             rows = rep.tables[g]
-            out.append(rows_table(rows, g, width, sort=rep.sort, failed=True, title=TITLES[g], moved=rep.meta.bytes))
+            out.append(rows_table(rows, g, width, sort=rep.sort, failed=True, title=TITLES[g], moved=rep.meta.bytes,
+                                  timed=rep.meta.latency))
         elif g == "errno":
             out.append(_simple(TITLES[g], [("errno", "left"), ("event", "left"), ("count", "right"),
                                            ("most by", "left"), ("most on", "left")],

@@ -208,6 +208,7 @@ class Meta:
     kernel: str = "?"
     filters: tuple[str, ...] = ()
     bytes: bool = True          # the backend knows the bytes each read and write moved
+    latency: bool = True        # the backend times opens, reads, writes and syncs
 
 
 def wall_clock(ts: float) -> str:
@@ -342,7 +343,7 @@ def render_screen(snap: Snapshot, meta: Meta, state: ViewState, width: int, heig
         parts.append(rows_table(shown, by, width, per=None if snap.accumulated else snap.elapsed or 1.0,
                                 sort=snap.sort, reverse=snap.reverse, selected=sel, trends=snap.trends,
                                 failed=state.failed or bool(snap.failed), title=title, empty=empty,
-                                moved=meta.bytes))
+                                moved=meta.bytes, timed=meta.latency))
     return Group(*parts)
 
 
@@ -397,7 +398,8 @@ class Interactive(CountSink):
         return self.state.quit or (self.iterations is not None and self.done >= self.iterations)
 
     def start(self, info, ts: float, pid: int) -> None:
-        self.meta = replace(self.meta, backend=info.backend, kernel=info.kernel, bytes=info.bytes)
+        self.meta = replace(self.meta, backend=info.backend, kernel=info.kernel, bytes=info.bytes,
+                            latency=info.latency)
         self._keys = KeyReader(self._keys_fd)
         self._live = Live(console=self.console, screen=True, auto_refresh=False,
                           redirect_stdout=False, redirect_stderr=False)
@@ -467,7 +469,8 @@ class Batch(CountSink):
         return self.iterations is not None and self.done >= self.iterations
 
     def start(self, info, ts: float, pid: int) -> None:
-        self.meta = replace(self.meta, backend=info.backend, kernel=info.kernel, bytes=info.bytes)
+        self.meta = replace(self.meta, backend=info.backend, kernel=info.kernel, bytes=info.bytes,
+                            latency=info.latency)
 
     def cgroup(self, change) -> None:
         """Batch tables show cgroups through each tick's names."""
@@ -489,7 +492,7 @@ class Batch(CountSink):
         self.console.print(rows_table(rows, by, self.console.width,
                                       per=None if snap.accumulated else snap.elapsed or 1.0, sort=snap.sort,
                                       reverse=snap.reverse, failed=s.failed or bool(snap.failed),
-                                      moved=self.meta.bytes))
+                                      moved=self.meta.bytes, timed=self.meta.latency))
 
     def flush(self) -> None:
         self.out.flush()
@@ -511,6 +514,6 @@ def snapshot_record(snap: Snapshot, meta: Meta) -> dict:
     names = {"cgroup": "cgroups", "process": "processes", "comm": "commands", "file": "files",
              "event": "event_types"}
     for by, rows in snap.tables:
-        rec[names[by]] = [row_record(r, moved=meta.bytes) for r in rows]
+        rec[names[by]] = [row_record(r, moved=meta.bytes, timed=meta.latency) for r in rows]
     return rec
 
