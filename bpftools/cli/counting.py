@@ -27,6 +27,7 @@ Examples:
   fstrace top                            live view, by cgroup (press ? for keys)
   fstrace top -g file --cgroup system.slice/nginx.service
   fstrace top -g file -s write_bytes     the files written the most, in bytes
+  fstrace top -g process -s time_us      the processes whose I/O takes the most time
   fstrace top -b -n 3                    three plain tables, one per second
   fstrace top -g comm -a                 per command name, running totals (iotop -a)
   fstrace top --json -n 10 | jq .total   one JSON document per tick
@@ -40,6 +41,7 @@ Examples:
   fstrace report --json -o job.json -- ./job.sh   one JSON document (schema: man fstrace)
   fstrace report -d 1m --html r.html --csv r/   a picture for a ticket, CSVs
   fstrace report --from t.jsonl          the report of a saved `trace --json`
+  fstrace report --by latency,slowest -- ./job.sh   p50/p99/max, histograms, slowest files
   fstrace report --diff a.json b.json    what changed between two runs
 """
 
