@@ -8,8 +8,9 @@ KREL  := $(shell uname -r)
 APT_PACKAGES := python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip tmux strace rsync man-db
 # Only `make test` installs these, so `make run` never brings a docker daemon to a host that had none:
 # chromium checks the report's pictures headless; podman, runc, catatonit, docker.io, containerd and
-# busybox-static run real containers offline (tests/privileged/test_containers.py).
-TEST_APT_PACKAGES := chromium podman runc catatonit docker.io containerd busybox-static
+# busybox-static run real containers offline (tests/privileged/test_containers.py); python3-fusepy
+# runs a filesystem slowed on purpose (tests/privileged/slowfs.py, test_latency.py).
+TEST_APT_PACKAGES := chromium podman runc catatonit docker.io containerd busybox-static python3-fusepy
 PYTEST_ARGS ?=
 
 .PHONY: install deps test-deps apt headers venv run test test-unit bench bench-quick clean
