@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bpftools.abi import EVENT_NAMES, TIMED_EVENTS, TIMED_SYSCALLS
 from bpftools.cgroups.map import CgroupMap
 from bpftools.cgroups.runtime_state import StateRoots
 from bpftools.cgroups.runtimes import Runtimes
@@ -37,8 +38,7 @@ def replay(name: str, sink, aggregate: bool, tmp_path):
     recording = (HERE / (name + ".rec")).read_bytes()
     cgmap = CgroupMap(sources=("tracepoint",), mount=str(tmp_path))
     cgmap.feed("mkdir", META["cgroup_id"], META["cgroup"], 0.0)
-    opts = Options(events=("open", "exec", "access", "modify", "attrib", "close_write", "close_nowrite",
-                           "create", "delete", "rename"), failed=True, duration=0, aggregate=aggregate,
+    opts = Options(events=EVENT_NAMES, failed=True, duration=0, aggregate=aggregate,
                    cgroups=(META["cgroup"],))      # as recorded: the ring also carries every other cgroup's mkdir
     session = open_session(opts, sink, cgmap=cgmap, runtimes=Runtimes(StateRoots()),    # no host state read
                            load_probe=lambda cfg, on_record: ReplayProbe(recording, cfg, on_record))
@@ -70,8 +70,9 @@ def test_stream_json(tmp_path):
     lines = out.getvalue().decode("utf-8").splitlines()
     assert json.loads(lines[0])["type"] == "start" and json.loads(lines[-1])["type"] == "summary"
     events = [json.loads(line) for line in lines if json.loads(line)["type"] == "event"]
-    assert {e["event"] for e in events} >= {"open", "exec", "access", "modify", "attrib", "close_write",
-                                             "close_nowrite", "create", "delete", "rename"}
+    assert {e["event"] for e in events} == set(EVENT_NAMES)         # every event type, sync included
+    timed = [e for e in events if e["latency_us"] is not None]
+    assert timed and all(e["event"] in TIMED_EVENTS and e["syscall"] in TIMED_SYSCALLS for e in timed)
     assert all(e["cgroup"] == META["cgroup"] for e in events)
     check("expected-stream.jsonl", "\n".join(without_time(line) for line in lines) + "\n")
 
@@ -98,6 +99,13 @@ def test_counting_report(tmp_path):
     assert doc.pop("start") <= doc.pop("end") and doc.pop("duration_s") < 5
     for point in doc["timeline"]["points"]:
         assert point.pop("start") and point.pop("seconds") < 5
+    # the kernel's histograms and its counters saw the same timed operations, with the same time
+    lat = {r["event"]: r for r in doc["latency"]}
+    assert set(lat) == {"open", "create", "access", "modify", "sync"} and lat["sync"]["count"] == 1
+    rows = {r["event"]: r for r in doc["event_types"]}
+    for name, r in lat.items():
+        assert round(rows[name]["time_us"] / rows[name]["avg_us"]) == r["count"]     # avg_us: to the ns
+        assert rows[name]["avg_us"] == pytest.approx(r["mean_us"], abs=1e-3)
     check("expected-report.json", json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
 
 
