@@ -43,7 +43,8 @@ EVENT_FIELDS = (
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quote = json.encoder.encode_basestring     # what _dumps does to a str, minus its per-call dispatch
 _EVENT_LINE = ('{"type":"event","ts":%.6f,"event":"%s","dir":%s,"path":%s,"path2":%s,"pid":%d,"tid":%d,'
-               '"ppid":%s,"uid":%d,"comm":%s,"cgroup_id":%d,%s,"ret":%d,"error":%s,"syscall":"%s","bytes":%s,"latency_us":%s}\n')
+               '"ppid":%s,"uid":%d,"comm":%s,"cgroup_id":%d,%s,"ret":%d,"error":%s,"syscall":"%s","bytes":%s,'
+               '"latency_us":%s}\n')
 
 
 def _text(raw: bytes | None) -> str:

@@ -54,7 +54,8 @@ def recording_probe(out: list[bytes]):
                                                                       *e.lat_ns, *e.timed, e.comm)
                                                  for e in entries)))
                 out.append(frame(HISTS, b"".join(abi.HIST_KEY.pack(h.cgroup_id, h.op, 0)
-                                                 + abi.HIST_VALUE.pack(*h.buckets, h.sum_ns, h.max_ns) for h in c.hists)))
+                                                 + abi.HIST_VALUE.pack(*h.buckets, h.sum_ns, h.max_ns)
+                                                 for h in c.hists)))
                 return entries
             c.swap = recorded_swap
             return c

@@ -178,7 +178,8 @@ HOSTILE = "/srv/esc\x1b[31m-rtl\u202etxt-back\\slash-bad\udcff"
 def hostile_report():
     agg = Aggregator(cumulative=True)
     files = {100: HOSTILE}
-    agg.add(model.Tick(ts=1000.0, elapsed=1.0, entries=[model.Entry(1, 100, 7, 0, b"ev\xe2\x80\xaeil", (1,) + (0,) * 10)],
+    agg.add(model.Tick(ts=1000.0, elapsed=1.0,
+                       entries=[model.Entry(1, 100, 7, 0, b"ev\xe2\x80\xaeil", (1,) + (0,) * 10)],
                        cgroups={1: "/"}, files=files))
     return report.build(agg, META)
 
