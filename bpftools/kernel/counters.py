@@ -84,6 +84,8 @@ class Counters:
         self.map_fds = map_fds
         self.hist_slot_fd = hist_slot_fd
         self.hist_fds = hist_fds
+        self.hist_full_fd = -1
+        self._hist_full_seen = 0
         self.hists: list[Hist] = []             # the histograms drained by the last swap()
         self.overflow_fd = overflow_fd
         self.named_fd = named_fd
@@ -99,9 +101,11 @@ class Counters:
     @classmethod
     def from_probe(cls, probe) -> Counters:
         t = probe.bpf
-        return cls(t["agg_slot"].map_fd, (t["agg_a"].map_fd, t["agg_b"].map_fd),
-                   t["agg_overflow"].map_fd, t["agg_named"].map_fd,
-                   t["hist_slot"].map_fd, (t["hist_a"].map_fd, t["hist_b"].map_fd))
+        counters = cls(t["agg_slot"].map_fd, (t["agg_a"].map_fd, t["agg_b"].map_fd),
+                       t["agg_overflow"].map_fd, t["agg_named"].map_fd,
+                       t["hist_slot"].map_fd, (t["hist_a"].map_fd, t["hist_b"].map_fd))
+        counters.hist_full_fd = t["hist_full"].map_fd
+        return counters
 
     def _point(self, index: int) -> None:
         key = ctypes.c_uint32(0)
@@ -162,6 +166,16 @@ class Counters:
             total = sum(struct.unpack_from("=%dQ" % self.cpus, value)) if rc == 0 else self._overflow_seen[op]
             delta.append(total - self._overflow_seen[op])
             self._overflow_seen[op] = total
+        return delta
+
+    def hist_overflow(self) -> int:
+        """Timed operations whose (cgroup, event type) found the histogram map full, since the last call."""
+        if self.hist_full_fd < 0:
+            return 0
+        value = ctypes.create_string_buffer(8 * self.cpus)
+        rc = bpf(BPF_MAP_LOOKUP_ELEM, _elem_attr(self.hist_full_fd, ctypes.c_uint32(0), value))
+        total = sum(struct.unpack_from("=%dQ" % self.cpus, value)) if rc == 0 else self._hist_full_seen
+        delta, self._hist_full_seen = total - self._hist_full_seen, total
         return delta
 
     def forget(self, file_key: int) -> None:

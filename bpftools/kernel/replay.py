@@ -70,6 +70,9 @@ class _Counters:
     def overflow(self) -> list[int]:
         return [0] * len(EVENT_NAMES)
 
+    def hist_overflow(self) -> int:
+        return 0
+
     def forget(self, file_key: int) -> None:
         self.forgotten.append(file_key)
 

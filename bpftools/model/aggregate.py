@@ -50,6 +50,7 @@ class Aggregator:
         self.tick_bytes = (0, 0)                # the last tick: bytes read, written
         self.bytes_total = [0, 0]               # every tick: bytes read, written
         self.tick_time = (0, 0)                 # the last tick: ns spent in timed operations, how many
+        self.hist_overflow = 0                  # every tick: timed operations the histogram map had no room for
         # cumulative state
         self.max_entries = max_entries
         self.totals: dict[tuple, list[int]] = {}
@@ -85,6 +86,7 @@ class Aggregator:
             self.ppids = {}
         self.ppids.update(tick.ppids)
         add_into(self.overflow, tick.overflow)
+        self.hist_overflow += tick.hist_overflow
         self.lost += tick.lost
         self.tick_counts, self.tick_failed, trends = summarize(tick.entries, tick.cgroups, tick.files)
         if tick.elapsed > 0:        # rates: ticks of different lengths (+ and - in top) compare

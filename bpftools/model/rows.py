@@ -84,6 +84,7 @@ class Tick:
     files: dict[int, str]           # file key -> path (missing: not known yet)
     overflow: tuple[int, ...] = (0,) * EV_COUNT   # per event: not in entries, the map was full
     hists: list[Hist] = field(default_factory=list)  # latency histograms per (cgroup id, event)
+    hist_overflow: int = 0          # timed operations not in hists: the histogram map was full
     lost: int = 0                   # ring-buffer records lost (names, cgroup changes)
     uptime: float = 0.0             # of the machine
     tracked: int = 0                # cgroups alive

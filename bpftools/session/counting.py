@@ -57,6 +57,7 @@ class CountingSession(Session):
         now = time.monotonic()
         self.probe.poll(0)              # the names of every key just drained are in the buffer now
         overflow = tuple(self.counters.overflow())
+        hist_overflow = self.counters.hist_overflow()
         cgroup_paths: dict[int, str | None] = {}
         files: dict[int, str] = {}
         kept = []
@@ -98,7 +99,7 @@ class CountingSession(Session):
             ts=self._offset + now, elapsed=elapsed, entries=kept, ppids=ppids,
             cgroups={cgid: path or unknown_path(cgid) for cgid, path in cgroup_paths.items()},
             files=files, overflow=overflow, lost=lost, uptime=time.clock_gettime(time.CLOCK_BOOTTIME),
-            hists=hists,
+            hists=hists, hist_overflow=hist_overflow,
             tracked=sum(1 for info in self.cgmap.entries() if info.alive) if self.cgmap else 0,
         )
 

@@ -10,6 +10,7 @@ the terminal rendering, with nothing fetched from the network.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import io
 import json
@@ -121,6 +122,10 @@ def build(agg: Aggregator, meta: ReportMeta, top: int = 10, by: tuple[str, ...] 
     end = agg.end_ts if agg.end_ts is not None else time.time()
     bytes_points = [(r, w) for _, _, r, w in agg.bytes_timeline]   # merged as the timeline is: same points
     files = [r for r in model.group_rows(entries, "file", agg.cgroups, agg.files) if r.timed]
+    if agg.hist_overflow:
+        meta = dataclasses.replace(meta, notes=meta.notes + (
+            "%d timed operations found the kernel's latency histogram map full: the latency table misses them "
+            "(the rows' times count them)" % agg.hist_overflow,))
     return Report(
         meta=meta, start=agg.first_ts if agg.first_ts is not None else end, end=end, totals=totals,
         failed=failed, lost=agg.lost, overflow=sum(agg.overflow), tables=tables,

@@ -226,3 +226,13 @@ def test_export_histograms_follow_their_series_and_fold_with_them():
     le = export_state.latency_buckets(hists[db + ("sync",)][0])
     assert le[0] == (1024 / 1e9, 0) and le[-1][1] == 10
     assert [n for bound, n in le if bound >= 0.3][:1] == [10] and [n for bound, n in le if bound < 0.268][-1] == 9
+
+
+def test_operations_the_histogram_map_had_no_room_for_are_said():
+    agg = Aggregator(cumulative=True)
+    agg.add(Tick(ts=1000.0, elapsed=1.0, entries=list(ENTRIES), cgroups=dict(CGROUPS), files=dict(FILES),
+                 hists=list(HISTS), hist_overflow=3))
+    rep = report.build(agg, report.ReportMeta(), top=0)
+    assert [n for n in rep.meta.notes if "histogram map full" in n] == [
+        "3 timed operations found the kernel's latency histogram map full: the latency table misses them "
+        "(the rows' times count them)"]
