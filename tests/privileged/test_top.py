@@ -189,9 +189,9 @@ def test_tui_shows_the_workload_and_answers_its_keys(width, height, web_service,
         assert screen.splitlines()[0].startswith("fstrace top") and "filters: --cgroup /fstrace-test-" in screen
 
         tui.keys("<")           # the column left of total: exec, shown even at 80 columns
-        tui.wait_for(lambda s: "sort exec ▼" in s and "exec▼" in s, timeout=LIVENESS)
+        tui.wait_for(lambda s: "sort sync ▼" in s and "sync▼" in s, timeout=LIVENESS)
         tui.keys("r")
-        tui.wait_for(lambda s: "sort exec ▲" in s and "exec▲" in s, timeout=LIVENESS)
+        tui.wait_for(lambda s: "sort sync ▲" in s and "sync▲" in s, timeout=LIVENESS)
         tui.keys(">", "r", "g")
         screen = tui.wait_for(lambda s: "group process" in s and s, timeout=LIVENESS)
         assert "PROCESS" in screen and "%s[%d]" % (LAUNCH_COMM, work.pid) in screen
