@@ -67,14 +67,16 @@ class Session:
     ring_pages = probe.ProbeConfig.ring_pages
 
     def __init__(self, opts: Options, sink, *, load_probe=probe.Probe, cgmap=_FIND,
-                 runtimes: runtime_state.Runtimes | None = None):
+                 runtimes: runtime_state.Runtimes | None = None, transient=None):
         self.opts = opts
         self.sink = sink
         self.totals = Totals()
         self.stopping = False
         self.child: subprocess.Popen | None = None
-        self.transient: command.TransientCgroup | None = None
+        self.transient: command.TransientCgroup | command.TransientScope | None = None
         self._load_probe = load_probe
+        # (mount, command) -> the command's cgroup, or its systemd scope on a systemd host
+        self._transient = transient or command.transient_for
         if cgmap is _FIND:
             try:
                 cgmap = cgroup_map.CgroupMap(mount=cgroup_map.cgroup2_mount())
@@ -161,7 +163,8 @@ class Session:
             command.check(self.opts.command)
             if not self.mount:
                 raise UsageError("-- CMD needs cgroup2 to follow the command and its children")
-            self.transient = command.TransientCgroup(self.mount)
+            # on a systemd host a stopped process already waits in the scope: released by run()
+            self.transient = self._transient(self.mount, self.opts.command)
             self.cgmap.feed("mkdir", self.transient.id, self.transient.path, time.monotonic())
         ids, min_level = self._filter_ids()
         if self._watch_runtimes:
@@ -263,7 +266,7 @@ class Session:
         try:
             self.totals.started = time.monotonic()
             if self.opts.command:
-                self.child = command.spawn(self.opts.command, self.transient)
+                self.child = self.transient.spawn(self.opts.command)
                 self._spawned(self.child.pid)
             while not self._done():
                 with stop_signals_held():     # a signal waits for the sink's writes, at most one poll

@@ -1,0 +1,108 @@
+"""What `fstrace trace|report -- CMD` must keep, however CMD gets its cgroup (shared by the host's
+test_command_scope.py and the systemd guest's systemd_checks.py; not a test module itself).
+
+The command reads a line from stdin, prints it, its pid and its signal state, makes a file and
+exits 3: fstrace must hand it stdin and stdout untouched, follow it from its exec in its own cgroup,
+and exit with its status.
+"""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+WORK = ('read line; echo "got $line"; sed -n "s/^NSpid:/pid:/p" /proc/$$/status; '
+        'grep -E "^(SigBlk|SigIgn):" /proc/self/status; '
+        ': > "$1/made"; exit 3')
+
+
+@dataclass
+class CommandRun:
+    rc: int
+    stdout: str
+    stderr: str
+    records: list[dict]
+    status: dict[str, str]          # the command's pid (NSpid of the shell) and signal state (of its child)
+
+    @property
+    def start(self) -> dict:
+        return self.records[0]
+
+    @property
+    def events(self) -> list[dict]:
+        return [r for r in self.records if r["type"] == "event"]
+
+    @property
+    def pid(self) -> int:
+        """The command's pid as the kernel (and so every event) sees it: the first NSpid."""
+        return int(self.status["pid"].split()[0])
+
+
+def direct_status(workdir: Path) -> dict[str, str]:
+    """The same command's signal state run without fstrace."""
+    out = subprocess.run(["/bin/sh", "-c", WORK, "sh", str(workdir)], input=b"x\n", capture_output=True).stdout
+    return parse_status(out.decode())
+
+
+def parse_status(text: str) -> dict[str, str]:
+    return dict(m.groups() for m in re.finditer(r"^(pid|SigBlk|SigIgn):\s*(.*)$", text, re.M))
+
+
+def trace_command(fstrace: list[str], workdir: Path, timeout: float = 600) -> CommandRun:
+    """`fstrace trace --json -e all -o FILE -- sh -c WORK`, with a line on stdin."""
+    events = workdir / "events.jsonl"
+    proc = subprocess.run([*fstrace, "trace", "--json", "-e", "all", "-o", str(events), "--",
+                           "/bin/sh", "-c", WORK, "sh", str(workdir)],
+                          input=b"hello\n", capture_output=True, timeout=timeout)
+    recs = [json.loads(line) for line in events.read_text().splitlines()] if events.exists() else []
+    return CommandRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode(), recs,
+                      parse_status(proc.stdout.decode()))
+
+
+def check_command_run(run: CommandRun, workdir: Path) -> None:
+    """What holds whichever way the command got its cgroup."""
+    assert run.rc == 3, run.stderr
+    assert run.stdout.startswith("got hello\n"), run.stdout
+    assert run.records and run.start["type"] == "start" and run.records[-1]["type"] == "summary", run.stderr
+    cgroup = run.start["command_cgroup"]
+    assert run.events and all(e["cgroup"] == cgroup for e in run.events), \
+        {(e["cgroup"], e["comm"]) for e in run.events}
+    mine = [e for e in run.events if e["pid"] == run.pid]
+    assert any(e["event"] == "exec" for e in mine), [(e["event"], e["comm"], e["path"]) for e in run.events[:5]]
+    assert any(e["event"] == "create" and e["path"] == str(workdir / "made") for e in mine)
+    assert run.records[-1]["exit_status"] == 3
+
+
+def check_scope_run(run: CommandRun, unit_re: str) -> None:
+    """In a scope: the command's exec is the first event (the shim that waited for it sent none)."""
+    cgroup = run.start["command_cgroup"]
+    assert re.fullmatch(unit_re, cgroup), cgroup
+    unit = cgroup.rsplit("/", 1)[1]
+    first = run.events[0]
+    assert (first["event"], first["pid"]) == ("exec", run.pid), first
+    assert all(e["unit"] == unit for e in run.events), {e["unit"] for e in run.events}
+    assert not [e for e in run.events if e["comm"].startswith("python")]
+
+
+def signalled_command(fstrace: list[str], workdir: Path, sig: int, timeout: float = 600) -> tuple[int, str]:
+    """Send sig to fstrace while `-- CMD` sleeps: (fstrace's exit status, stderr); CMD gets sig."""
+    proc = subprocess.Popen([*fstrace, "trace", "--json", "-o", str(workdir / "signalled.jsonl"), "--",
+                             "/bin/sh", "-c", "echo ready; exec sleep 600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        time.sleep(0.2)          # the exec of sleep
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=timeout)
+        return proc.returncode, err.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
