@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-WORK = ('read line; echo "got $line"; sed -n "s/^NSpid:/pid:/p" /proc/$$/status; '
+WORK = ('read line; echo "got $line"; sed -n -e "s/^NSpid:/pid:/p" -e "s/^PPid:/ppid:/p" /proc/$$/status; '
         'grep -E "^(SigBlk|SigIgn):" /proc/self/status; '
         ': > "$1/made"; exit 3')
 
@@ -26,7 +26,7 @@ class CommandRun:
     stdout: str
     stderr: str
     records: list[dict]
-    status: dict[str, str]          # the command's pid (NSpid of the shell) and signal state (of its child)
+    status: dict[str, str]          # the command's pid and ppid (of the shell) and signal state (of its child)
 
     @property
     def start(self) -> dict:
@@ -38,7 +38,7 @@ class CommandRun:
 
     @property
     def pid(self) -> int:
-        """The command's pid as the kernel (and so every event) sees it: the first NSpid."""
+        """The command's pid in the pid namespace of /proc (events carry the pid of the initial one)."""
         return int(self.status["pid"].split()[0])
 
 
@@ -49,7 +49,7 @@ def direct_status(workdir: Path) -> dict[str, str]:
 
 
 def parse_status(text: str) -> dict[str, str]:
-    return dict(m.groups() for m in re.finditer(r"^(pid|SigBlk|SigIgn):\s*(.*)$", text, re.M))
+    return dict(m.groups() for m in re.finditer(r"^(pid|ppid|SigBlk|SigIgn):\s*(.*)$", text, re.M))
 
 
 def trace_command(fstrace: list[str], workdir: Path, timeout: float = 600) -> CommandRun:
@@ -63,17 +63,25 @@ def trace_command(fstrace: list[str], workdir: Path, timeout: float = 600) -> Co
                       parse_status(proc.stdout.decode()))
 
 
-def check_command_run(run: CommandRun, workdir: Path) -> None:
-    """What holds whichever way the command got its cgroup."""
+def check_command_run(run: CommandRun, workdir: Path, pidns: bool = False) -> None:
+    """What holds whichever way the command got its cgroup.
+
+    pidns: fstrace and the command run in a pid namespace (the systemd guest's), where the pids
+    they see are not those the kernel puts in events.
+    """
     assert run.rc == 3, run.stderr
     assert run.stdout.startswith("got hello\n"), run.stdout
     assert run.records and run.start["type"] == "start" and run.records[-1]["type"] == "summary", run.stderr
+    assert int(run.status["ppid"]) == run.start["pid"]       # fstrace's own child: exec kept the pid
     cgroup = run.start["command_cgroup"]
     assert run.events and all(e["cgroup"] == cgroup for e in run.events), \
         {(e["cgroup"], e["comm"]) for e in run.events}
-    mine = [e for e in run.events if e["pid"] == run.pid]
-    assert any(e["event"] == "exec" for e in mine), [(e["event"], e["comm"], e["path"]) for e in run.events[:5]]
-    assert any(e["event"] == "create" and e["path"] == str(workdir / "made") for e in mine)
+    made = [e for e in run.events if e["event"] == "create" and e["path"] == str(workdir / "made")]
+    assert len(made) == 1, [(e["event"], e["comm"], e["path"]) for e in run.events]
+    pid = made[0]["pid"]        # the shell itself made it (a redirection)
+    assert pidns or pid == run.pid
+    assert "exec" in [e["event"] for e in run.events if e["pid"] == pid], \
+        [(e["event"], e["comm"], e["path"]) for e in run.events[:5]]
     assert run.records[-1]["exit_status"] == 3
 
 
@@ -83,7 +91,7 @@ def check_scope_run(run: CommandRun, unit_re: str) -> None:
     assert re.fullmatch(unit_re, cgroup), cgroup
     unit = cgroup.rsplit("/", 1)[1]
     first = run.events[0]
-    assert (first["event"], first["pid"]) == ("exec", run.pid), first
+    assert first["event"] == "exec" and first["comm"] == "sh", first
     assert all(e["unit"] == unit for e in run.events), {e["unit"] for e in run.events}
     assert not [e for e in run.events if e["comm"].startswith("python")]
 
