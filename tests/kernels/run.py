@@ -49,7 +49,6 @@ VIRTME_NG = "virtme-ng==1.42"
 APT = Path("/etc/apt")
 BACKPORTS_LIST = "sources.list.d/fstrace-kernels-backports.sources"
 HOST_PACKAGES = ["qemu-system-x86", "busybox-static"]
-SYSTEMD_TESTS = ["tests/privileged/systemd_checks.py"]
 GUEST_TESTS = ["tests/privileged/test_backends.py", "tests/privileged/fsnotify_checks.py",
                "tests/privileged/test_arming_marks.py", "tests/privileged/test_kernel_truth.py",
                "tests/privileged/test_bpf_sources.py"]
@@ -61,7 +60,7 @@ class Kernel:
     package: re.Pattern      # linux-image-<release> packages of this series
     suite: str               # "" or "-backports": where they come from
     backends: str            # FSTRACE_TEST_BACKENDS: auto must pick the first
-    systemd: bool = False    # then SYSTEMD_TESTS under a systemd started in the guest
+    systemd: bool = False    # then systemd_guest.py: systemd_checks.py under a systemd started in the guest
 
     @property
     def bench_backends(self) -> list[str]:
@@ -189,7 +188,7 @@ def pytest_argv(junit: Path, tests: list[str], pytest_args: list[str]) -> list[s
 
 
 def guest_command(kernel: Kernel, out: Path, pytest_args: list[str], bench: bool, systemd: bool = True) -> str:
-    python = REPO / ".venv" / "bin" / "python"
+    python = ".venv/bin/python"         # in REPO
     if bench:
         args = [str(REPO / "tests" / "kernels" / "bench.py"), str(out / "bench.md"), *kernel.bench_backends]
     else:
@@ -202,14 +201,14 @@ def guest_command(kernel: Kernel, out: Path, pytest_args: list[str], bench: bool
         for link in ("build", "source"):
             mounts += "mount --bind %s /lib/modules/$(uname -r)/%s && " % (
                 shlex.quote(os.path.realpath("/lib/modules/%s/%s" % (headers, link))), link)
-    env_ = " ".join("%s=%s" % kv for kv in env.items())
-    run = "%s %s %s; s=$?; " % (env_, shlex.quote(str(python)), " ".join(shlex.quote(a) for a in args))
+    exports = "export %s && " % " ".join("%s=%s" % kv for kv in env.items())
+    run = "%s %s; s=$?; " % (python, " ".join(shlex.quote(a) for a in args))
     if kernel.systemd and systemd and not bench:
-        then = [str(REPO / "tests" / "kernels" / "systemd_guest.py"), str(out),
-                *pytest_argv(out / "junit-systemd.xml", SYSTEMD_TESTS, pytest_args)[2:]]
-        run += "%s %s %s; t=$?; [ $s -eq 0 ] && s=$t; " % (
-            env_, shlex.quote(str(python)), " ".join(shlex.quote(a) for a in then))
-    return "%scd %s && %secho $s > %s" % (mounts, shlex.quote(str(REPO)), run, shlex.quote(str(out / "status")))
+        # the kernel's command line carries this (2048 bytes in all): systemd_guest.py knows its own tests
+        run += "%s tests/kernels/systemd_guest.py %s %s; t=$?; [ $s -eq 0 ] && s=$t; " % (
+            python, shlex.quote(str(out)), " ".join(shlex.quote(a) for a in pytest_args))
+    return "%scd %s && %s%secho $s > %s" % (mounts, shlex.quote(str(REPO)), exports, run,
+                                           shlex.quote(str(out / "status")))
 
 
 def boot(kernel: Kernel, release: str, pytest_args: list[str], bench: bool = False, systemd: bool = True) -> Path:

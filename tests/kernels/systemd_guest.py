@@ -12,8 +12,9 @@ The tests run inside systemd's namespaces (nsenter -p -m), where
 systemd host.  The guest's cgroup2 hierarchy is shared, so what systemd
 makes (system.slice, the units' cgroups) is what the kernel reports.
 
-usage: systemd_guest.py OUT PYTEST-ARGS...    (run as root, in the repository)
-writes OUT/systemd-times: seconds until systemd was running, seconds of the tests
+usage: systemd_guest.py OUT [PYTEST-ARGS...]    (run as root, in the repository)
+writes OUT/junit-systemd.xml, and OUT/systemd-times: seconds until systemd was
+running, seconds of the tests
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 MASK = ["getty@tty1.service", "serial-getty@ttyS0.service", "console-getty.service",
         "systemd-tmpfiles-setup.service", "timers.target"]
+TESTS = ["tests/privileged/systemd_checks.py"]
 READY_TIMEOUT = float(os.environ.get("SYSTEMD_READY_TIMEOUT", "600"))
 UNITS = Path("/etc/systemd/system")
 
@@ -68,7 +70,9 @@ def wait_running(pid: int) -> str:
 
 
 def main() -> int:
-    out, pytest_args = Path(sys.argv[1]), sys.argv[2:]
+    out = Path(sys.argv[1])
+    pytest_args = ["-v", "-p", "no:cacheprovider", "-o", "console_output_style=classic", "-o", "junit_family=xunit1",
+                   "--junitxml=%s" % (out / "junit-systemd.xml"), *TESTS, *sys.argv[2:]]
     t0 = time.monotonic()
     proc, pid = start()
     try:
