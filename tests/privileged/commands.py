@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WORK = ('read line; echo "got $line"; sed -n -e "s/^NSpid:/pid:/p" -e "s/^PPid:/ppid:/p" /proc/$$/status; '
-        'grep -E "^(SigBlk|SigIgn):" /proc/self/status; '
+        'grep -E "^(SigBlk|SigIgn):" /proc/self/status; env -0 > "$1/env"; '
         ': > "$1/made"; exit 3')
 
 
@@ -42,10 +42,16 @@ class CommandRun:
         return int(self.status["pid"].split()[0])
 
 
-def direct_status(workdir: Path) -> dict[str, str]:
-    """The same command's signal state run without fstrace."""
+def command_env(workdir: Path) -> dict[str, str]:
+    """The environment the command ran with (it wrote it to workdir/env)."""
+    pairs = (workdir / "env").read_bytes().split(b"\0")
+    return dict(p.decode().split("=", 1) for p in pairs if p)
+
+
+def direct_run(workdir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The same command run without fstrace: (its signal state, its environment)."""
     out = subprocess.run(["/bin/sh", "-c", WORK, "sh", str(workdir)], input=b"x\n", capture_output=True).stdout
-    return parse_status(out.decode())
+    return parse_status(out.decode()), command_env(workdir)
 
 
 def parse_status(text: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ In that pid namespace the pids fstrace and the command see are not those the ker
 events (the initial namespace's): pids are compared only where both come from one side.
 """
 import json
-import os
 import re
 import signal
 import subprocess
@@ -17,8 +16,8 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-from commands import check_command_run, check_scope_run, direct_status, signalled_command, trace_command
+from commands import (check_command_run, check_scope_run, command_env, direct_run, signalled_command,
+                      trace_command)
 from conftest import FSTRACE
 
 from bpftools.session import command
@@ -40,9 +39,13 @@ def test_command_runs_in_a_transient_scope(workdir):
     run = trace_command([FSTRACE], workdir)
     check_command_run(run, workdir, pidns=True)
     check_scope_run(run, SCOPE)
-    assert {k: run.status[k] for k in ("SigBlk", "SigIgn")} == \
-        {k: direct_status(workdir)[k] for k in ("SigBlk", "SigIgn")}
     assert "fstrace: running the command in cgroup /system.slice/fstrace-run-" in run.stderr
+    env = command_env(workdir)
+    status, direct_env = direct_run(workdir)
+    assert {k: run.status[k] for k in ("SigBlk", "SigIgn")} == {k: status[k] for k in ("SigBlk", "SigIgn")}
+    assert re.fullmatch("[0-9a-f]{32}", env.pop("INVOCATION_ID", "")), env   # systemd-run's, the scope's
+    direct_env.pop("INVOCATION_ID", None)
+    assert env == direct_env
     unit = run.start["command_cgroup"].rsplit("/", 1)[1]
     deadline = time.monotonic() + 30
     while units(unit) and time.monotonic() < deadline:      # systemd collects the empty scope

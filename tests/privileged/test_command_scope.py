@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from commands import SIGNALS, check_command_run, check_scope_run, direct_status, signalled_command, trace_command
+from commands import (SIGNALS, check_command_run, check_scope_run, command_env, direct_run, signalled_command,
+                      trace_command)
 from conftest import FSTRACE
 
 
@@ -30,8 +31,10 @@ def fstrace(request, test_cgroup):
 def test_command_keeps_stdin_stdout_pid_and_status(fstrace, workdir, cg2_mount):
     run = trace_command(fstrace, workdir)
     check_command_run(run, workdir)
-    assert {k: run.status[k] for k in ("SigBlk", "SigIgn")} == \
-        {k: direct_status(workdir)[k] for k in ("SigBlk", "SigIgn")}
+    env = command_env(workdir)
+    status, direct_env = direct_run(workdir)
+    assert {k: run.status[k] for k in ("SigBlk", "SigIgn")} == {k: status[k] for k in ("SigBlk", "SigIgn")}
+    assert env == direct_env
     if fstrace[0] != FSTRACE:
         check_scope_run(run, r"/fstrace-test-[0-9a-f]+/fstrace-run-\d+-[0-9a-f]{6}\.scope")
     else:
