@@ -34,10 +34,13 @@ SCOPE_START_TIMEOUT = 60.0      # systemd-run's own D-Bus calls time out after 2
 SCOPE_SLICE = "system.slice"    # where systemd puts a transient scope of its system manager
 
 # Run by systemd-run inside the scope: wait (stopped) until fstrace has the scope's cgroup in its
-# filter, then become the command.  Python ignores SIGPIPE and SIGXFSZ at start-up; the command
-# gets them back at their defaults, as subprocess gives them back to a command it starts.
+# filter, then become the command.  Whatever reads a file is done before the stop (the PATH search
+# imports warnings): once continued, the shim's only syscalls are signal dispositions and execve.
+# Python ignores SIGPIPE and SIGXFSZ at start-up; the command gets them back at their defaults, as
+# subprocess gives them back to a command it starts.
 SCOPE_SHIM = (
-    "import os,signal,sys\n"
+    "import os,signal,sys,warnings\n"
+    "os.get_exec_path()\n"
     "os.kill(os.getpid(),signal.SIGSTOP)\n"
     "for s in (signal.SIGPIPE,signal.SIGXFSZ):\n"
     " signal.signal(s,signal.SIG_DFL)\n"

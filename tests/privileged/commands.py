@@ -59,10 +59,11 @@ def parse_status(text: str) -> dict[str, str]:
 
 
 def trace_command(fstrace: list[str], workdir: Path, timeout: float = 600) -> CommandRun:
-    """`fstrace trace --json -e all -o FILE -- sh -c WORK`, with a line on stdin."""
+    """`fstrace trace --json -e all -o FILE -- sh -c WORK`, with a line on stdin (sh is looked up on PATH,
+    as in the shim: the search must send no event of its own)."""
     events = workdir / "events.jsonl"
     proc = subprocess.run([*fstrace, "trace", "--json", "-e", "all", "-o", str(events), "--",
-                           "/bin/sh", "-c", WORK, "sh", str(workdir)],
+                           "sh", "-c", WORK, "sh", str(workdir)],           # found on PATH
                           input=b"hello\n", capture_output=True, timeout=timeout)
     recs = [json.loads(line) for line in events.read_text().splitlines()] if events.exists() else []
     return CommandRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode(), recs,
