@@ -75,7 +75,10 @@ def test_a_transient_service_is_named_by_its_unit(workdir):
                                  "-o", str(report_out)], stderr=subprocess.PIPE)
     try:
         wait_for(lambda: trace_out.exists() and trace_out.read_text().startswith('{"type":"start"'), "trace start")
-        assert reporter.stderr.readline().startswith(b"fstrace: counting with")
+        news = [reporter.stderr.readline()]
+        while news[-1] and not news[-1].startswith(b"fstrace: counting with"):      # report has begun
+            news.append(reporter.stderr.readline())
+        assert news[-1], b"".join(news).decode()
         svc = subprocess.run(["systemd-run", "--quiet", "--wait", "--collect", "--unit", unit, "--",
                               "/bin/sh", "-c", ': > "$1/a"; echo x > "$1/b"; mv "$1/b" "$1/c"; rm "$1/a"',
                               "sh", str(workdir)], capture_output=True, text=True, timeout=300)
