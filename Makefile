@@ -64,7 +64,8 @@ run: install
 
 # The whole suite: unit tests and the root/BPF tests on the host's kernel,
 # then the fsnotify backends' kernel matrix (Debian's kernels under qemu,
-# about 11 minutes here once the kernels are installed).
+# about 11 minutes here once the kernels are installed; the 6.12 guest then
+# starts systemd and runs the systemd checks, about 6 minutes more).
 test: install test-deps
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
 	$(VENV)/bin/python tests/kernels/run.py
