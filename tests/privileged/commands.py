@@ -1,5 +1,5 @@
 """What `fstrace trace|report -- CMD` must keep, however CMD gets its cgroup (shared by the host's
-test_command_scope.py and the systemd guest's systemd_checks.py; not a test module itself).
+test_command_cgroup.py and the systemd guest's systemd_checks.py; not a test module itself).
 
 The command reads a line from stdin, prints it, its pid and its signal state, makes a file and
 exits 3: fstrace must hand it stdin and stdout untouched, follow it from its exec in its own cgroup,
