@@ -170,7 +170,7 @@ class Session:
             ids.append(self.transient.id)
             min_level = level_of(self.transient.path) if not self.opts.cgroups else min(min_level, 1)
             self._subtrees.append(self.transient.path)
-        self.probe = self._load_probe(self.probe_config(ids, min_level), self._on_bytes)
+        self.probe = self._load_probe(self.probe_config(ids, min_level), self._reader())
         if ids:
             self.probe.add_cgroups(ids)
         self._started()
@@ -192,6 +192,10 @@ class Session:
         )
 
     # --- what subclasses extend ------------------------------------------------------
+    def _reader(self):
+        """What the probe hands the ring to: a callable per record (here), or an object with drain(ring)."""
+        return self._on_bytes
+
     def _started(self) -> None:
         """The probe is attached (counting starts here)."""
 
