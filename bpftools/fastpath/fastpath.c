@@ -38,6 +38,7 @@ typedef uint16_t __u16;
 #define RB_BUSY     (1U << 31)
 #define RB_DISCARD  (1U << 30)
 #define RB_HDR      8
+#define BUSY_SPINS  20000           /* pauses to wait for a reserved record's commit */
 #define OUT_SOFT    (1U << 20)      /* FP_FULL once this much output waits */
 #define MAX_OPS     64
 #define CG_SLOTS    16384           /* open addressing, power of two */
@@ -969,6 +970,13 @@ int fp_drain(struct fp_engine *e, struct fp_ring *r, uint64_t limit)
 		}
 		const uint8_t *hdr = r->data + (cons & r->mask);
 		uint32_t len = __atomic_load_n((const uint32_t *)hdr, __ATOMIC_ACQUIRE);
+		/* reserved, not committed yet: a BPF program commits before it returns, so wait a little
+		 * (about a millisecond at most) rather than leave it, and what follows, to the next poll,
+		 * which the last poll of a run does not have */
+		for (int spins = 0; (len & RB_BUSY) && spins < BUSY_SPINS; spins++) {
+			__builtin_ia32_pause();
+			len = __atomic_load_n((const uint32_t *)hdr, __ATOMIC_ACQUIRE);
+		}
 		if (len & RB_BUSY)
 			break;
 		uint32_t size = len & ~(RB_BUSY | RB_DISCARD);
