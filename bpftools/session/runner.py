@@ -5,8 +5,8 @@ counters), a cgroup map and, with `-- CMD`, the command in its transient
 cgroup.  The probe is injected (``load_probe``) and so is the cgroup map,
 so the same loop runs on recorded ring-buffer bytes without root
 (tests/unit/test_replay.py).  What a record means is for the two kinds of
-session: StreamSession (session/stream.py) turns file records into
-FileEvents, CountingSession (session/counting.py) drains the kernel's
+session: StreamSession (session/stream.py) has file records written by the
+sink's compiled formatter (or turned into FileEvents), CountingSession (session/counting.py) drains the kernel's
 counters into ticks.  ``open_session()`` picks one.
 """
 from __future__ import annotations
