@@ -65,18 +65,23 @@ class Source:
     arg: str = ""               # or IN_CGROUP: written by the cgroup's fragment
     field: str = ""             # NUMBER: the header field (abi.HEADER_FIELDS)
     when_flags: int = 0         # NUMBER: null unless the record's flags have all of these
-    divisor: int = 1            # NUMBER: > 1 writes value / divisor as a Python float's repr
+    divisor: int = 1            # NUMBER: > 1 writes value / divisor (as_float: a float's repr) or value // divisor
+    as_float: bool = True
 
 
 def literal(json_text: str) -> Source:
     return Source("LITERAL", json_text)
 
 
-def number(field: str, when_flags: int = 0, divisor: int = 1) -> Source:
-    """A numeric field of the record header: as an integer, or value / divisor as a float; null unless when_flags."""
+def number(field: str, when_flags: int = 0, divisor: int = 1, as_float: bool = True) -> Source:
+    """A numeric field of the record header (abi.HEADER_FIELDS), null unless its flags have when_flags.
+
+    As the integer it is; with a divisor, as value / divisor (a float, written as json.dumps writes one)
+    or, as_float=False, as value // divisor.
+    """
     if field not in _SIZES:
         raise ValueError("no header field %r in bpftools/abi.py HEADER_FIELDS" % field)
-    return Source("NUMBER", field=field, when_flags=when_flags, divisor=divisor)
+    return Source("NUMBER", field=field, when_flags=when_flags, divisor=divisor, as_float=as_float)
 
 
 TS, EVENT, DIR, PATH, PATH2 = Source("TS"), Source("EVENT"), Source("DIR"), Source("NAME1"), Source("NAME2")
@@ -122,7 +127,7 @@ class Formatter:
                 size, signed = _SIZES[src.field]
             k, a = prefix.encode(), src.arg.encode()
             if lib.fp_add_op(f._e, getattr(lib, "FP_OP_" + src.op), k, len(k), a, len(a), off, size, int(signed),
-                             src.when_flags, src.divisor):
+                             src.when_flags, src.divisor, int(src.as_float)):
                 raise ValueError("fastpath: cannot add the JSON field %r" % key)
         return f
 

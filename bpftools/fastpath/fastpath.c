@@ -56,6 +56,7 @@ struct op {
 	int off, size, is_signed;
 	uint32_t when_flags;
 	uint64_t divisor;
+	int as_float;
 };
 
 struct name {
@@ -528,7 +529,7 @@ int fp_set_name(struct fp_engine *e, int table, int index, const char *name, siz
 }
 
 int fp_add_op(struct fp_engine *e, int code, const char *key, size_t key_len, const char *arg, size_t arg_len,
-	      int off, int size, int is_signed, uint32_t when_flags, uint64_t divisor)
+	      int off, int size, int is_signed, uint32_t when_flags, uint64_t divisor, int as_float)
 {
 	if (e->n_ops >= MAX_OPS)
 		return -1;
@@ -546,6 +547,7 @@ int fp_add_op(struct fp_engine *e, int code, const char *key, size_t key_len, co
 	op->is_signed = is_signed;
 	op->when_flags = when_flags;
 	op->divisor = divisor;
+	op->as_float = as_float;
 	if (!op->key || !op->arg)
 		return -1;
 	e->n_ops++;
@@ -733,9 +735,16 @@ static void format_json(struct fp_engine *e, const struct fst_event *ev, const s
 			}
 			int neg;
 			uint64_t v = header_number(ev, op, &neg);
-			if (op->divisor > 1) {
+			if (op->divisor > 1 && op->as_float) {
 				double d = neg ? (double)(int64_t)v : (double)v;
 				e->out_len += fp_repr(d / (double)op->divisor, e->out + e->out_len);
+			} else if (op->divisor > 1) {          /* Python's //: floor */
+				if (neg) {
+					uint64_t m = -(uint64_t)v, q = m / op->divisor;
+					put_s64(e, -(int64_t)(q + (m % op->divisor != 0)));
+				} else {
+					put_u64(e, v / op->divisor);
+				}
 			} else if (neg) {
 				put_s64(e, (int64_t)v);
 			} else {

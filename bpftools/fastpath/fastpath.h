@@ -39,7 +39,8 @@
 #define FP_OP_DIR      3
 #define FP_OP_NAME1    4    /* path */
 #define FP_OP_NAME2    5    /* path2 */
-#define FP_OP_NUMBER   6    /* a header field: off, size, is_signed; null unless flags has when_flags; divisor */
+#define FP_OP_NUMBER   6    /* a header field (off, size, is_signed), null unless flags has when_flags;
+                               divisor > 1: value / divisor, as a float (as_float) or floored */
 #define FP_OP_PPID     7
 #define FP_OP_COMM     8
 #define FP_OP_CGROUP   9    /* the cgroup's own fragment (fp_set_cgroup), keys included */
@@ -60,7 +61,7 @@ struct fp_engine *fp_new(int kind, int colour);
 void fp_free(struct fp_engine *e);
 int fp_set_name(struct fp_engine *e, int table, int index, const char *name, size_t len);
 int fp_add_op(struct fp_engine *e, int code, const char *key, size_t key_len, const char *arg, size_t arg_len,
-	      int off, int size, int is_signed, uint32_t when_flags, uint64_t divisor);
+	      int off, int size, int is_signed, uint32_t when_flags, uint64_t divisor, int as_float);
 void fp_configure(struct fp_engine *e, double offset, int bytes, uint32_t bytes_ops, uint32_t no_bytes_flag,
 		  uint32_t dir_flag);
 void fp_set_moves_bytes(struct fp_engine *e, int syscall);

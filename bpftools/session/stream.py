@@ -26,6 +26,9 @@ from bpftools.session.runner import Session
 STREAM_RING_PAGES = 8192
 MAX_CGROUPS_SEEN = 8192     # cgroup id -> Seen, for the cgroups of recent events
 FORGET_CGROUPS_S = 1.0      # the compiled formatter asks again about every cgroup this often (tombstones expire)
+# At least this long between two polls of the ring: the kernel wakes the reader every 64 records per CPU, and
+# each poll costs tens of microseconds in Python (loss counters, fanotify, flush) besides its records.
+MIN_POLL_S = 0.01
 
 
 class Seen(NamedTuple):
@@ -47,7 +50,7 @@ class StreamSession(Session):
         self._bytes = False         # the backend's records carry bytes (known once it is loaded)
         self.formatter = getattr(self.sink, "formatter", None)
         self._pending: set[int] = set()         # cgroups the formatter knows with names still to come
-        self._forgot = time.monotonic()
+        self._forgot = self._polled_at = time.monotonic()
 
     def _reader(self):
         return _CompiledReader(self) if self.formatter is not None else self._on_bytes
@@ -57,6 +60,14 @@ class StreamSession(Session):
         self._bytes = self.probe.report.moves_bytes
         if self.formatter is not None:
             self.formatter.configure(self._offset, self._bytes)
+
+    def _tick(self, timeout_ms: int) -> None:
+        if timeout_ms:                      # not the last poll, which takes what is there at once
+            wait = self._polled_at + MIN_POLL_S - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        self._polled_at = time.monotonic()
+        super()._tick(timeout_ms)
 
     def _lost(self, count: int) -> None:
         self.sink.lost(count, time.time())

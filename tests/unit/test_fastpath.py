@@ -218,14 +218,16 @@ def test_a_numeric_header_field_needs_no_c(dirs):
     import io
     fields = [(k, s) for k, s in jsonl.EVENT_SOURCES.items()] + [
         ("file_id", fastpath.number("file_id")), ("fd", fastpath.number("fd")),
-        ("dir_ms", fastpath.number("ts_ns", when_flags=F_DIR, divisor=1_000_000))]
+        ("dir_ms", fastpath.number("ts_ns", when_flags=F_DIR, divisor=1_000_000)),
+        ("ret_k", fastpath.number("ret", divisor=1000, as_float=False))]
     sink = JsonSink(io.BytesIO())
     sink.formatter = fastpath.Formatter.json(fields)
-    recording = b"".join(frame(RECORD, r) for r in (rec("open", b"/f", fd=-5), rec("create", b"/d", flags=F_DIR)))
+    recording = b"".join(frame(RECORD, r) for r in (rec("open", b"/f", fd=-5, ret=-1001),
+                                                     rec("create", b"/d", flags=F_DIR, ret=12345)))
     out, _ = play(recording, sink, dirs / "a", {CGROUP_ID: CGROUP})
     lines = [json.loads(line) for line in out.splitlines() if line.startswith(b'{"type":"event"')]
-    assert [(e["fd"], e["dir_ms"]) for e in lines] == [(-5, None), (3, 5000.000123)]
-    assert list(lines[0])[-3:] == ["file_id", "fd", "dir_ms"]
+    assert [(e["fd"], e["dir_ms"], e["ret_k"]) for e in lines] == [(-5, None, -1001 // 1000), (3, 5000.000123, 12)]
+    assert list(lines[0])[-4:] == ["file_id", "fd", "dir_ms", "ret_k"]
 
 
 def test_number_refuses_a_field_the_header_lacks():
