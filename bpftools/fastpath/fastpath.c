@@ -914,7 +914,7 @@ static void format_text(struct fp_engine *e, const struct fst_event *ev, const s
 int fp_format(struct fp_engine *e, const uint8_t *rec, size_t size)
 {
 	const struct fst_event *ev = (const struct fst_event *)rec;
-	if (size < FST_HDR_SIZE || ev->type != FST_REC_FILE || (int)ev->op >= e->n_events ||
+	if (size < FST_HDR_SIZE || ev->type != FST_REC_FILE || ev->op >= (uint32_t)e->n_events ||
 	    FST_HDR_SIZE + (size_t)ev->len1 + ev->len2 > size || !e->tables[FP_T_EVENT][ev->op].s) {
 		e->why = FP_WHY_RECORD;
 		return FP_NEED;

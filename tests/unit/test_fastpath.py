@@ -279,3 +279,40 @@ def test_the_walk_skips_discarded_records_and_stops_at_a_busy_one():
     assert [json.loads(line)["path"] for line in lines] == ["/one"]
     assert struct.unpack("<Q", ring._consumer)[0] == third       # the busy record waits for the next poll
     ring.close()
+
+
+@pytest.mark.parametrize("op", [len(abi.EVENT_NAMES), 2 ** 31 + 5, 2 ** 32 - 1])
+def test_a_record_that_does_not_decode_is_pythons_to_refuse(op, dirs):
+    """An event code past the table (a corrupt record): the compiled path hands it to Python, which refuses it."""
+    bad = bytearray(rec("open", b"/f"))
+    struct.pack_into("=I", bad, fastpath.HEADER_OFFSETS["op"], op)
+    assert abi.HEADER.unpack_from(bad)[7] == op
+    for sink in (ReferenceJson, JsonSink):
+        import io
+        with pytest.raises(abi.DecodeError, match="unknown event code"):
+            play(frame(RECORD, bytes(bad)), sink(io.BytesIO()), dirs / "a", {CGROUP_ID: CGROUP})
+
+
+def test_random_records_never_crash_the_walk():
+    """Records with random fields, lengths that lie and cut-off bodies (fastpath.c is also run like this
+    under ASan and UBSan: see docs/benchmarks.md)."""
+    import io
+    rng = random.Random(9)
+    sink = TextSink(io.BytesIO(), io.StringIO(), True)
+    handed = []
+    for _ in range(200):
+        recs = []
+        for _ in range(10):
+            data = bytearray(rec(rng.choice(abi.EVENT_NAMES), bytes(rng.getrandbits(8) for _ in range(rng.randrange(60))),
+                                 comm=bytes(rng.getrandbits(8) for _ in range(16)), ret=rng.getrandbits(63) - 2 ** 62,
+                                 syscall=rng.getrandbits(32), flags=rng.getrandbits(32), pid=rng.getrandbits(31),
+                                 cgroup_id=rng.randrange(50)))
+            if rng.random() < 0.3:
+                struct.pack_into("=HH", data, abi.HEADER_SIZE - abi.COMM_LEN - 4, rng.getrandbits(16), rng.getrandbits(16))
+            if rng.random() < 0.2:
+                data = data[:rng.randrange(len(data) + 1)]
+            recs.append(bytes(data))
+        ring = MemoryRing(recs)
+        sink.formatter.drain(ring, sink.write, lambda cg: (cg % 5 != 0, b"cg"), lambda pid: None, handed.append)
+        ring.close()
+    assert handed and sink.formatter.events, (len(handed), sink.formatter.events)
