@@ -5,8 +5,8 @@ counters), a cgroup map and, with `-- CMD`, the command in its transient
 cgroup.  The probe is injected (``load_probe``) and so is the cgroup map,
 so the same loop runs on recorded ring-buffer bytes without root
 (tests/unit/test_replay.py).  What a record means is for the two kinds of
-session: StreamSession (session/stream.py) turns file records into
-FileEvents, CountingSession (session/counting.py) drains the kernel's
+session: StreamSession (session/stream.py) has file records written by the
+sink's compiled formatter (or turned into FileEvents), CountingSession (session/counting.py) drains the kernel's
 counters into ticks.  ``open_session()`` picks one.
 """
 from __future__ import annotations
@@ -173,7 +173,7 @@ class Session:
             ids.append(self.transient.id)
             min_level = level_of(self.transient.path) if not self.opts.cgroups else min(min_level, 1)
             self._subtrees.append(self.transient.path)
-        self.probe = self._load_probe(self.probe_config(ids, min_level), self._on_bytes)
+        self.probe = self._load_probe(self.probe_config(ids, min_level), self._reader())
         if ids:
             self.probe.add_cgroups(ids)
         self._started()
@@ -195,6 +195,10 @@ class Session:
         )
 
     # --- what subclasses extend ------------------------------------------------------
+    def _reader(self):
+        """What the probe hands the ring to: a callable per record (here), or an object with drain(ring)."""
+        return self._on_bytes
+
     def _started(self) -> None:
         """The probe is attached (counting starts here)."""
 
