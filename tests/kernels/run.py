@@ -24,7 +24,7 @@ relative figures) and appends its table to build/kernels/bench.md.
 
 usage: tests/kernels/run.py [--kernel 6.1|6.12]... [--no-systemd] [--setup-only|--bench] [-- PYTEST ARGS]
 env:   FSTRACE_KERNELS_DIR (build/kernels), GUEST_MEM (3G), GUEST_CPUS (2),
-       GUEST_TIMEOUT (1500 s per boot; a boot takes ~11 min here),
+       GUEST_TIMEOUT (2400 s per boot; a boot takes ~11-20 min here),
        GUEST_HEADERS=RELEASE: inside the guest, the headers of kernel RELEASE
        (e.g. 6.1.0-57-amd64) bind-mounted over the booted kernel's, to test
        that no backend depends on matching headers (the host is untouched)
@@ -224,7 +224,7 @@ def boot(kernel: Kernel, release: str, pytest_args: list[str], bench: bool = Fal
     env = dict(os.environ, PATH="%s:%s" % (STATE / "venv" / "bin", os.environ["PATH"]))
     # qemu reopens its stdout with O_TRUNC: give it a pipe, never a file
     proc = subprocess.Popen(vng, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    timeout = float(os.environ.get("GUEST_TIMEOUT", "1500"))
+    timeout = float(os.environ.get("GUEST_TIMEOUT", "2400"))
     timer = threading.Timer(timeout, lambda: (say("%s: no end after %.0f s, killed" % (release, timeout)),
                                               proc.kill()))
     timer.start()
