@@ -291,8 +291,8 @@ class Probe:
         text = bpf_text(program_parts(backend, with_cgroups))
         bpf, kept = self._compile_best(backend, text, flags, backend.optional(cfg), report)
         flags += [o.flag for o in kept]
-        report.tracepoints = [tp for tp, _ in backend.tracepoints] + list(CGROUP_TRACEPOINTS) + plan.tracepoints
-        report.tracepoints = [tp for tp in report.tracepoints if tp not in report.skipped]
+        attached = [tp for tp, _ in backend.tracepoints] + list(CGROUP_TRACEPOINTS) + plan.tracepoints
+        report.tracepoints = [tp for tp in attached if tp not in report.skipped]
         self.bpf, self.report, self.text, self.cflags = bpf, report, text, flags
         if backend.arms_fsnotify:
             armer = arming.Armer(cfg.events, self._set_mount, tuple(os.fsencode(m) for m in cfg.mounts))
