@@ -5,7 +5,8 @@ SHELL := /bin/bash
 PY    := /usr/bin/python3
 VENV  := .venv
 KREL  := $(shell uname -r)
-APT_PACKAGES := python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip tmux strace rsync man-db
+# gcc, libc6-dev and python3-dev build the compiled stream formatter (bpftools/fastpath, cffi) at pip install.
+APT_PACKAGES := python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip python3-dev gcc libc6-dev tmux strace rsync man-db
 # Only `make test` installs these, so `make run` never brings a docker daemon to a host that had none:
 # chromium checks the report's pictures headless; podman, runc, catatonit, docker.io, containerd and
 # busybox-static run real containers offline (tests/privileged/test_containers.py); python3-fusepy
@@ -53,7 +54,7 @@ headers:
 	echo "# fstrace reads comes from the running kernel's BTF, so all backends work."; \
 	echo "################################################################################"
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py bpftools/fastpath/build.py bpftools/fastpath/fastpath.c bpftools/fastpath/fastpath.h bpf/fstrace.h
 	@[ -x $(VENV)/bin/python ] || $(PY) -m venv --system-site-packages $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $@
@@ -65,7 +66,8 @@ run: install
 
 # The whole suite: unit tests and the root/BPF tests on the host's kernel,
 # then the fsnotify backends' kernel matrix (Debian's kernels under qemu,
-# about 11 minutes here once the kernels are installed).
+# about 11 minutes here once the kernels are installed; the 6.12 guest then
+# starts systemd and runs the systemd checks, about 6 minutes more).
 test: install test-deps
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
 	$(VENV)/bin/python tests/kernels/run.py

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""What one ring-buffer record costs in Python, from bytes to a JSON line.
+"""What one ring-buffer record costs in user space, from bytes to a JSON line.
 
-`fstrace trace` keeps up with the kernel only while its per-record work in
-Python (decode, path and cgroup resolution, formatting) is faster than the
+`fstrace trace` keeps up with the kernel only while its per-record work
+(decode, path and cgroup resolution, formatting: the compiled formatter of
+bpftools/fastpath, Python once per cgroup and process) is faster than the
 events arrive: this is the ceiling the BPF side cannot lift.  This replays
 records as the tracepoint backend sends them for fstb-fileops' loop (create,
 write, close, rename, open, read, close, unlink) through a real Session and
 its JSON (or text) sink, writing to /dev/null, with the cgroup map live: the
-session's probe is a ReplayProbe (bpftools/kernel/replay.py), its public seam.
+session's probe is a ReplayProbe (bpftools/kernel/replay.py), its public seam,
+which lays each poll's records out in memory as the kernel's ring does.
 
     .venv/bin/python bench/pipeline.py [--records N] [--text] [--profile]
 

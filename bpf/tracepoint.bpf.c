@@ -76,6 +76,8 @@ struct fst_args {
 	u32 flags;
 	u32 oflags;
 	u32 pad;
+	u32 live;                /* FST_TASK_STORAGE: a followed syscall is in flight (the storage outlives it) */
+	u32 spare;
 };
 
 /* A name built at sys_enter, sent at sys_exit: close and exec. */
@@ -87,9 +89,57 @@ struct fst_early {
 	char name[FST_PATH_MAX];
 };
 
+/*
+ * A followed syscall's arguments, from sys_enter to sys_exit, per thread: in
+ * task storage (5.11+; no allocation or deletion per syscall), else in a
+ * hash by tid.
+ */
+#ifdef FST_TASK_STORAGE
+BPF_TASK_STORAGE(inflight, struct fst_args);
+
+static __always_inline struct fst_args *fst_inflight_new(u32 tid, struct fst_args *a)
+{
+	struct fst_args *ap = inflight.task_storage_get(bpf_get_current_task_btf(), 0,
+							 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!ap)
+		return 0;
+	a->live = 1;
+	*ap = *a;
+	return ap;
+}
+
+static __always_inline struct fst_args *fst_inflight(u32 tid)
+{
+	struct fst_args *ap = inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+	return ap && ap->live ? ap : 0;
+}
+
+static __always_inline void fst_inflight_end(u32 tid, struct fst_args *ap)
+{
+	ap->live = 0;
+}
+#else
 BPF_HASH(inflight, u32, struct fst_args, 16384);
+
+static __always_inline struct fst_args *fst_inflight_new(u32 tid, struct fst_args *a)
+{
+	if (inflight.update(&tid, a) < 0)
+		return 0;
+	return inflight.lookup(&tid);
+}
+
+static __always_inline struct fst_args *fst_inflight(u32 tid)
+{
+	return inflight.lookup(&tid);
+}
+
+static __always_inline void fst_inflight_end(u32 tid, struct fst_args *ap)
+{
+	inflight.delete(&tid);
+}
+#endif
 BPF_F_TABLE("hash", u32, struct fst_early, early, 4096, BPF_F_NO_PREALLOC);
-BPF_PERCPU_ARRAY(dropped, u64, 1);                  /* syscalls not followed: inflight full */
+BPF_PERCPU_ARRAY(dropped, u64, 1);                  /* syscalls not followed: no room in inflight */
 
 static __always_inline void fst_count_dropped(void)
 {
@@ -643,18 +693,15 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 	if (!fst_task_wanted(pid_tgid >> 32))
 		return 0;
 	u32 tid = (u32)pid_tgid;
-	a.t0 = FST_TIMED(nr) ? bpf_ktime_get_ns() : 0;
-	if (inflight.update(&tid, &a) < 0) {
+	/*
+	 * On from the stored copy: its fields are unknown to the verifier, so
+	 * what follows is walked once, not once per syscall fst_decode() knows.
+	 */
+	struct fst_args *ap = fst_inflight_new(tid, &a);
+	if (!ap) {
 		fst_count_dropped();
 		return 0;
 	}
-	/*
-	 * On from the map's copy: its fields are unknown to the verifier, so
-	 * what follows is walked once, not once per syscall fst_decode() knows.
-	 */
-	struct fst_args *ap = inflight.lookup(&tid);
-	if (!ap)
-		return 0;
 	int keep = 1;
 	switch (ap->kind) {
 	case K_FD:
@@ -684,7 +731,9 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 			ap->base2 = fst_base(ap->dirfd2);
 	}
 	if (!keep)
-		inflight.delete(&tid);
+		fst_inflight_end(tid, ap);
+	else if (FST_TIMED(nr))
+		ap->t0 = bpf_ktime_get_ns();     /* last, so the time is the syscall's, not ours */
 	return 0;
 }
 
@@ -704,11 +753,11 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 	if (!fst_followed(nr))
 		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct fst_args *ap = inflight.lookup(&tid);
+	struct fst_args *ap = fst_inflight(tid);
 	if (!ap)
 		return 0;
 	struct fst_args a = *ap;
-	inflight.delete(&tid);
+	fst_inflight_end(tid, ap);
 	long ret = args->ret;
 	if (a.nr != args->id) {
 		if (a.kind == K_CLOSE || a.kind == K_EXEC)

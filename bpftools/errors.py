@@ -53,3 +53,7 @@ class CommandNotExecutable(FstraceError):
 
 class CommandNotFound(FstraceError):
     exit_code = 127
+
+
+class ScopeNotStarted(FstraceError):
+    """On a systemd host, systemd-run could not put `-- CMD` in a transient scope."""

@@ -140,9 +140,9 @@ def report(ctx, duration, top_n, by, sort, as_json, output, csv_dir, svg_file, h
            comms, event_spec, cgroups, containers, pods, path_prefixes, backend, mounts, command):
     """Count file activity over a time or a command, then summarise it.
 
-    With -- CMD, run CMD in a new cgroup, count everything it and all its
-    descendants do (daemons included) until the cgroup is empty, and exit
-    with CMD's status.  Failed operations are always counted (by errno).
+    With -- CMD, run CMD in a new cgroup (a transient scope on a systemd
+    host), count everything it and all its descendants do (daemons
+    included) until the cgroup is empty, and exit with CMD's status.  Failed operations are always counted (by errno).
 
     With --from, summarise a saved trace instead; with --diff, compare two
     runs.  Neither needs root.

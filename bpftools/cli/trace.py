@@ -36,8 +36,9 @@ def trace(as_json, output, duration, slower_than, pids, comms, event_spec, cgrou
           backend, mounts, dump_bpf, command):
     """Print file events as they happen, one per line.
 
-    With -- CMD, run CMD in a new cgroup, trace only it and everything it
-    starts, and exit with its status once the cgroup is empty.  Reads
+    With -- CMD, run CMD in a new cgroup (a transient scope on a systemd
+    host), trace only it and everything it starts, and exit with its status
+    once the cgroup is empty.  Reads
     (access) and writes (modify) are left out unless asked for with -e.
     """
     opts = session_options(pids, comms, event_spec, cgroups, backend, mounts, failed, aggregate=False,

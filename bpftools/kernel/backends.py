@@ -83,10 +83,8 @@ class Backend:
     """One way of hooking the kernel.
 
     tracepoints maps each tracepoint the program attaches to what is lost
-    without it (None: the backend cannot run without it).  try_first is a
-    -D flag tried first (with a fallback to the program without it, the
-    skip named first_feature); tail_call names the program fst_progs[0]
-    runs; arms_fsnotify: the kernel calls fsnotify() for a filesystem only
+    without it (None: the backend cannot run without it).  tail_call names
+    the program fst_progs[0] runs; arms_fsnotify: the kernel calls fsnotify() for a filesystem only
     while a mark is on it, so the probe arms them.
     """
 
@@ -113,9 +111,9 @@ class Backend:
                 plan.skipped[tp] = loss
         return plan
 
-    def first_try(self, cfg) -> tuple[str, str] | None:
-        """A (-D flag, feature) to compile with first, falling back without it; None: no such flag."""
-        return None
+    def optional(self, cfg) -> list[Optional]:
+        """What the program is tried with first; a kernel that refuses them loses them, last first."""
+        return []
 
 
 @dataclass(frozen=True)
@@ -130,10 +128,8 @@ class SyscallBackend(Backend):
             plan.missing_syscalls = missing_syscalls(tdir)
         return plan
 
-    def first_try(self, cfg):
-        # counting by file key (bpf/tracepoint.bpf.c: known); a verifier that refuses it gets the
-        # engine that builds every event's name
-        return (KNOWN_FILES, KNOWN_FILES_FEATURE) if cfg.aggregate else None
+    def optional(self, cfg):
+        return [TASK_STORAGE] + ([KNOWN_FILES] if cfg.aggregate else [])
 
 
 @dataclass(frozen=True)
@@ -183,8 +179,20 @@ class FsnotifyBackend(Backend):
             raise MissingKernelFeature("fsnotify data types", "not described by the kernel's BTF (%s)" % e) from None
 
 
-KNOWN_FILES = "-DFST_KNOWN_FILES"
-KNOWN_FILES_FEATURE = "counting by file key"
+@dataclass(frozen=True)
+class Optional:
+    """A -D flag of a faster program some kernels refuse: without it, the feature is skipped, at this loss."""
+
+    flag: str
+    feature: str
+    loss: str
+
+
+# bpf/tracepoint.bpf.c: a followed syscall's arguments wait for its exit in task storage (5.11+)
+TASK_STORAGE = Optional("-DFST_TASK_STORAGE", "per-task syscall state",
+                        "syscalls in flight wait in a hash map, a slower one")
+# ... and counting counts a file whose name is known by its key; without it every event's name is built
+KNOWN_FILES = Optional("-DFST_KNOWN_FILES", "counting by file key", "every fd event's name is built")
 
 _FSNOTIFY_BLIND = (
     "failed operations",

@@ -8,6 +8,7 @@ the typed errors of bpftools/errors.py here.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import mmap
 import os
 import re
@@ -293,20 +294,10 @@ class Probe:
             for tp in CGROUP_TRACEPOINTS:
                 report.skipped[tp] = "cgroup names come from fanotify and /proc only"
         text = bpf_text(program_parts(backend, with_cgroups))
-        bpf = None
-        first = backend.first_try(cfg)
-        if first:                   # a verifier that refuses it gets the program without it
-            flag, feature = first
-            try:
-                bpf = self._compile(backend, text, flags + [flag])
-            except BpfLoadError as e:
-                report.skipped[feature] = "every fd event's name is built: %s" % e
-            else:
-                flags = flags + [flag]
-        if bpf is None:
-            bpf = self._compile(backend, text, flags)
-        report.tracepoints = [tp for tp, _ in backend.tracepoints] + list(CGROUP_TRACEPOINTS) + plan.tracepoints
-        report.tracepoints = [tp for tp in report.tracepoints if tp not in report.skipped]
+        bpf, kept = self._compile_best(backend, text, flags, backend.optional(cfg), report)
+        flags += [o.flag for o in kept]
+        attached = [tp for tp, _ in backend.tracepoints] + list(CGROUP_TRACEPOINTS) + plan.tracepoints
+        report.tracepoints = [tp for tp in attached if tp not in report.skipped]
         self.bpf, self.report, self.text, self.cflags = bpf, report, text, flags
         if backend.arms_fsnotify:
             armer = arming.Armer(cfg.events, self._set_mount, tuple(os.fsencode(m) for m in cfg.mounts))
@@ -319,6 +310,26 @@ class Probe:
             self.armer = armer
             for point, why in armer.skipped.items():
                 report.skipped["fsnotify mark on " + point] = why
+
+    def _compile_best(self, backend: Backend, text: str, flags: list[str], optional: list, report: LoadReport):
+        """The program with as many of the optional flags as the kernel takes (the earlier ones
+        preferred); each left out is in report.skipped with the kernel's reason."""
+        refused: dict[tuple, BpfLoadError] = {}
+        for size in range(len(optional), -1, -1):
+            for kept in itertools.combinations(optional, size):
+                try:
+                    bpf = self._compile(backend, text, flags + [o.flag for o in kept])
+                except BpfLoadError as e:
+                    if not optional:
+                        raise
+                    refused[kept] = e
+                    continue
+                for o in optional:
+                    if o not in kept:
+                        why = refused.get(tuple(x for x in optional if x in kept or x is o))
+                        report.skipped[o.feature] = "%s: %s" % (o.loss, why or next(iter(refused.values())))
+                return bpf, kept
+        raise next(reversed(refused.values()))
 
     def _compile(self, backend: Backend, text: str, flags: list[str]):
         """The program compiled, loaded and attached, with its tail call set (BpfLoadError: why not)."""

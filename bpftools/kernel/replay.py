@@ -2,12 +2,14 @@
 
 Sessions take their probe as a parameter (session/runner.py, ``load_probe``),
 so the whole streaming and counting paths run on recorded bytes without
-root or BPF: tests/unit/test_replay.py and bench/pipeline.py do.  A
-recording is a sequence of frames, each b"R", b"C" or b"H", a u32 length and
-a payload: one ring-buffer record (R), the key/value pairs of one counter
-drain (C, abi.AGG_KEY + abi.AGG_VALUE each) or of one drain of the latency
-histograms (H, abi.HIST_KEY + abi.HIST_VALUE each).  A poll delivers the
-records up to the next drain; a swap of the counters returns that drain.
+root or BPF (each poll lays the records out in memory as the kernel's ring
+would hold them, kernel/ringbuf.py MemoryRing): tests/unit/test_replay.py
+and bench/pipeline.py do.  A recording is a sequence of frames, each b"R",
+b"C" or b"H", a u32 length and a payload: one ring-buffer record (R), the
+key/value pairs of one counter drain (C, abi.AGG_KEY + abi.AGG_VALUE each)
+or of one drain of the latency histograms (H, abi.HIST_KEY + abi.HIST_VALUE
+each).  A poll delivers the records up to the next drain; a swap of the
+counters returns that drain.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from bpftools.abi import AGG_KEY, AGG_VALUE, EVENT_NAMES, HIST_KEY, HIST_VALUE
 from bpftools.kernel.backends import TRACEPOINT
 from bpftools.kernel.counters import parse, parse_hists
 from bpftools.kernel.probe import KernelHeaders, LoadReport
+from bpftools.kernel.ringbuf import MemoryRing
 
 FRAME = struct.Struct("=cI")
 RECORD, DRAIN, HISTS = b"R", b"C", b"H"
@@ -103,8 +106,11 @@ class ReplayProbe:
 
     def poll(self, _timeout_ms: int) -> None:
         records, self._records = self._records, []
-        for data in records:
-            self._on_record(data)
+        ring = MemoryRing(records)      # laid out as in the kernel's ring, walked as a real probe walks it
+        try:
+            ring.consume(self._on_record)
+        finally:
+            ring.close()
 
     def lost(self) -> int:
         return 0

@@ -6,8 +6,10 @@ trace gives), and diff() returns the rows that differ, sorted by the size of
 the change.
 
 Runs of one command compare as runs of one command:
-  * a command's transient cgroup (/fstrace-run-<pid>-<hex>) is the same
-    cgroup on both sides, COMMAND_CGROUP, and so are the cgroups below it;
+  * a command's transient cgroup (/fstrace-run-<pid>-<hex>, or on a systemd
+    host its scope /system.slice/fstrace-run-<pid>-<hex>.scope) is the same
+    cgroup on both sides, COMMAND_CGROUP (COMMAND_SCOPE), and so are the
+    cgroups below it;
   * processes compare by name (all processes of one name summed), not by pid;
   * file paths can be rewritten with PathMaps (--map OLD=NEW): a per-run
     temporary directory on one side is read as the other side's.
@@ -27,6 +29,8 @@ EV_COUNT = len(EVENT_NAMES)
 TABLES = ("cgroup", "process", "file")
 RUN_CGROUP = re.compile(r"^/fstrace-run-\d+-[0-9a-f]+(?=/|$)")
 COMMAND_CGROUP = "/fstrace-run-*"
+RUN_SCOPE = re.compile(r"^/system\.slice/fstrace-run-\d+-[0-9a-f]+\.scope(?=/|$)")
+COMMAND_SCOPE = "/system.slice/fstrace-run-*.scope"
 STATUSES = ("new", "vanished", "changed")
 
 
@@ -110,8 +114,8 @@ def map_path(path: str, maps, side: str) -> str:
 
 
 def command_cgroup(path: str) -> str:
-    """A command's transient cgroup (and those below it) under one name for every run."""
-    return RUN_CGROUP.sub(COMMAND_CGROUP, path, count=1)
+    """A command's transient cgroup or scope (and those below it) under one name for every run."""
+    return RUN_SCOPE.sub(COMMAND_SCOPE, RUN_CGROUP.sub(COMMAND_CGROUP, path, count=1), count=1)
 
 
 def _events_list(events) -> list[int]:

@@ -1,8 +1,8 @@
-"""The session layer: kernel records in, FileEvents or model.Ticks out to a sink.
+"""The session layer: kernel records in, event lines (or FileEvents) or model.Ticks out to a sink.
 
   contract.py   Options, FileEvent, StartInfo and the Sink protocols
   runner.py     the loop: probe, cgroup map, signals, the command
-  stream.py     trace: every record becomes a FileEvent
+  stream.py     trace: every file record written by the sink's compiled formatter (bpftools/fastpath)
   counting.py   top, report, export: the kernel's counters drained into ticks
   command.py    `-- CMD` in a transient cgroup
   paths.py      names as the kernel sends them, and who forked whom

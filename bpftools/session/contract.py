@@ -115,10 +115,24 @@ class Sink(Protocol):
 
 
 class StreamSink(Sink, Protocol):
-    """A sink of every event (fstrace trace)."""
+    """A sink of every event (fstrace trace).
+
+    With a ``formatter`` (a bpftools.fastpath.Formatter: views/jsonl.py and
+    views/text.py), the session has the ring formatted straight into it and
+    calls cgroup_text() and write(); without one (None), it calls event()
+    per event: the Python reference the formatter is tested against.
+    """
+
+    formatter: object | None
+
+    def cgroup_text(self, cgroup_id: int, cgroup: str | None, names: Names) -> bytes:
+        """What the formatter writes for this cgroup in each of its events (once per cgroup, or when it changes)."""
+
+    def write(self, data) -> None:
+        """Event lines as the formatter wrote them, in the order the kernel sent them per CPU."""
 
     def event(self, ev: FileEvent) -> None:
-        """One file event, in the order the kernel sent them per CPU."""
+        """One file event (sinks without a formatter), in the order the kernel sent them per CPU."""
 
     def lost(self, count: int, ts: float) -> None:
         """count records the ring buffer had no room for since the last call."""

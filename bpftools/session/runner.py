@@ -5,8 +5,8 @@ counters), a cgroup map and, with `-- CMD`, the command in its transient
 cgroup.  The probe is injected (``load_probe``) and so is the cgroup map,
 so the same loop runs on recorded ring-buffer bytes without root
 (tests/unit/test_replay.py).  What a record means is for the two kinds of
-session: StreamSession (session/stream.py) turns file records into
-FileEvents, CountingSession (session/counting.py) drains the kernel's
+session: StreamSession (session/stream.py) has file records written by the
+sink's compiled formatter (or turned into FileEvents), CountingSession (session/counting.py) drains the kernel's
 counters into ticks.  ``open_session()`` picks one.
 """
 from __future__ import annotations
@@ -67,14 +67,16 @@ class Session:
     ring_pages = probe.ProbeConfig.ring_pages
 
     def __init__(self, opts: Options, sink, *, load_probe=probe.Probe, cgmap=_FIND,
-                 runtimes: runtime_state.Runtimes | None = None):
+                 runtimes: runtime_state.Runtimes | None = None, transient=None):
         self.opts = opts
         self.sink = sink
         self.totals = Totals()
         self.stopping = False
         self.child: subprocess.Popen | None = None
-        self.transient: command.TransientCgroup | None = None
+        self.transient: command.TransientCgroup | command.TransientScope | None = None
         self._load_probe = load_probe
+        # (mount, command) -> the command's cgroup, or its systemd scope on a systemd host
+        self._transient = transient or command.transient_for
         if cgmap is _FIND:
             try:
                 cgmap = cgroup_map.CgroupMap(mount=cgroup_map.cgroup2_mount())
@@ -161,7 +163,8 @@ class Session:
             command.check(self.opts.command)
             if not self.mount:
                 raise UsageError("-- CMD needs cgroup2 to follow the command and its children")
-            self.transient = command.TransientCgroup(self.mount)
+            # on a systemd host a stopped process already waits in the scope: released by run()
+            self.transient = self._transient(self.mount, self.opts.command)
             self.cgmap.feed("mkdir", self.transient.id, self.transient.path, time.monotonic())
         ids, min_level = self._filter_ids()
         if self._watch_runtimes:
@@ -170,7 +173,7 @@ class Session:
             ids.append(self.transient.id)
             min_level = level_of(self.transient.path) if not self.opts.cgroups else min(min_level, 1)
             self._subtrees.append(self.transient.path)
-        self.probe = self._load_probe(self.probe_config(ids, min_level), self._on_bytes)
+        self.probe = self._load_probe(self.probe_config(ids, min_level), self._reader())
         if ids:
             self.probe.add_cgroups(ids)
         self._started()
@@ -193,6 +196,10 @@ class Session:
         )
 
     # --- what subclasses extend ------------------------------------------------------
+    def _reader(self):
+        """What the probe hands the ring to: a callable per record (here), or an object with drain(ring)."""
+        return self._on_bytes
+
     def _started(self) -> None:
         """The probe is attached (counting starts here)."""
 
@@ -264,7 +271,7 @@ class Session:
         try:
             self.totals.started = time.monotonic()
             if self.opts.command:
-                self.child = command.spawn(self.opts.command, self.transient)
+                self.child = self.transient.spawn(self.opts.command)
                 self._spawned(self.child.pid)
             while not self._done():
                 with stop_signals_held():     # a signal waits for the sink's writes, at most one poll

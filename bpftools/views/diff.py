@@ -19,7 +19,7 @@ from rich.text import Text
 from bpftools.abi import EVENT_CODES, EVENT_NAMES
 from bpftools.escape import terminal_safe
 from bpftools.model import CLASSES
-from bpftools.model.diff import COMMAND_CGROUP, TABLES, Diff, DiffRow, Side
+from bpftools.model.diff import COMMAND_CGROUP, COMMAND_SCOPE, TABLES, Diff, DiffRow, Side
 from bpftools.views.report import _VIEWBOX, REPORT_WIDTH, stack_svg
 from bpftools.views.tables import events_dict
 
@@ -129,7 +129,7 @@ def table(d: Diff, name: str, top: int) -> Table:
         t.add_column(Text(heading, style="bold"), justify="right", no_wrap=True, min_width=max(len(heading), 4))
     for r, delta in zip(rows, deltas):
         mark, style = MARKS[r.status]
-        label = r.key + ("  (the command's cgroup)" if r.key == COMMAND_CGROUP else "")
+        label = r.key + ("  (the command's cgroup)" if r.key in (COMMAND_CGROUP, COMMAND_SCOPE) else "")
         cells = [Text(mark, style=style), Text(terminal_safe(label)), _total(r.total_before),
                  _total(r.total_after), Text("%d" % r.change, style="bold")]
         cells += [Text(_signed(delta[c]), style="green" if delta[c] > 0 else "red") for c in columns]

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 
+from bpftools import fastpath as fp
+from bpftools.abi import F_TIMED
 from bpftools.escape import decode_fs, decode_name, errno_name
 from bpftools.session.contract import StreamSink
-from bpftools.session.paths import BoundedDict
 from bpftools.session.tracefile import RECORD_VERSION
 from bpftools.views.output import ReaderWatch
 
@@ -40,6 +41,20 @@ EVENT_FIELDS = (
                    "to the nanosecond; null for other events and where the backend cannot know (see LATENCY)"),
 )
 
+# Where each key's value comes from, for the compiled formatter (bpftools/fastpath), which writes
+# every event record users get: keys in EVENT_FIELDS order, each from its source.  A numeric field of
+# the record header is fp.number("<abi.HEADER_FIELDS name>"[, when_flags=, divisor=]): no C to change.
+# The cgroup's keys (CGROUP_KEYS) are one fragment per cgroup, made here by cgroup_fragment().
+EVENT_SOURCES = {
+    "type": fp.literal('"event"'), "ts": fp.TS, "event": fp.EVENT, "dir": fp.DIR, "path": fp.PATH,
+    "path2": fp.PATH2, "pid": fp.number("pid"), "tid": fp.number("tid"), "ppid": fp.PPID, "uid": fp.number("uid"),
+    "comm": fp.COMM, "cgroup_id": fp.number("cgroup_id"), "cgroup": fp.CGROUP, "unit": fp.IN_CGROUP,
+    "container": fp.IN_CGROUP, "pod": fp.IN_CGROUP, "container_name": fp.IN_CGROUP, "image": fp.IN_CGROUP,
+    "pod_name": fp.IN_CGROUP, "pod_namespace": fp.IN_CGROUP, "ret": fp.number("ret"), "error": fp.ERROR,
+    "syscall": fp.SYSCALL, "bytes": fp.BYTES, "latency_us": fp.number("lat_ns", when_flags=F_TIMED, divisor=1000),
+}
+CGROUP_KEYS = ("cgroup", "unit", "container", "pod", "container_name", "image", "pod_name", "pod_namespace")
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quote = json.encoder.encode_basestring     # what _dumps does to a str, minus its per-call dispatch
 _EVENT_LINE = ('{"type":"event","ts":%.6f,"event":"%s","dir":%s,"path":%s,"path2":%s,"pid":%d,"tid":%d,'
@@ -50,6 +65,13 @@ _EVENT_LINE = ('{"type":"event","ts":%.6f,"event":"%s","dir":%s,"path":%s,"path2
 def _text(raw: bytes | None) -> str:
     """A name as a JSON string (decode_name), or null."""
     return "null" if raw is None else _quote(decode_name(raw))
+
+
+def cgroup_fragment(cgroup: str | None, names) -> str:
+    """The cgroup's keys of an event record (CGROUP_KEYS), as JSON: the same for each of its events."""
+    n = names
+    return ",".join('"%s":%s' % (key, _dumps(value)) for key, value in zip(CGROUP_KEYS, (
+        decode_fs(cgroup), n.unit, n.container, n.pod, n.container_name, n.image, n.pod_name, n.pod_namespace)))
 
 
 def event_record(ev) -> dict:
@@ -65,21 +87,31 @@ def event_record(ev) -> dict:
 
 
 def latency_us(ns: int | None) -> float | None:
-    """A time in ns as the JSON latency_us: microseconds, to the nanosecond."""
-    return None if ns is None else round(ns / 1000, 3)
+    """A time in ns as the JSON latency_us: microseconds, to the nanosecond (ns / 1000 is exactly that)."""
+    return None if ns is None else ns / 1000
 
 
-MAX_CACHED = 4096
+def event_json(ev) -> str:
+    """One FileEvent's line in Python: the reference the compiled formatter must match byte for byte.
+
+    Users' output is the compiled formatter's (JsonSink.formatter); this is the test oracle
+    (tests/unit/test_fastpath.py), and event_record() is the same record as a dict.
+    """
+    ret = ev.ret
+    return _EVENT_LINE % (
+        ev.ts, ev.event, "true" if ev.dir else "false", _text(ev.path), _text(ev.path2), ev.pid, ev.tid,
+        "null" if ev.ppid is None else ev.ppid, ev.uid, _text(ev.comm), ev.cgroup_id,
+        cgroup_fragment(ev.cgroup, ev.names), ret, "null" if ret >= 0 else '"%s"' % errno_name(ret), ev.syscall,
+        "null" if ev.bytes is None else ev.bytes, "null" if ev.latency_ns is None else repr(latency_us(ev.latency_ns)))
 
 
 class JsonSink(StreamSink):
-    """Writes one JSON object per line to a binary stream."""
+    """Writes one JSON object per line to a binary stream; events through the compiled formatter."""
 
     def __init__(self, out):
         self.out = out
         self._reader = ReaderWatch(out)
-        self._cgroups = BoundedDict(MAX_CACHED)     # cgroup id -> its JSON fragments
-        self._comms = BoundedDict(MAX_CACHED)       # process name -> its JSON string
+        self.formatter = fp.Formatter.json((key, EVENT_SOURCES[key]) for key, _ in EVENT_FIELDS)
 
     def _write(self, obj: dict) -> None:
         self.out.write(_dumps(obj).encode("utf-8", "surrogateescape") + b"\n")
@@ -96,27 +128,13 @@ class JsonSink(StreamSink):
             "command": list(info.command), "filters": info.filters,
         })
 
-    def event(self, ev) -> None:
-        """event_record(ev) as JSON, formatted directly: this runs once per traced event."""
-        cg = self._cgroups.get(ev.cgroup_id)
-        if cg is None or cg[0] is not ev.names or cg[1] != ev.cgroup:    # new, or renamed
-            n, d = ev.names, _dumps
-            cg = self._cgroups[ev.cgroup_id] = (
-                n, ev.cgroup, ",".join('"%s":%s' % (key, d(value)) for key, value in (
-                    ("cgroup", decode_fs(ev.cgroup)), ("unit", n.unit), ("container", n.container), ("pod", n.pod),
-                    ("container_name", n.container_name), ("image", n.image), ("pod_name", n.pod_name),
-                    ("pod_namespace", n.pod_namespace))))
-        comm = self._comms.get(ev.comm)
-        if comm is None:
-            comm = self._comms[ev.comm] = _text(ev.comm)
-        ret = ev.ret
-        line = _EVENT_LINE % (
-            ev.ts, ev.event, "true" if ev.dir else "false", _text(ev.path), _text(ev.path2), ev.pid, ev.tid,
-            "null" if ev.ppid is None else ev.ppid, ev.uid, comm, ev.cgroup_id, cg[2],
-            ret, "null" if ret >= 0 else '"%s"' % errno_name(ret), ev.syscall,
-            "null" if ev.bytes is None else ev.bytes,
-            "null" if ev.latency_ns is None else _dumps(latency_us(ev.latency_ns)))
-        self.out.write(line.encode("utf-8", "surrogateescape"))
+    def cgroup_text(self, cgroup_id: int, cgroup: str | None, names) -> bytes:
+        """What the formatter writes for the cgroup in each of its events."""
+        return cgroup_fragment(cgroup, names).encode("utf-8", "surrogateescape")
+
+    def write(self, data) -> None:
+        """Event lines as the formatter wrote them."""
+        self.out.write(data)
 
     def cgroup(self, change) -> None:
         self._write({"type": "cgroup", "action": change.action, "ts": round(change.ts, 6),

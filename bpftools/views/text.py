@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import time
 
+from bpftools import fastpath as fp
 from bpftools.cgroups.names import display_name
 from bpftools.escape import errno_name, terminal_safe, text_name
 from bpftools.session.contract import StreamSink
@@ -52,9 +53,13 @@ def human_time(ns: float) -> str:
 
 def cgroup_label(ev) -> str:
     """The container's name (else runtime:short-id) or the unit; else the cgroup's path."""
-    if ev.names.unit or ev.names.container:
-        return display_name(ev.cgroup or "", ev.names) if ev.names.container else ev.names.unit
-    return ev.cgroup if ev.cgroup is not None else "unknown:%d" % ev.cgroup_id
+    return label_of(ev.cgroup, ev.names, ev.cgroup_id)
+
+
+def label_of(cgroup: str | None, names, cgroup_id: int) -> str:
+    if names.unit or names.container:
+        return display_name(cgroup or "", names) if names.container else names.unit
+    return cgroup if cgroup is not None else "unknown:%d" % cgroup_id
 
 
 @functools.lru_cache(maxsize=4)
@@ -68,6 +73,11 @@ def _cgroup_column(label: str) -> str:
 
 
 def event_line(ev, colour: bool) -> str:
+    """One FileEvent's line in Python: the reference the compiled formatter must match byte for byte.
+
+    Users' output is the compiled formatter's (TextSink.formatter); this is the test oracle
+    (tests/unit/test_fastpath.py).
+    """
     second = int(ev.ts)
     stamp = "%s.%06d" % (_clock(second), int((ev.ts - second) * 1e6))
     what = ev.event + ("/" if ev.dir else "")
@@ -124,6 +134,7 @@ class TextSink(StreamSink):
         self._clock = clock
         self._lost_pending = 0
         self._lost_said = None      # when loss was last said
+        self.formatter = fp.Formatter.text(colour, EVENT_COLOURS)
 
     def _line(self, text: str) -> None:
         self.out.write(text.encode("utf-8", "surrogateescape") + b"\n")
@@ -133,8 +144,13 @@ class TextSink(StreamSink):
         self.err.write("\n".join(lines) + "\n")
         self.err.flush()
 
-    def event(self, ev) -> None:
-        self._line(event_line(ev, self.colour))
+    def cgroup_text(self, cgroup_id: int, cgroup: str | None, names) -> bytes:
+        """What the formatter writes for the cgroup in each of its events: its column."""
+        return _cgroup_column(label_of(cgroup, names, cgroup_id)).encode("utf-8", "surrogateescape")
+
+    def write(self, data) -> None:
+        """Event lines as the formatter wrote them."""
+        self.out.write(data)
 
     def cgroup(self, change) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(change.ts)) + ".%06d" % int(change.ts % 1 * 1e6)

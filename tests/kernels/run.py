@@ -10,6 +10,9 @@ usable here) with the host's root filesystem through virtme-ng:
 
 Each boot runs one pytest session: every backend under test is one fstrace
 process (one BPF compile) watching every scenario (tests/privileged/tracer.py).
+The 6.12 boot then starts systemd (tests/kernels/systemd_guest.py) and runs
+tests/privileged/systemd_checks.py under it: `-- CMD` in a transient scope,
+units named from real .service cgroups (--no-systemd leaves this out).
 
 Setup, idempotent, from Debian's and PyPI's registries only: bookworm-
 backports is added with the mirror the machine's own apt sources use;
@@ -19,9 +22,9 @@ goes into its own venv under build/kernels.
 With --bench, each boot runs tests/kernels/bench.py instead (backend costs,
 relative figures) and appends its table to build/kernels/bench.md.
 
-usage: tests/kernels/run.py [--kernel 6.1|6.12]... [--setup-only|--bench] [-- PYTEST ARGS]
+usage: tests/kernels/run.py [--kernel 6.1|6.12]... [--no-systemd] [--setup-only|--bench] [-- PYTEST ARGS]
 env:   FSTRACE_KERNELS_DIR (build/kernels), GUEST_MEM (3G), GUEST_CPUS (2),
-       GUEST_TIMEOUT (1500 s per boot; a boot takes ~11 min here),
+       GUEST_TIMEOUT (2400 s per boot; a boot takes ~11-20 min here),
        GUEST_HEADERS=RELEASE: inside the guest, the headers of kernel RELEASE
        (e.g. 6.1.0-57-amd64) bind-mounted over the booted kernel's, to test
        that no backend depends on matching headers (the host is untouched)
@@ -37,7 +40,7 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +60,7 @@ class Kernel:
     package: re.Pattern      # linux-image-<release> packages of this series
     suite: str               # "" or "-backports": where they come from
     backends: str            # FSTRACE_TEST_BACKENDS: auto must pick the first
+    systemd: bool = False    # then systemd_guest.py: systemd_checks.py under a systemd started in the guest
 
     @property
     def bench_backends(self) -> list[str]:
@@ -65,7 +69,8 @@ class Kernel:
 
 KERNELS = [
     Kernel("6.1", re.compile(r"^linux-image-(6\.1\.0-[0-9]+-amd64)$"), "", "kprobe"),
-    Kernel("6.12", re.compile(r"^linux-image-(6\.12\.[0-9]+\+deb12-amd64)$"), "-backports", "fentry,kprobe"),
+    Kernel("6.12", re.compile(r"^linux-image-(6\.12\.[0-9]+\+deb12-amd64)$"), "-backports", "fentry,kprobe",
+           systemd=True),
 ]
 
 
@@ -177,14 +182,17 @@ def setup(kernels: list[Kernel]) -> dict[str, str]:
 
 
 # --- boots -----------------------------------------------------------------------------------
-def guest_command(kernel: Kernel, out: Path, pytest_args: list[str], bench: bool) -> str:
-    python = REPO / ".venv" / "bin" / "python"
+def pytest_argv(junit: Path, tests: list[str], pytest_args: list[str]) -> list[str]:
+    return ["-m", "pytest", "-v", "-p", "no:cacheprovider", "-o", "console_output_style=classic",
+            "-o", "junit_family=xunit1", "--junitxml=%s" % junit, *tests, *pytest_args]
+
+
+def guest_command(kernel: Kernel, out: Path, pytest_args: list[str], bench: bool, systemd: bool = True) -> str:
+    python = ".venv/bin/python"         # in REPO
     if bench:
         args = [str(REPO / "tests" / "kernels" / "bench.py"), str(out / "bench.md"), *kernel.bench_backends]
     else:
-        args = ["-m", "pytest", "-v", "-p", "no:cacheprovider", "-o", "console_output_style=classic",
-                "-o", "junit_family=xunit1",
-                "--junitxml=%s" % (out / "junit.xml"), *GUEST_TESTS, *pytest_args]
+        args = pytest_argv(out / "junit.xml", GUEST_TESTS, pytest_args)
     env = {"FSTRACE_REQUIRE_BPF": "1", "FSTRACE_TEST_BACKENDS": kernel.backends,
            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
     headers = os.environ.get("GUEST_HEADERS")
@@ -193,12 +201,17 @@ def guest_command(kernel: Kernel, out: Path, pytest_args: list[str], bench: bool
         for link in ("build", "source"):
             mounts += "mount --bind %s /lib/modules/$(uname -r)/%s && " % (
                 shlex.quote(os.path.realpath("/lib/modules/%s/%s" % (headers, link))), link)
-    return "%scd %s && %s %s %s; echo $? > %s" % (
-        mounts, shlex.quote(str(REPO)), " ".join("%s=%s" % kv for kv in env.items()), shlex.quote(str(python)),
-        " ".join(shlex.quote(a) for a in args), shlex.quote(str(out / "status")))
+    exports = "export %s && " % " ".join("%s=%s" % kv for kv in env.items())
+    run = "%s %s; s=$?; " % (python, " ".join(shlex.quote(a) for a in args))
+    if kernel.systemd and systemd and not bench:
+        # the kernel's command line carries this (2048 bytes in all): systemd_guest.py knows its own tests
+        run += "%s tests/kernels/systemd_guest.py %s %s; t=$?; [ $s -eq 0 ] && s=$t; " % (
+            python, shlex.quote(str(out)), " ".join(shlex.quote(a) for a in pytest_args))
+    return "%scd %s && %s%secho $s > %s" % (mounts, shlex.quote(str(REPO)), exports, run,
+                                           shlex.quote(str(out / "status")))
 
 
-def boot(kernel: Kernel, release: str, pytest_args: list[str], bench: bool = False) -> Path:
+def boot(kernel: Kernel, release: str, pytest_args: list[str], bench: bool = False, systemd: bool = True) -> Path:
     """Boot release and run the guest tests; the directory holding their results."""
     out = STATE / "out" / release
     out.mkdir(parents=True, exist_ok=True)
@@ -207,11 +220,11 @@ def boot(kernel: Kernel, release: str, pytest_args: list[str], bench: bool = Fal
     image = Path("/boot/vmlinuz-" + release)
     vng = [str(STATE / "venv" / "bin" / "vng"), "--run", str(image), "--disable-kvm",
            "--memory", os.environ.get("GUEST_MEM", "3G"), "--cpus", os.environ.get("GUEST_CPUS", "2"),
-           "--rwdir", str(out), "--exec", guest_command(kernel, out, pytest_args, bench)]
+           "--rwdir", str(out), "--exec", guest_command(kernel, out, pytest_args, bench, systemd)]
     env = dict(os.environ, PATH="%s:%s" % (STATE / "venv" / "bin", os.environ["PATH"]))
     # qemu reopens its stdout with O_TRUNC: give it a pipe, never a file
     proc = subprocess.Popen(vng, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    timeout = float(os.environ.get("GUEST_TIMEOUT", "1500"))
+    timeout = float(os.environ.get("GUEST_TIMEOUT", "2400"))
     timer = threading.Timer(timeout, lambda: (say("%s: no end after %.0f s, killed" % (release, timeout)),
                                               proc.kill()))
     timer.start()
@@ -230,14 +243,16 @@ class Result:
     status: str
     seconds: float
     cases: list[tuple[str, str, dict[str, str]]]     # name, outcome, recorded properties
+    systemd: dict[str, str] = field(default_factory=dict)   # systemd_guest.py's seconds: ready, tests
 
 
 def results(kernel: Kernel, release: str, out: Path, seconds: float) -> Result:
     status_file = out / "status"
     status = status_file.read_text().strip() if status_file.exists() else "no status (guest died?)"
     cases = []
-    junit = out / "junit.xml"
-    if junit.exists():
+    for junit in (out / "junit.xml", out / "junit-systemd.xml"):
+        if not junit.exists():
+            continue
         for case in ET.parse(junit).iter("testcase"):
             outcome = "passed"
             for child in case:
@@ -246,7 +261,9 @@ def results(kernel: Kernel, release: str, out: Path, seconds: float) -> Result:
             props = {p.get("name"): p.get("value") for p in case.iter("property")}
             cases.append(("%s::%s" % (case.get("classname", "").rsplit(".", 1)[-1], case.get("name")),
                           outcome, props))
-    return Result(kernel.name, release, status, seconds, cases)
+    times = out / "systemd-times"
+    systemd = dict(line.split() for line in times.read_text().splitlines()) if times.exists() else {}
+    return Result(kernel.name, release, status, seconds, cases, systemd)
 
 
 def main() -> int:
@@ -254,6 +271,7 @@ def main() -> int:
     ap.add_argument("--kernel", action="append", choices=[k.name for k in KERNELS])
     ap.add_argument("--setup-only", action="store_true")
     ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--no-systemd", action="store_true", help="leave out the systemd guest's tests")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -279,7 +297,7 @@ def main() -> int:
     def one(k: Kernel) -> None:
         started = time.monotonic()
         say("booting %s (backends %s)" % (releases[k.name], k.backends))
-        out = boot(k, releases[k.name], args.pytest_args)
+        out = boot(k, releases[k.name], args.pytest_args, systemd=not args.no_systemd)
         summary[k.name] = results(k, releases[k.name], out, time.monotonic() - started)
 
     threads = [threading.Thread(target=one, args=(k,)) for k in kernels]
@@ -297,6 +315,8 @@ def main() -> int:
         say("  %s (%s, backends %s): exit %s in %.0f s: %s" % (
             r.kernel, r.release, k.backends, r.status, r.seconds,
             ", ".join("%d %s" % (n, o) for o, n in sorted(counts.items())) or "no results"))
+        if r.systemd:
+            say("    systemd guest: running after %s s, its tests %s s" % (r.systemd.get("ready"), r.systemd.get("tests")))
         for name, outcome, props in r.cases:
             say("    %-7s %s" % (outcome, name))
             for key, value in props.items():

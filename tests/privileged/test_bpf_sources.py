@@ -39,3 +39,14 @@ def test_compiles_alone(source, aggregate):
             b.load_func("fst_namer", bcc.BPF.TRACEPOINT)
     finally:
         b.cleanup()
+
+
+def test_the_tracepoint_backend_keeps_syscalls_in_flight_in_task_storage():
+    """Every kernel of the matrix (5.11+) takes the task-storage variant, counting or not."""
+    for aggregate in (False, True):
+        p = probe.Probe(probe.ProbeConfig(backend="tracepoint", aggregate=aggregate), lambda data: None)
+        try:
+            assert backends.TASK_STORAGE.flag in p.cflags, p.report.skipped
+            assert backends.TASK_STORAGE.feature not in p.report.skipped
+        finally:
+            p.close()

@@ -4,8 +4,10 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from conftest import FSTRACE
 
 from bpftools import abi
@@ -137,16 +139,22 @@ def _count_reads(workdir, make_probe):
     return entries, report, flags
 
 
-def test_a_verifier_that_refuses_counting_by_key_gets_the_engine_that_names_every_event(workdir, monkeypatch):
-    """Older verifiers may refuse the known-file path: the probe says so and counts the same events."""
+@pytest.mark.parametrize("refused", ["KNOWN_FILES", "TASK_STORAGE"])
+def test_a_verifier_that_refuses_an_optional_part_gets_a_program_without_it(workdir, monkeypatch, refused):
+    """Older verifiers may refuse counting by file key or task storage: the probe says so, keeps the
+    other, and counts the same events."""
     def make(pid):
         return probe.Probe(probe.ProbeConfig(aggregate=True, pids=(pid,), events=("access",)), lambda data: None)
 
+    parts = (backends.KNOWN_FILES, backends.TASK_STORAGE)
     entries, report, flags = _count_reads(workdir, make)
-    assert backends.KNOWN_FILES in flags and backends.KNOWN_FILES_FEATURE not in report.skipped
+    assert all(o.flag in flags and o.feature not in report.skipped for o in parts)
     assert sum(e.counts[abi.EVENT_CODES["access"]] for e in entries) == 50
     # a flag clang refuses stands for a program the verifier refuses
-    monkeypatch.setattr(backends, "KNOWN_FILES", "-include/nonexistent/fstrace-test.h")
+    bad = getattr(backends, refused)
+    monkeypatch.setattr(backends, refused, replace(bad, flag="-include/nonexistent/fstrace-test.h"))
     entries, report, flags = _count_reads(workdir, make)
-    assert backends.KNOWN_FILES not in flags and backends.KNOWN_FILES_FEATURE in report.skipped
+    assert bad.flag not in flags and report.skipped[bad.feature].startswith(bad.loss + ": ")
+    kept = next(o for o in parts if o is not bad)
+    assert kept.flag in flags and kept.feature not in report.skipped
     assert sum(e.counts[abi.EVENT_CODES["access"]] for e in entries) == 50

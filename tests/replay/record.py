@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Record the replay fixtures (as root): what the kernel sends for a small workload.
 
-    .venv/bin/python tests/replay/record.py
+    .venv/bin/python tests/replay/record.py [NAME...]
 
 runs tests/replay/workload.sh in a cgroup of its own twice, once streamed
-(trace -e all) and once counted (report), through a real probe whose
-records and counter drains are written to tests/replay/{stream,count}.rec
-(format: bpftools/kernel/replay.py), with the cgroup's id in meta.json.
+(trace -e all) and once counted (report), and tests/replay/hostile.py
+(names no terminal or parser should trust) streamed, through a real probe
+whose records and counter drains are written to
+tests/replay/{stream,count,hostile}.rec (format: bpftools/kernel/replay.py),
+with the cgroup's id in meta.json (hostile.json for hostile.rec).  With
+NAMEs (stream, count, hostile), only those (stream and count go together).
 Run it again when the record layout (bpf/fstrace.h) changes, then review
 and commit the new fixtures and tests/replay/expected-*.
 """
@@ -68,9 +71,17 @@ class Quiet:
     """A sink that keeps nothing (the recording is what matters)."""
     interval = 0.5
     finished = False
+    formatter = None        # the session's Python path: FileEvents to event(), here dropped
 
     def __getattr__(self, _name):
         return lambda *a, **k: None
+
+
+WORKLOADS = {
+    "stream": ["sh", str(HERE / "workload.sh"), WORKDIR],
+    "count": ["sh", str(HERE / "workload.sh"), WORKDIR],
+    "hostile": [sys.executable, str(HERE / "hostile.py"), WORKDIR],
+}
 
 
 def record(name: str, aggregate: bool, cgdir: str) -> None:
@@ -81,7 +92,7 @@ def record(name: str, aggregate: bool, cgdir: str) -> None:
 
     def workload():
         time.sleep(0.3)
-        subprocess.run(["sh", str(HERE / "workload.sh"), WORKDIR], check=True,
+        subprocess.run(WORKLOADS[name], check=True, cwd="/",
                        preexec_fn=lambda: Path(cgdir, "cgroup.procs").write_text("0"))
     t = threading.Thread(target=workload)
     t.start()
@@ -93,15 +104,23 @@ def record(name: str, aggregate: bool, cgdir: str) -> None:
     (HERE / (name + ".rec")).write_bytes(b"".join(out))
 
 
+# recordings made in one cgroup, and the file that keeps its path and id
+SETS = (("meta.json", ("stream", "count")), ("hostile.json", ("hostile",)))
+
+
 def main() -> None:
+    wanted = set(sys.argv[1:] or WORKLOADS)
     cgdir = os.path.join(cgroup2_mount(), CGROUP.lstrip("/"))
-    os.mkdir(cgdir)
-    try:
-        (HERE / "meta.json").write_text(json.dumps({"cgroup": CGROUP, "cgroup_id": os.stat(cgdir).st_ino}) + "\n")
-        record("stream", False, cgdir)
-        record("count", True, cgdir)
-    finally:
-        os.rmdir(cgdir)
+    for meta_file, names in SETS:
+        if not wanted & set(names):
+            continue
+        os.mkdir(cgdir)
+        try:
+            (HERE / meta_file).write_text(json.dumps({"cgroup": CGROUP, "cgroup_id": os.stat(cgdir).st_ino}) + "\n")
+            for name in names:          # together: they share the cgroup id of meta_file
+                record(name, name == "count", cgdir)
+        finally:
+            os.rmdir(cgdir)
 
 
 if __name__ == "__main__":

@@ -53,3 +53,19 @@ def test_kernel_packages_are_matched_by_series():
     assert not k61.package.match("linux-image-6.1.0-56-cloud-amd64")
     assert k612.package.match("linux-image-6.12.117+deb12-amd64")[1] == "6.12.117+deb12-amd64"
     assert not k612.package.match("linux-image-6.12.117+deb12-rt-amd64")
+
+
+def test_the_guest_command_fits_the_kernel_command_line(monkeypatch):
+    """virtme-ng hands the guest its command base64-encoded on the kernel's command line (2048 bytes
+    on x86, with ~700 of virtme's own): a longer one leaves the guest idle, with no output at all."""
+    import base64
+
+    monkeypatch.setenv("GUEST_HEADERS", "6.1.0-57-amd64")
+    out = Path("/work/some-long-clone-name/build/kernels/out/6.12.117+deb12-amd64")
+    for kernel in run.KERNELS:
+        command = run.guest_command(kernel, out, [], False)
+        assert len(base64.b64encode(command.encode())) < 1300, command
+    six12 = run.guest_command(run.KERNELS[1], out, ["-x"], False)
+    assert "tests/kernels/systemd_guest.py %s -x;" % out in six12
+    assert "systemd_guest" not in run.guest_command(run.KERNELS[1], out, [], False, systemd=False)
+    assert "systemd_guest" not in run.guest_command(run.KERNELS[0], out, [], False)

@@ -34,6 +34,12 @@ SYSTEMD = [
      Names(unit="gnome-terminal-server.service", slice="user-1000.slice")),
     ("/user.slice/user-1000.slice/user@1000.service", Names(unit="user@1000.service", slice="user-1000.slice")),
     ("/init.scope", Names(unit="init.scope")),
+    # seen under systemd 252 in the kernel matrix's guest (tests/privileged/systemd_checks.py)
+    ("/system.slice/fstrace-run-4100-a1b2c3.scope", Names(unit="fstrace-run-4100-a1b2c3.scope", slice="system.slice")),
+    ("/system.slice/fstrace-test-0123456789.service",
+     Names(unit="fstrace-test-0123456789.service", slice="system.slice")),
+    ("/system.slice/system-modprobe.slice/modprobe@fuse.service",
+     Names(unit="modprobe@fuse.service", slice="system-modprobe.slice")),
     ("/system.slice/systemd-journald.socket", Names(unit="systemd-journald.socket", slice="system.slice")),
     ("/system.slice/nginx.service/worker", Names(unit="nginx.service", slice="system.slice")),
     ("/user.slice", Names(slice="user.slice")),

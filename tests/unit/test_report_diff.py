@@ -89,6 +89,18 @@ def test_a_commands_transient_cgroup_is_the_same_cgroup_in_every_run():
     assert d.unchanged["cgroup"] == 1      # /fstrace-run-*/sub; "/" had nothing of its own
 
 
+def test_a_commands_transient_scope_is_the_same_cgroup_in_every_run():
+    a = side("a", cgroups=[("/system.slice/fstrace-run-100-aaaaaa.scope", evs(create=2)),
+                           ("/system.slice/nginx.service", evs(create=1))])
+    b = side("b", cgroups=[("/system.slice/fstrace-run-200-bbbbbb.scope", evs(create=5)),
+                           ("/system.slice/nginx.service", evs(create=1))])
+    d = md.diff(a, b)
+    assert [(r.key, r.status, r.change) for r in d.tables["cgroup"]] == [
+        ("/system.slice/fstrace-run-*.scope", "changed", 3)]
+    assert md.command_cgroup("/system.slice/fstrace-run-1-ab.scope/x") == "/system.slice/fstrace-run-*.scope/x"
+    assert md.command_cgroup("/system.slice/fstrace-run-1-ab.scopex") == "/system.slice/fstrace-run-1-ab.scopex"
+
+
 def test_processes_compare_by_name_not_pid():
     a = side("a", processes=[(10, "sh", evs(open=2)), (11, "sh", evs(open=1)), (12, "gcc", evs(open=5))])
     b = side("b", processes=[(90, "sh", evs(open=3)), (91, "ld", evs(open=1))])
