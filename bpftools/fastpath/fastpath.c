@@ -1071,7 +1071,7 @@ size_t fp_header_size(void)
 #define FIELD(f) if (!strcmp(field, #f)) return (int)offsetof(struct fst_event, f)
 int fp_header_offset(const char *field)
 {
-	FIELD(ts_ns); FIELD(cgroup_id); FIELD(file_id); FIELD(base_id); FIELD(base_id2); FIELD(ret);
+	FIELD(ts_ns); FIELD(cgroup_id); FIELD(file_id); FIELD(base_id); FIELD(base_id2); FIELD(ret); FIELD(lat_ns);
 	FIELD(type); FIELD(op); FIELD(pid); FIELD(tid); FIELD(uid); FIELD(syscall); FIELD(flags);
 	FIELD(oflags); FIELD(fd); FIELD(dirfd); FIELD(dirfd2); FIELD(len1); FIELD(len2); FIELD(comm);
 	return -1;

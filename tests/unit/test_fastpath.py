@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bpftools import abi, fastpath
-from bpftools.abi import AT_FDCWD, F_DIR, F_NO_BYTES, NO_DIRFD, REC_CGROUP, REC_FILE, REC_TASK, Record
+from bpftools.abi import AT_FDCWD, F_DIR, F_NO_BYTES, F_TIMED, NO_DIRFD, REC_CGROUP, REC_FILE, REC_TASK, Record
 from bpftools.cgroups.map import CgroupMap
 from bpftools.cgroups.runtime_state import StateRoots
 from bpftools.cgroups.runtimes import Runtimes
@@ -133,8 +133,8 @@ def test_byte_identical_to_the_python_reference_on_the_replay_fixtures(recording
 
 
 def rec(op="open", name1=b"/srv/f", name2=None, *, pid=100, cgroup_id=CGROUP_ID, ret=3, syscall=257, flags=0,
-        comm=b"app", rtype=REC_FILE, fd=3, ts_ns=5_000_000_123, dirfd=AT_FDCWD, raw_len1=None) -> bytes:
-    data = abi.encode(Record(ts_ns, cgroup_id, 0, 0, 0, ret, rtype, abi.EVENT_CODES.get(op, op) if rtype == REC_FILE
+        comm=b"app", rtype=REC_FILE, fd=3, ts_ns=5_000_000_123, dirfd=AT_FDCWD, raw_len1=None, lat_ns=0) -> bytes:
+    data = abi.encode(Record(ts_ns, cgroup_id, 0, 0, 0, ret, lat_ns, rtype, abi.EVENT_CODES.get(op, op) if rtype == REC_FILE
                              else op, pid, (pid + 1) & 0xffffffff, 0, syscall, flags, 0, fd, dirfd, AT_FDCWD, comm, name1, name2))
     if raw_len1 is not None:                # a name cut at PATH_MAX: its bytes, no NUL
         head = bytearray(data[:abi.HEADER_SIZE])
@@ -170,6 +170,13 @@ def made_up() -> list[bytes]:
         rec("open", b"/late", ts_ns=10 ** 18 + 7),
         rec("exec", b"/bin/true", pid=2 ** 32 - 1, syscall=59, ret=0),
     ]
+    # timed operations: every unit of human_time(), its rounding edges, and with and without bytes
+    out += [rec("access", b"/t", syscall=0, ret=4096, flags=F_TIMED, lat_ns=ns) for ns in (
+        1, 999, 1000, 99_949, 99_950, 999_499, 999_500, 12_345, 2_500, 3_500, 99_950_000, 999_500_000,
+        9_994_999_999, 9_995_000_000, 99_949_999_999, 99_950_000_000, 2 ** 53, 2 ** 64 - 1)]
+    out += [rec("open", b"/t", flags=F_TIMED, lat_ns=7_654_321), rec("open", b"/t", ret=-2, flags=F_TIMED, lat_ns=5),
+            rec("modify", b"/t", syscall=1, ret=10, flags=F_TIMED | F_NO_BYTES, lat_ns=1_500),
+            rec("sync", b"/t", syscall=74, ret=0, flags=F_TIMED, lat_ns=0), rec("open", b"/t", lat_ns=123)]
     out += [rec(name, b"/e/" + name.encode(), ret=0) for name in abi.EVENT_NAMES]
     rng = random.Random(16)
     for _ in range(300):
@@ -177,13 +184,14 @@ def made_up() -> list[bytes]:
                                  0xa0, 0x9f, 0xbf, 0x41, 0xc3, 0xa9)) for _ in range(rng.randrange(1, 40)))
         out.append(rec(rng.choice(abi.EVENT_NAMES), b"/r/" + name, name if rng.random() < 0.3 else None,
                        ret=rng.choice((0, 3, -2, -13, 7)), syscall=rng.choice((0, 1, 2, 257, 82, 999)),
-                       flags=rng.choice((0, F_DIR, F_NO_BYTES)), comm=name[:16], ts_ns=rng.randrange(2 ** 50)))
+                       flags=rng.choice((0, F_DIR, F_NO_BYTES, F_TIMED)), comm=name[:16], ts_ns=rng.randrange(2 ** 50),
+                       lat_ns=rng.randrange(2 ** rng.randrange(1, 45))))
     return out
 
 
 @pytest.mark.parametrize("kind", ["json", "text", "text-colour"])
 def test_byte_identical_on_made_up_records(kind, dirs):
-    cgroup_rec = abi.encode(Record(1, CGROUP_ID + 1, 0, 0, 0, 0, REC_CGROUP, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, b"",
+    cgroup_rec = abi.encode(Record(1, CGROUP_ID + 1, 0, 0, 0, 0, 0, REC_CGROUP, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, b"",
                                    b"/other", None))
     recording = b"".join(frame(RECORD, r) for r in [cgroup_rec, *made_up()])
     ref, got, events = both(recording, kind, dirs, {CGROUP_ID: CGROUP, CGROUP_ID + 1: "/other"},
@@ -286,7 +294,7 @@ def test_a_record_that_does_not_decode_is_pythons_to_refuse(op, dirs):
     """An event code past the table (a corrupt record): the compiled path hands it to Python, which refuses it."""
     bad = bytearray(rec("open", b"/f"))
     struct.pack_into("=I", bad, fastpath.HEADER_OFFSETS["op"], op)
-    assert abi.HEADER.unpack_from(bad)[7] == op
+    assert abi.HEADER.unpack_from(bad)[8] == op
     for sink in (ReferenceJson, JsonSink):
         import io
         with pytest.raises(abi.DecodeError, match="unknown event code"):

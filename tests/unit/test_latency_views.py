@@ -17,7 +17,7 @@ from bpftools.model import Aggregator, Entry, Tick
 from bpftools.session.contract import FileEvent
 from bpftools.cgroups.names import Names
 from bpftools.views import report
-from bpftools.views.jsonl import JsonSink
+from bpftools.views.jsonl import event_json
 from bpftools.views.text import event_line, human_time
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,11 +179,8 @@ def event(**kw):
 
 
 def test_trace_shows_latency_in_json_and_text():
-    out = io.BytesIO()
-    sink = JsonSink(out)
-    sink.event(event())
-    sink.event(event(event="close_write", latency_ns=None, bytes=None, syscall="close", ret=0))
-    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    first, second = (json.loads(event_json(ev)) for ev in (
+        event(), event(event="close_write", latency_ns=None, bytes=None, syscall="close", ret=0)))
     assert first["latency_us"] == 300123.456 and second["latency_us"] is None
     assert list(first)[-2:] == ["bytes", "latency_us"]
     assert event_line(event(), colour=False).endswith("/srv/slow.fifo  (1 B, 300 ms)")
