@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         return 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     built = work.build()
-    scratch = Path(tempfile.mkdtemp(prefix="fstrace-bpfcost-"))
+    scratch = system.scratch_tmpfs("fstrace-bpfcost-")
     stats_was = STATS.read_text().strip()
     STATS.write_text("1")
     rows: dict[tuple[str, str], list[dict]] = {}
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
                     shutil.rmtree(outdir)
     finally:
         STATS.write_text(stats_was)
-        shutil.rmtree(scratch, ignore_errors=True)
+        system.remove_scratch(scratch)
     load.append(system.load_average())
     lines = ["%s, load average %.1f → %.1f, %s" % (date, load[0], load[1], " ".join(sys.argv[1:])), "",
              "| tracer | workload | CPU ns added per workload syscall (median, range) "

@@ -260,7 +260,7 @@ def main(argv=None) -> int:
 
     setup = system.ensure_packages(PACKAGES) + system.ensure_tracefs()
     built = work.build()
-    scratch = Path(tempfile.mkdtemp(prefix="fstrace-bench-"))
+    scratch = system.scratch_tmpfs("fstrace-bench-")
     try:
         binaries = work.private_names({**built, "tar": Path(shutil.which("tar")), "rm": Path(shutil.which("rm"))},
                                       scratch)
@@ -289,7 +289,7 @@ def main(argv=None) -> int:
             ceilings = [ceiling(c, binaries["rate"], profile, scratch) for c in contenders
                         if c.name in profile.ceiling and c.name not in failed]
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        system.remove_scratch(scratch)
 
     kind = "quick" if args.quick else "full"
     suffix = "" if kind == "full" and not partial else "-" + ("partial" if partial else kind)

@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # the finally clauses stop tracers, remove cgroups
     system.ensure_packages(runner.PACKAGES)
     built = work.build()
-    scratch = Path(tempfile.mkdtemp(prefix="fstrace-speed-"))
+    scratch = system.scratch_tmpfs("fstrace-speed-")
     stats_was = STATS.read_text().strip()
     STATS.write_text("1")
     started, date = time.monotonic(), time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
                     for n, t in times.items() if n != CONTENDERS[0])))
     finally:
         STATS.write_text(stats_was)
-        shutil.rmtree(scratch, ignore_errors=True)
+        system.remove_scratch(scratch)
     doc = save(out, date, started, load + [system.load_average()], rows, partial=False)
     print(markdown(doc))
     runner.log("wrote %s (%.0f s)" % (out, doc["duration_s"]))

@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +83,26 @@ def ensure_tracefs() -> list[str]:
             subprocess.run(["mount", "-t", fstype, fstype, point], check=True)
             done.append("mounted %s at %s" % (fstype, point))
     return done
+
+
+def scratch_tmpfs(prefix: str) -> Path:
+    """A fresh directory with a tmpfs of its own on it, for the workloads' files (remove_scratch()).
+
+    Not the root filesystem: ext4 without a journal (this machine's root) skips, when it
+    allocates an inode, each inode of the group deleted between 1 and 5 s before (305 s while
+    the inode table block is dirty; fs/ext4/ialloc.c, recently_deleted()).  A file workload
+    run a few seconds after the previous run's unlinks, as each traced run is after its
+    tracer's ready wait, spent 10-30x the time in find_inode_bit() that a run started at once
+    spent (perf record -a, 2026-11-30), whichever tracer was running.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "fstrace-bench", str(path)], check=True)
+    return path
+
+
+def remove_scratch(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], check=False)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def ensure_packages(packages: dict[str, str]) -> list[str]:
