@@ -12,11 +12,21 @@ for the other fstrace processes' syscalls: a cost it has in production too,
 for every process.  Then the cost of arming alone: rounds of the workload
 with no fsnotify mark, with fstrace's marks for the default events, and for
 all events (bpftools/kernel/arming.py, no BPF), interleaved, best of each.
+
+Then latency against bcc's own tools (bpfcc-tools, on the host's root the
+guest boots), on an ext4 filesystem made in the guest (a loop device on a
+tmpfs file): one process opens, writes, fsyncs and reads back a file with
+known counts of each, run untraced and under each tool in turn: fstrace
+report (histograms in the kernel) against ext4dist, and fstrace trace
+--slower-than against fileslower (a filter in the kernel).  The table
+gives the workload's time under each and, for the two histogram tools,
+the operations each counted per type: both must be the workload's own.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,6 +129,139 @@ def arming_costs(base: Path, cgroup: str) -> list[str]:
     return lines
 
 
+# One run of the latency workload: after its line "ready PID", a line on stdin starts
+# TIMED_OPS operations on the file it is given (which exists and is empty).
+TIMED_WORKLOAD = r"""
+import os, sys, time
+path, n, cgroup = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(cgroup + "/cgroup.procs", "w") as f:
+    f.write("0")
+print("ready", os.getpid(), flush=True)
+sys.stdin.readline()
+t = time.perf_counter()
+block = b"x" * 4096
+fd = os.open(path, os.O_RDWR)
+for i in range(n):
+    os.write(fd, block)
+    if i % 16 == 15:
+        os.fsync(fd)
+os.lseek(fd, 0, 0)
+for i in range(n):
+    os.read(fd, 4096)
+os.close(fd)
+for i in range(n // 4):
+    os.close(os.open(path, os.O_RDONLY))
+print(time.perf_counter() - t, flush=True)
+"""
+TIMED_N = 1024
+TIMED_ROUNDS = 3
+# per run, as ext4dist names them: open 1 + n/4, write n, fsync n/16, read n; and fstrace's event for each
+TIMED_OPS = {"open": 1 + TIMED_N // 4, "write": TIMED_N, "fsync": TIMED_N // 16, "read": TIMED_N}
+FSTRACE_EVENT = {"open": "open", "write": "modify", "fsync": "sync", "read": "access"}
+EXT4DIST, FILESLOWER = "/usr/sbin/ext4dist-bpfcc", "/usr/sbin/fileslower-bpfcc"
+
+
+def timed_run(ext4: Path, cgroup: str, attach=None) -> float:
+    """One run of TIMED_WORKLOAD on a fresh empty file on ext4: its seconds.  attach(pid) runs
+    once the process is in the cgroup, before it starts."""
+    path = ext4 / "timed"
+    path.unlink(missing_ok=True)
+    path.touch()
+    proc = subprocess.Popen([sys.executable, "-c", TIMED_WORKLOAD, str(path), str(TIMED_N), cgroup],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline().split()[1])
+    if attach:
+        attach(pid)
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    took = float(proc.stdout.readline())
+    assert proc.wait(timeout=600) == 0
+    return took
+
+
+def start_tool(argv: list[str], ready: str, stream: str) -> subprocess.Popen:
+    """A tracer, once a line of its stream (stdout or stderr) contains ready."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    out = proc.stdout if stream == "stdout" else proc.stderr
+    for line in out:
+        if ready in line:
+            return proc
+    proc.kill()
+    raise SystemExit("%s: exited before it was ready: %s" % (argv[0], proc.stderr.read()[-2000:]))
+
+
+def ext4dist_counts(text: str) -> dict[str, int]:
+    """print_log2_hist's sections (operation = NAME) summed: operations counted per type."""
+    counts: dict[str, int] = {}
+    op = None
+    for line in text.splitlines():
+        m = re.match(r"operation = (\w+)", line.strip())
+        if m:
+            op = m.group(1)
+        elif op and (m := re.match(r"\s*\d+ -> \d+\s*: (\d+)", line)):
+            counts[op] = counts.get(op, 0) + int(m.group(1))
+    return counts
+
+
+def fstrace_counts(text: str, cgroup: str) -> dict[str, int]:
+    """report --json's latency table: operations counted per type, as ext4dist names them."""
+    got = {lat["event"]: lat["count"] for lat in json.loads(text)["latency"] if lat["cgroup"] == cgroup}
+    return {op: got.get(event, 0) for op, event in FSTRACE_EVENT.items()}
+
+
+def bcc_comparison(base: Path, cgroup: str) -> list[str]:
+    img, ext4 = base / "ext4.img", base / "ext4"
+    subprocess.run(["truncate", "-s", "256M", str(img)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
+    ext4.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(img), str(ext4)], check=True)
+    name = "/" + Path(cgroup).name
+    # label: (argv for the workload's pid, what says it is ready, on which stream, what its output counted)
+    tools = {
+        "fstrace report --json": (lambda pid: [FSTRACE, "report", "--json", "--top", "0", "--cgroup", name],
+                                  "fstrace: counting", "stderr", lambda out: fstrace_counts(out, name)),
+        "ext4dist -p PID": (lambda pid: [EXT4DIST, "-p", str(pid)], "Tracing ext4", "stdout", ext4dist_counts),
+        "fstrace trace --json --slower-than 10ms": (
+            lambda pid: [FSTRACE, "trace", "--json", "--slower-than", "10ms", "--cgroup", name], '"type":"start"',
+            "stdout", lambda out: {"slower": sum('"type":"event"' in line for line in out.splitlines())}),
+        "fileslower -p PID 10": (lambda pid: [FILESLOWER, "-p", str(pid), "10"], "Tracing sync", "stdout",
+                                 lambda out: {"slower": max(0, len(out.strip().splitlines()) - 1)}),
+    }
+    times: dict[str, list[float]] = {"untraced": []}
+    counts: dict[str, dict[str, int]] = {}
+    try:
+        for label, (argv, ready, stream, counted) in tools.items():
+            times[label] = []
+            for _ in range(TIMED_ROUNDS):
+                times["untraced"].append(timed_run(ext4, cgroup))
+                tracer = []
+                times[label].append(timed_run(ext4, cgroup, lambda pid: tracer.append(
+                    start_tool(argv(pid), ready, stream))))
+                tracer[0].send_signal(signal.SIGINT)
+                out, _ = tracer[0].communicate(timeout=900)
+                tally = counts.setdefault(label, {})
+                for key, n in counted(out).items():
+                    tally[key] = tally.get(key, 0) + n
+    finally:
+        subprocess.run(["umount", str(ext4)], check=False)
+    med = {label: sorted(t)[len(t) // 2] for label, t in times.items()}
+    ops = sum(TIMED_OPS.values())
+    lines = ["latency on ext4: %d runs of (%s) per tool, each tool attached alone, an untraced run before each "
+             "traced one" % (TIMED_ROUNDS, ", ".join("%d %s" % (n, op) for op, n in TIMED_OPS.items())), "",
+             "| tool | µs per operation (median) | vs untraced | counted %s | slower than 10 ms |" %
+             " / ".join(TIMED_OPS), "|---|---:|---:|---|---:|"]
+    for label, took in med.items():
+        c = counts.get(label, {})
+        if label == "untraced":
+            counted = "the workload's own: " + " / ".join(str(n * TIMED_ROUNDS) for n in TIMED_OPS.values())
+        else:
+            counted = " / ".join(str(c[op]) for op in TIMED_OPS) if "open" in c else ""
+        lines.append("| %s | %.1f | %.2fx | %s | %s |" % (label, took / ops * 1e6, took / med["untraced"], counted,
+                                                          c.get("slower", "")))
+    return lines
+
+
 def main() -> None:
     out_file, backends = Path(sys.argv[1]), sys.argv[2:]
     Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
@@ -132,6 +275,7 @@ def main() -> None:
         lines = ["kernel %s: %d iterations of create+write+close+chmod+rename+unlink" % (
                  os.uname().release, ITERATIONS), ""]
         lines += backend_costs(backends, base, cgroup) + [""] + arming_costs(base, cgroup)
+        lines += [""] + bcc_comparison(base, cgroup)
     finally:
         os.rmdir(cgroup)
         subprocess.run(["umount", str(base)], check=True)

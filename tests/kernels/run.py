@@ -20,7 +20,8 @@ qemu-system-x86, the kernels and their headers come from apt; virtme-ng
 goes into its own venv under build/kernels.
 
 With --bench, each boot runs tests/kernels/bench.py instead (backend costs,
-relative figures) and appends its table to build/kernels/bench.md.
+latency against bcc's ext4dist and fileslower; relative figures) and
+appends its tables to build/kernels/bench.md.
 
 usage: tests/kernels/run.py [--kernel 6.1|6.12]... [--no-systemd] [--setup-only|--bench] [-- PYTEST ARGS]
 env:   FSTRACE_KERNELS_DIR (build/kernels), GUEST_MEM (3G), GUEST_CPUS (2),
