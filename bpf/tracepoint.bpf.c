@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The tracepoint backend: file syscalls seen at raw_syscalls:sys_enter and
- * sys_exit (two attach points instead of ninety, so attaching and detaching
- * take milliseconds), mapped onto fstrace's event names.
+ * The tracepoint backend: file syscalls seen at the raw_syscalls sys_enter
+ * and sys_exit tracepoints, mapped onto fstrace's event names.  Attached as
+ * raw tracepoints: two attach points instead of ninety (attaching and
+ * detaching take milliseconds), and every other syscall of the machine
+ * costs one call and a compare, not a perf record built for it.  The
+ * syscall's arguments and number are read from its pt_regs (offsets from
+ * BTF).
  *
  * Every name is the kernel's own, built here with fst_kernel.h (struct
  * offsets from the running kernel's BTF):
@@ -57,6 +61,7 @@ enum {
 #define K_CLOSE    4
 #define K_FD2      5     /* access on fd (source), modify on fd2 (destination) */
 #define K_EXEC     6
+#define K_MOVE     7     /* FST_KNOWN_FILES: a rename or mount nobody follows, for fst_moves at sys_exit */
 
 struct fst_args {
 	u64 name1;               /* user pointers */
@@ -664,11 +669,35 @@ static __always_inline void fst_early_exit(struct fst_args *a, u32 tid, long ret
 	early.delete(&tid);
 }
 
-TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+/* x86_64's six syscall argument registers, read in one copy of the part of pt_regs they lie in */
+#define FST_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define FST_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define FST_REGS_LO FST_MIN(FST_MIN(FST_MIN(FST_OFF_PT_REGS_DI, FST_OFF_PT_REGS_SI), \
+				    FST_MIN(FST_OFF_PT_REGS_DX, FST_OFF_PT_REGS_R10)), \
+			    FST_MIN(FST_OFF_PT_REGS_R8, FST_OFF_PT_REGS_R9))
+#define FST_REGS_HI FST_MAX(FST_MAX(FST_MAX(FST_OFF_PT_REGS_DI, FST_OFF_PT_REGS_SI), \
+				    FST_MAX(FST_OFF_PT_REGS_DX, FST_OFF_PT_REGS_R10)), \
+			    FST_MAX(FST_OFF_PT_REGS_R8, FST_OFF_PT_REGS_R9))
+#define FST_REGS_WORDS ((FST_REGS_HI - FST_REGS_LO) / 8 + 1)
+_Static_assert(FST_REGS_WORDS <= 16, "the argument registers lie within 128 bytes of pt_regs");
+
+static __always_inline void fst_syscall_args(unsigned long ar[6], const void *regs)
+{
+	u64 w[FST_REGS_WORDS];
+	bpf_probe_read_kernel(w, sizeof(w), regs + FST_REGS_LO);
+	ar[0] = w[(FST_OFF_PT_REGS_DI - FST_REGS_LO) / 8];
+	ar[1] = w[(FST_OFF_PT_REGS_SI - FST_REGS_LO) / 8];
+	ar[2] = w[(FST_OFF_PT_REGS_DX - FST_REGS_LO) / 8];
+	ar[3] = w[(FST_OFF_PT_REGS_R10 - FST_REGS_LO) / 8];
+	ar[4] = w[(FST_OFF_PT_REGS_R8 - FST_REGS_LO) / 8];
+	ar[5] = w[(FST_OFF_PT_REGS_R9 - FST_REGS_LO) / 8];
+}
+
+/* A followed syscall enters: its arguments, kept for sys_exit if it is wanted (1), else 0. */
+static __always_inline int fst_enter(void *ctx, long nr, const void *regs)
 {
 	struct fst_args a = {};
 	unsigned long ar[6];
-	long nr = args->id;
 
 	if (!fst_followed(nr))
 		return 0;
@@ -686,7 +715,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 		if (!fst_event_wanted(FST_EV_MODIFY))
 			return 0;
 	}
-	bpf_probe_read_kernel(ar, sizeof(ar), args->args);
+	fst_syscall_args(ar, regs);
 	if (!fst_decode(&a, nr, ar))
 		return 0;
 	u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -722,7 +751,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 		keep = fst_early_enter(ap, tid);
 		if (keep == 1) {
 			early.delete(&tid);      /* a leftover of a syscall that never returned (exit) */
-			fst_progs.call(args, 0);
+			fst_progs.call(ctx, 0);
 		}
 		break;
 	default:                     /* K_PATH, K_OPEN */
@@ -734,23 +763,32 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 		fst_inflight_end(tid, ap);
 	else if (FST_TIMED(nr))
 		ap->t0 = bpf_ktime_get_ns();     /* last, so the time is the syscall's, not ours */
+	return keep;
+}
+
+RAW_TRACEPOINT_PROBE(sys_enter)              /* (struct pt_regs *regs, long id) */
+{
+	long nr = ctx->args[1];
+	if (fst_enter(ctx, nr, (const void *)ctx->args[0]))
+		return 0;
+#ifdef FST_KNOWN_FILES
+	if (fst_moving(nr)) {                        /* whoever makes it: sys_exit bumps fst_moves */
+		struct fst_args m = {.nr = nr, .kind = K_MOVE};
+		fst_inflight_new((u32)bpf_get_current_pid_tgid(), &m);
+	}
+#endif
 	return 0;
 }
 
-TRACEPOINT_PROBE(raw_syscalls, sys_exit)
+RAW_TRACEPOINT_PROBE(sys_exit)               /* (struct pt_regs *regs, long ret) */
 {
-	long nr = args->id;
+	long nr = 0;
+	bpf_probe_read_kernel(&nr, sizeof(nr), (const void *)ctx->args[0] + FST_OFF_PT_REGS_ORIG_AX);
+	if (!fst_followed(nr)
 #ifdef FST_KNOWN_FILES
-	if (fst_moving(nr)) {
-		int zero = 0;
-		u64 *n = fst_moves.lookup(&zero);
-		if (n)
-			__sync_fetch_and_add(n, 1);
-		if (nr != FST_NR_rename && nr != FST_NR_renameat && nr != FST_NR_renameat2)
-			return 0;
-	}
+	    && !fst_moving(nr)
 #endif
-	if (!fst_followed(nr))
+	)
 		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct fst_args *ap = fst_inflight(tid);
@@ -758,12 +796,22 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 		return 0;
 	struct fst_args a = *ap;
 	fst_inflight_end(tid, ap);
-	long ret = args->ret;
-	if (a.nr != args->id) {
+	long ret = ctx->args[1];
+	if (a.nr != nr) {                            /* a leftover of a syscall that never returned */
 		if (a.kind == K_CLOSE || a.kind == K_EXEC)
 			early.delete(&tid);
 		return 0;
 	}
+#ifdef FST_KNOWN_FILES
+	if (fst_moving(nr)) {
+		int zero = 0;
+		u64 *n = fst_moves.lookup(&zero);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+		if (a.kind == K_MOVE)
+			return 0;
+	}
+#endif
 	u64 lat = 0;
 	if (a.t0) {
 		lat = bpf_ktime_get_ns() - a.t0;
@@ -819,7 +867,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 		break;
 	}
 	if (j->n)
-		fst_progs.call(args, 0);
+		fst_progs.call(ctx, 0);
 	return 0;
 }
 
@@ -834,7 +882,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 #ifndef FST_EXIT_FDS
 #define FST_EXIT_FDS 64
 #endif
-TRACEPOINT_PROBE(sched, sched_process_exit)
+RAW_TRACEPOINT_PROBE(sched_process_exit)     /* a raw tracepoint too: it tail-calls fst_namer() */
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 #if defined(FST_SLOWER_NS) && !defined(FST_AGGREGATE)
@@ -891,7 +939,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 		j->n = i + 1;
 	}
 	if (j->n)
-		fst_progs.call(args, 0);
+		fst_progs.call(ctx, 0);
 	return 0;
 }
 

@@ -220,6 +220,9 @@ LAYOUT = (
     ("vfsmount", "mnt_root"), ("vfsmount", "mnt_sb"),
     ("fs_struct", "root"), ("fs_struct", "pwd"),
     ("super_block", "s_dev"),
+    # the tracepoint backend's raw sys_enter/sys_exit: a syscall's arguments and number
+    ("pt_regs", "di"), ("pt_regs", "si"), ("pt_regs", "dx"), ("pt_regs", "r10"), ("pt_regs", "r8"),
+    ("pt_regs", "r9"), ("pt_regs", "orig_ax"),
 )
 
 

@@ -421,7 +421,7 @@ def _set_tail_call(bpf, bcc, backend: Backend) -> None:
     what sys_enter and sys_exit hand it).  If it cannot be loaded, bpf is cleaned up."""
     try:
         with _stderr_captured() as diagnostics:
-            fn = bpf.load_func(backend.tail_call, bcc.BPF.TRACEPOINT)
+            fn = bpf.load_func(backend.tail_call, bcc.BPF.RAW_TRACEPOINT)
     except Exception as e:  # BCC raises bare Exception
         bpf.cleanup()
         raise BpfLoadError("loading the %s backend's %s failed: %s"

@@ -36,7 +36,7 @@ def test_compiles_alone(source, aggregate):
         raise
     try:
         if source == "tracepoint.bpf.c":
-            b.load_func("fst_namer", bcc.BPF.TRACEPOINT)
+            b.load_func("fst_namer", bcc.BPF.RAW_TRACEPOINT)
     finally:
         b.cleanup()
 
