@@ -20,7 +20,7 @@ from bpftools.abi import EVENT_CODES, EVENT_NAMES
 from bpftools.escape import terminal_safe
 from bpftools.model import CLASSES
 from bpftools.model.diff import COMMAND_CGROUP, COMMAND_SCOPE, TABLES, Diff, DiffRow, Side
-from bpftools.views.report import _VIEWBOX, REPORT_WIDTH, stack_svg
+from bpftools.views.report import _VIEWBOX, REPORT_WIDTH, stack_svg, svg_start
 from bpftools.views.tables import events_dict
 
 JSON_KEYS = {"cgroup": "cgroups", "process": "processes", "file": "files"}
@@ -170,10 +170,7 @@ def chart_svg(d: Diff, top: int = DEFAULT_TOP, width: int = 860) -> str:
     deltas = [(r.total_after or 0) - (r.total_before or 0) for r in rows]
     scale = max((abs(x) for x in deltas), default=0) or 1
     esc = html.escape
-    parts = [
-        '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
-        'font-family="DejaVu Sans, Arial, sans-serif" font-size="12">' % (width, height, width, height),
-        '<rect width="100%" height="100%" fill="#ffffff"/>',
+    parts = svg_start(width, height) + [
         '<text x="10" y="20" font-size="14" font-weight="bold" fill="#222">%s</text>'
         % esc("Largest changes: events after − before"),
         '<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#444"/>' % (mid, top - 4, mid, height - 12),

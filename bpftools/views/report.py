@@ -459,6 +459,44 @@ def bytes_chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
                        width, height, left=84)
 
 
+def svg_start(width: int, height: int) -> list[str]:
+    """The opening tag and white background every chart of a report starts with."""
+    return ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
+            'font-family="DejaVu Sans, Arial, sans-serif" font-size="12">' % (width, height, width, height),
+            '<rect width="100%" height="100%" fill="#ffffff"/>']
+
+
+def _plot_frame(title: str, left: int, top: int, pw: int, ph: int, step: float, ticks: int, label) -> list[str]:
+    """A plot's title, its two axes, and a grid line with its label at each of ticks + 1 steps up the y axis."""
+    esc = html.escape
+    parts = ['<text x="%d" y="18" font-size="14" font-weight="bold" fill="#222">%s</text>' % (left, esc(title)),
+             '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>' % (left, top + ph, left + pw, top + ph),
+             '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>' % (left, top, left, top + ph)]
+    for i in range(ticks + 1):
+        y = top + ph - ph * i / ticks
+        parts.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (left, y, left + pw, y))
+        parts.append('<text x="%d" y="%.1f" text-anchor="end" fill="#444">%s</text>'
+                     % (left - 6, y + 4, esc(label(step * i))))
+    return parts
+
+
+def _legend_entry(x: int, top: int, k: int, colour: str, name: str) -> list[str]:
+    """The k-th line of a legend right of a plot ending at x: a colour swatch and the name, shortened."""
+    y = top + 10 + 18 * k
+    text = terminal_safe(name)
+    return ['<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (x + 14, y - 10, colour),
+            '<text x="%d" y="%d" fill="#222">%s</text>'
+            % (x + 32, y, html.escape(text if len(text) <= 28 else text[:13] + "…" + text[-14:]))]
+
+
+def _svg_end(parts: list[str], empty: str | None, left: int, top: int, ph: int) -> str:
+    """The chart's elements as one <svg> element; empty: what an empty plot says in its middle."""
+    if empty:
+        parts.append('<text x="%d" y="%d" fill="#888">%s</text>' % (left + 10, top + ph // 2, empty))
+    parts.append('</svg>')
+    return "\n".join(parts)
+
+
 def latency_chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
     """The latency histograms of the slowest (cgroup, event) pairs: operations per log2 bucket of time, as bars
     side by side in each bucket, as a standalone <svg> element."""
@@ -473,20 +511,9 @@ def latency_chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
     ticks = max(1, math.ceil(ymax / step))
     ymax = step * ticks
     esc = html.escape
-    parts = [
-        '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
-        'font-family="DejaVu Sans, Arial, sans-serif" font-size="12">' % (width, height, width, height),
-        '<rect width="100%" height="100%" fill="#ffffff"/>',
-        '<text x="%d" y="18" font-size="14" font-weight="bold" fill="#222">%s</text>'
-        % (left, esc("Latency histograms, slowest cgroups and event types (operations per log2 bucket)")),
-        '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>' % (left, top + ph, left + pw, top + ph),
-        '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>' % (left, top, left, top + ph),
-    ]
-    for i in range(ticks + 1):
-        y = top + ph - ph * i / ticks
-        parts.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (left, y, left + pw, y))
-        parts.append('<text x="%d" y="%.1f" text-anchor="end" fill="#444">%s</text>'
-                     % (left - 6, y + 4, esc(human(step * i))))
+    parts = svg_start(width, height) + _plot_frame(
+        "Latency histograms, slowest cgroups and event types (operations per log2 bucket)",
+        left, top, pw, ph, step, ticks, human)
     slot = pw / nb
     bar = slot * 0.8 / max(1, len(shown))
     label_every = max(1, math.ceil(nb / 8))
@@ -506,15 +533,8 @@ def latency_chart_svg(rep: Report, width: int = 860, height: int = 260) -> str:
                              % (left + slot * (i + 0.1) + bar * k, top + ph - h, bar, h, colour,
                                 esc("%d in %s -> %s" % ((c,) + tuple(
                                     human_time(v) if v is not None else "" for v in model.bucket_bounds(first + i))))))
-        ly = top + 10 + 18 * k
-        parts.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (left + pw + 14, ly - 10, colour))
-        text = "%s %s" % (lat.event, terminal_safe(cgroup_name(lat.cgroup)))
-        parts.append('<text x="%d" y="%d" fill="#222">%s</text>'
-                     % (left + pw + 32, ly, esc(text if len(text) <= 28 else text[:13] + "…" + text[-14:])))
-    if not shown:
-        parts.append('<text x="%d" y="%d" fill="#888">nothing timed</text>' % (left + 10, top + ph // 2))
-    parts.append('</svg>')
-    return "\n".join(parts)
+        parts += _legend_entry(left + pw, top, k, colour, "%s %s" % (lat.event, cgroup_name(lat.cgroup)))
+    return _svg_end(parts, None if shown else "nothing timed", left, top, ph)
 
 
 CHART_STEP = 270        # pixels from one chart's top to the next one's
@@ -544,19 +564,7 @@ def _line_chart(rep: Report, title: str, series: list[tuple[str, list[int]]], la
     ymax = step * ticks
     span = rep.duration or 1.0
     esc = html.escape
-    parts = [
-        '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
-        'font-family="DejaVu Sans, Arial, sans-serif" font-size="12">' % (width, height, width, height),
-        '<rect width="100%" height="100%" fill="#ffffff"/>',
-        '<text x="%d" y="18" font-size="14" font-weight="bold" fill="#222">%s</text>' % (left, esc(title)),
-        '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>' % (left, top + ph, left + pw, top + ph),
-        '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>' % (left, top, left, top + ph),
-    ]
-    for i in range(ticks + 1):
-        y = top + ph - ph * i / ticks
-        parts.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (left, y, left + pw, y))
-        parts.append('<text x="%d" y="%.1f" text-anchor="end" fill="#444">%s</text>'
-                     % (left - 6, y + 4, esc(label(step * i))))
+    parts = svg_start(width, height) + _plot_frame(title, left, top, pw, ph, step, ticks, label)
     for i in range(5):
         x = left + pw * i / 4
         parts.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#444">%s</text>'
@@ -575,15 +583,8 @@ def _line_chart(rep: Report, title: str, series: list[tuple[str, list[int]]], la
                          % (colour, " ".join("%.1f,%.1f" % p for p in pts)))
         for x, y in pts if len(pts) <= 60 else ():
             parts.append('<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (x, y, colour))
-        ly = top + 10 + 18 * k
-        parts.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (left + pw + 14, ly - 10, colour))
-        text = terminal_safe(name)
-        parts.append('<text x="%d" y="%d" fill="#222">%s</text>'
-                     % (left + pw + 32, ly, esc(text if len(text) <= 28 else text[:13] + "…" + text[-14:])))
-    if not series:
-        parts.append('<text x="%d" y="%d" fill="#888">no file activity</text>' % (left + 10, top + ph // 2))
-    parts.append('</svg>')
-    return "\n".join(parts)
+        parts += _legend_entry(left + pw, top, k, colour, name)
+    return _svg_end(parts, None if series else "no file activity", left, top, ph)
 
 
 def _recorded(rep: Report) -> Console:
