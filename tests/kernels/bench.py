@@ -214,6 +214,7 @@ def bcc_comparison(base: Path, cgroup: str) -> list[str]:
     img, ext4 = base / "ext4.img", base / "ext4"
     subprocess.run(["truncate", "-s", "256M", str(img)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
+    subprocess.run(["modprobe", "loop"], check=True)      # mount -o loop does not load it
     ext4.mkdir()
     subprocess.run(["mount", "-o", "loop", str(img), str(ext4)], check=True)
     name = "/" + Path(cgroup).name
