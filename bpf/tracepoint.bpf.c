@@ -61,7 +61,6 @@ enum {
 #define K_CLOSE    4
 #define K_FD2      5     /* access on fd (source), modify on fd2 (destination) */
 #define K_EXEC     6
-#define K_MOVE     7     /* FST_KNOWN_FILES: a rename or mount nobody follows, for fst_moves at sys_exit */
 
 struct fst_args {
 	u64 name1;               /* user pointers */
@@ -693,11 +692,11 @@ static __always_inline void fst_syscall_args(unsigned long ar[6], const void *re
 	ar[5] = w[(FST_OFF_PT_REGS_R9 - FST_REGS_LO) / 8];
 }
 
-/* A followed syscall enters: its arguments, kept for sys_exit if it is wanted (1), else 0. */
-static __always_inline int fst_enter(void *ctx, long nr, const void *regs)
+RAW_TRACEPOINT_PROBE(sys_enter)              /* (struct pt_regs *regs, long id) */
 {
 	struct fst_args a = {};
 	unsigned long ar[6];
+	long nr = ctx->args[1];
 
 	if (!fst_followed(nr))
 		return 0;
@@ -715,7 +714,7 @@ static __always_inline int fst_enter(void *ctx, long nr, const void *regs)
 		if (!fst_event_wanted(FST_EV_MODIFY))
 			return 0;
 	}
-	fst_syscall_args(ar, regs);
+	fst_syscall_args(ar, (const void *)ctx->args[0]);
 	if (!fst_decode(&a, nr, ar))
 		return 0;
 	u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -763,20 +762,6 @@ static __always_inline int fst_enter(void *ctx, long nr, const void *regs)
 		fst_inflight_end(tid, ap);
 	else if (FST_TIMED(nr))
 		ap->t0 = bpf_ktime_get_ns();     /* last, so the time is the syscall's, not ours */
-	return keep;
-}
-
-RAW_TRACEPOINT_PROBE(sys_enter)              /* (struct pt_regs *regs, long id) */
-{
-	long nr = ctx->args[1];
-	if (fst_enter(ctx, nr, (const void *)ctx->args[0]))
-		return 0;
-#ifdef FST_KNOWN_FILES
-	if (fst_moving(nr)) {                        /* whoever makes it: sys_exit bumps fst_moves */
-		struct fst_args m = {.nr = nr, .kind = K_MOVE};
-		fst_inflight_new((u32)bpf_get_current_pid_tgid(), &m);
-	}
-#endif
 	return 0;
 }
 
@@ -784,11 +769,17 @@ RAW_TRACEPOINT_PROBE(sys_exit)               /* (struct pt_regs *regs, long ret)
 {
 	long nr = 0;
 	bpf_probe_read_kernel(&nr, sizeof(nr), (const void *)ctx->args[0] + FST_OFF_PT_REGS_ORIG_AX);
-	if (!fst_followed(nr)
 #ifdef FST_KNOWN_FILES
-	    && !fst_moving(nr)
+	if (fst_moving(nr)) {                        /* whoever makes it */
+		int zero = 0;
+		u64 *n = fst_moves.lookup(&zero);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+		if (nr != FST_NR_rename && nr != FST_NR_renameat && nr != FST_NR_renameat2)
+			return 0;
+	}
 #endif
-	)
+	if (!fst_followed(nr))
 		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct fst_args *ap = fst_inflight(tid);
@@ -802,16 +793,6 @@ RAW_TRACEPOINT_PROBE(sys_exit)               /* (struct pt_regs *regs, long ret)
 			early.delete(&tid);
 		return 0;
 	}
-#ifdef FST_KNOWN_FILES
-	if (fst_moving(nr)) {
-		int zero = 0;
-		u64 *n = fst_moves.lookup(&zero);
-		if (n)
-			__sync_fetch_and_add(n, 1);
-		if (a.kind == K_MOVE)
-			return 0;
-	}
-#endif
 	u64 lat = 0;
 	if (a.t0) {
 		lat = bpf_ktime_get_ns() - a.t0;
