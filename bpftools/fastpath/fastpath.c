@@ -826,7 +826,6 @@ static void put_human_time(struct fp_engine *e, uint64_t ns)
 	static const double scales[] = {1, 1e3, 1e6};
 	char buf[64];
 	int n;
-	double s = (double)ns / 1e9;
 	for (int u = 0; u < 3; u++) {
 		if ((double)ns < 999.5 * scales[u]) {
 			double v = (double)ns / scales[u];
@@ -838,6 +837,7 @@ static void put_human_time(struct fp_engine *e, uint64_t ns)
 			return;
 		}
 	}
+	double s = (double)ns / 1e9;
 	if (s < 9.995)
 		n = snprintf(buf, sizeof(buf), "%.2f s", s);
 	else if (s < 99.95)
