@@ -46,6 +46,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("FSTRACE_KERNELS_DIR", REPO / "build" / "kernels"))
+CONSOLE = "console.log"     # in a boot's output directory: all the guest printed
 VIRTME_NG = "virtme-ng==1.42"
 APT = Path("/etc/apt")
 BACKPORTS_LIST = "sources.list.d/fstrace-kernels-backports.sources"
@@ -229,9 +230,12 @@ def boot(kernel: Kernel, release: str, pytest_args: list[str], bench: bool = Fal
     timer = threading.Timer(timeout, lambda: (say("%s: no end after %.0f s, killed" % (release, timeout)),
                                               proc.kill()))
     timer.start()
-    for line in proc.stdout:
-        sys.stdout.write("[%s] %s" % (kernel.name, line.decode("utf-8", "replace")))
-        sys.stdout.flush()
+    with open(out / CONSOLE, "w") as console:
+        for line in proc.stdout:
+            text = line.decode("utf-8", "replace")
+            sys.stdout.write("[%s] %s" % (kernel.name, text))
+            sys.stdout.flush()
+            console.write(text)
     proc.wait()
     timer.cancel()
     return out
@@ -307,10 +311,9 @@ def main() -> int:
     for t in threads:
         t.join()
     say("summary (%.0f s in all)" % (time.monotonic() - t0))
-    failed = False
     for k in kernels:
         r = summary[k.name]
-        counts = {}
+        counts: dict[str, int] = {}
         for _, outcome, _ in r.cases:
             counts[outcome] = counts.get(outcome, 0) + 1
         say("  %s (%s, backends %s): exit %s in %.0f s: %s" % (
@@ -322,8 +325,16 @@ def main() -> int:
             say("    %-7s %s" % (outcome, name))
             for key, value in props.items():
                 say("              %s: %s" % (key, value))
-        failed |= r.status != "0" or not r.cases or any(o != "passed" for _, o, _ in r.cases)
-    return 1 if failed else 0
+    failures = [r for r in (summary[k.name] for k in kernels)
+                if r.status != "0" or not r.cases or any(o != "passed" for _, o, _ in r.cases)]
+    for r in failures:
+        # last, where a log's tail shows it: what failed, and how the guest ended
+        say("FAILED on %s: exit %s; %s" % (r.kernel, r.status, ", ".join(
+            n for n, o, _ in r.cases if o != "passed") or "no failed test case"))
+        tail = (STATE / "out" / r.release / CONSOLE).read_text(errors="replace").splitlines()[-15:]
+        for line in tail:
+            say("  | " + line)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
