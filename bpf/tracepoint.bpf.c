@@ -143,7 +143,7 @@ static __always_inline void fst_inflight_end(u32 tid, struct fst_args *ap)
 }
 #endif
 BPF_F_TABLE("hash", u32, struct fst_early, early, 4096, BPF_F_NO_PREALLOC);
-BPF_PERCPU_ARRAY(dropped, u64, 1);                  /* syscalls not followed: no room in inflight */
+BPF_PERCPU_ARRAY(dropped, u64, 1);                  /* syscalls not followed: no room in inflight or early */
 
 static __always_inline void fst_count_dropped(void)
 {
@@ -524,8 +524,10 @@ int fst_namer(void *ctx)
 		u32 tid = j->early;
 		early.update(&tid, (struct fst_early *)pb->buf);     /* pb only sizes the new entry */
 		struct fst_early *x = early.lookup(&tid);
-		if (!x)
+		if (!x) {
+			fst_count_dropped();     /* no room or no memory: a close or exec lost, and said so */
 			return 0;
+		}
 		x->op = op;
 		x->len = len;
 		x->dirfd = dirfd;
@@ -751,6 +753,8 @@ RAW_TRACEPOINT_PROBE(sys_enter)              /* (struct pt_regs *regs, long id) 
 		if (keep == 1) {
 			early.delete(&tid);      /* a leftover of a syscall that never returned (exit) */
 			fst_progs.call(ctx, 0);
+			fst_count_dropped();     /* here only if the tail call failed */
+			keep = 0;
 		}
 		break;
 	default:                     /* K_PATH, K_OPEN */
