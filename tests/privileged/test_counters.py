@@ -45,9 +45,18 @@ def test_entry_layout_matches_the_compiled_structs():
 
 
 def test_counts_stay_exact_at_full_speed_across_many_ticks(workdir):
-    """Two processes open and close one file as fast as they can while the maps swap 4 times a second."""
+    """Two processes open, read one byte of and close one file as fast as they can while the maps swap
+    4 times a second.
+
+    Opens and reads must be exact.  A close is the file's close only if it drops the last reference
+    (as fsnotify reports closes): whatever holds the file for a moment at that instant -- anything
+    reading /proc/PID/fd, as lsof and monitoring agents do -- makes the close its own, which the
+    tracepoint backend cannot see (a blind spot: test_backends.py,
+    test_a_close_while_another_process_holds_the_file_is_that_processs).  CI once saw 2547999
+    closes of 2548000 this way; closes may fall short by a few, never exceed.
+    """
     target = workdir / "hot"
-    target.write_bytes(b"")
+    target.write_bytes(b"x")
     spin = "%s %s %s 3" % (sys.executable, WORKLOADS / "spin.py", target)
     proc = subprocess.run([FSTRACE, "report", "--json", "--top", "0", "--path", str(target),
                            "--", "sh", "-c", "%s > %s/a & %s > %s/b; wait" % (spin, workdir, spin, workdir)],
@@ -58,10 +67,14 @@ def test_counts_stay_exact_at_full_speed_across_many_ticks(workdir):
     assert made > 10_000
     (row,) = doc["files"]
     assert row["path"] == str(target)
-    assert row["events"]["open"] == made and row["events"]["close_nowrite"] == made
-    assert doc["totals"]["events"] == 2 * made
+    closes = row["events"]["close_nowrite"]
+    # one comparison, so that a failure shows what was lost or overflowed beside the counts
+    seen = {"open": row["events"]["open"], "access": row["events"]["access"], "read_bytes": row["read_bytes"],
+            "events": doc["totals"]["events"] - closes, "lost": doc["totals"]["lost"],
+            "overflow": doc["totals"]["overflow"]}
+    assert seen == {"open": made, "access": made, "read_bytes": made, "events": 2 * made, "lost": 0, "overflow": 0}
+    assert made - 10 <= closes <= made
     assert len(doc["timeline"]["points"]) >= 3            # the maps swapped while it ran (fewer ticks on a busy machine)
-    assert doc["totals"]["lost"] == 0 and doc["totals"]["overflow"] == 0
 
 
 def _counted(script: str, args: list[str], make_probe):
