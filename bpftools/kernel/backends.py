@@ -205,6 +205,7 @@ TRACEPOINT = SyscallBackend(
     "tracepoint", ("tracepoint.bpf.c",),
     ("closes by close_range, dup2 over an open fd and O_CLOEXEC at exec",
      "closes at exit beyond the first 32 files below fd 64",
+     "closes while another process holds the file for a moment",
      "writes through mmap", "io_uring", "32-bit (ia32) processes"),
     tracepoints=(("raw_syscalls/sys_enter", None), ("raw_syscalls/sys_exit", None),
                  ("sched/sched_process_fork", None),

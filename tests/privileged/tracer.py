@@ -110,6 +110,11 @@ class Tracer:
         with self._cond:
             return [r for r in self.records if r["type"] == "event" and r["cgroup_id"] == cgroup_id]
 
+    def lost(self) -> int:
+        """Records lost so far (its lost records)."""
+        with self._cond:
+            return sum(r["count"] for r in self.records if r["type"] == "lost")
+
     def stop(self) -> dict | None:
         """SIGINT, then the summary record (None if fstrace died)."""
         if self.proc.poll() is None:
