@@ -47,6 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("FSTRACE_KERNELS_DIR", REPO / "build" / "kernels"))
 CONSOLE = "console.log"     # in a boot's output directory: all the guest printed
+REASON_LINES = 8            # of a failed test's assertion, at the end of the log
 VIRTME_NG = "virtme-ng==1.42"
 APT = Path("/etc/apt")
 BACKPORTS_LIST = "sources.list.d/fstrace-kernels-backports.sources"
@@ -248,27 +249,29 @@ class Result:
     status: str
     seconds: float
     cases: list[tuple[str, str, dict[str, str]]]     # name, outcome, recorded properties
+    reasons: dict[str, str] = field(default_factory=dict)   # a case that did not pass: pytest's report of it
     systemd: dict[str, str] = field(default_factory=dict)   # systemd_guest.py's seconds: ready, tests
 
 
 def results(kernel: Kernel, release: str, out: Path, seconds: float) -> Result:
     status_file = out / "status"
     status = status_file.read_text().strip() if status_file.exists() else "no status (guest died?)"
-    cases = []
+    cases, reasons = [], {}
     for junit in (out / "junit.xml", out / "junit-systemd.xml"):
         if not junit.exists():
             continue
         for case in ET.parse(junit).iter("testcase"):
+            name = "%s::%s" % (case.get("classname", "").rsplit(".", 1)[-1], case.get("name"))
             outcome = "passed"
             for child in case:
                 if child.tag in ("failure", "error", "skipped"):
                     outcome = child.tag
+                    reasons[name] = child.text or child.get("message") or ""
             props = {p.get("name"): p.get("value") for p in case.iter("property")}
-            cases.append(("%s::%s" % (case.get("classname", "").rsplit(".", 1)[-1], case.get("name")),
-                          outcome, props))
+            cases.append((name, outcome, props))
     times = out / "systemd-times"
     systemd = dict(line.split() for line in times.read_text().splitlines()) if times.exists() else {}
-    return Result(kernel.name, release, status, seconds, cases, systemd)
+    return Result(kernel.name, release, status, seconds, cases, reasons, systemd)
 
 
 def main() -> int:
@@ -328,12 +331,18 @@ def main() -> int:
     failures = [r for r in (summary[k.name] for k in kernels)
                 if r.status != "0" or not r.cases or any(o != "passed" for _, o, _ in r.cases)]
     for r in failures:
-        # last, where a log's tail shows it: what failed, and how the guest ended
+        # last, where a log's tail shows it: what failed and why, or how the guest ended
         say("FAILED on %s: exit %s; %s" % (r.kernel, r.status, ", ".join(
             n for n, o, _ in r.cases if o != "passed") or "no failed test case"))
-        tail = (STATE / "out" / r.release / CONSOLE).read_text(errors="replace").splitlines()[-15:]
-        for line in tail:
-            say("  | " + line)
+        for name, reason in r.reasons.items():
+            # pytest's "E" lines say what did not hold; its last line, where
+            lines = reason.splitlines()
+            for line in [l for l in lines if l.startswith("E ")][:REASON_LINES] + lines[-1:]:
+                say("  %s | %s" % (name.rsplit("::", 1)[-1], line))
+        if not r.reasons:
+            tail = (STATE / "out" / r.release / CONSOLE).read_text(errors="replace").splitlines()[-15:]
+            for line in tail:
+                say("  | " + line)
     return 1 if failures else 0
 
 
