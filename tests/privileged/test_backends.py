@@ -25,7 +25,10 @@ from bpftools.kernel import backends
 from bpftools.kernel.backends import NAMES as BACKENDS
 
 WORKLOADS = Path(__file__).parent / "workloads"
-SLOW_READ_S = 0.3       # workloads/slowread.py: the read that waits
+# workloads/slowread.py: the read that waits, and what no other operation takes, even in a guest
+# emulated (TCG) beside another on a busy host: both far from the slow read's log2 bucket's edges
+SLOW_READ_S = 0.7       # in [2**19, 2**20) us
+FAST_US = 300_000
 OBSERVED_S = 0.3        # workloads/observed.py: how long it opens and closes its file
 RUN_TIMEOUT = 900       # a run includes compiling the BPF program: minutes under TCG
 SPECS = specs_under_test()
@@ -217,7 +220,7 @@ def test_opens_reads_writes_and_syncs_carry_their_time(runs, pool, spec, record_
                  or e["event"] in ("access", "modify") and e["syscall"] in BYTES_SYSCALLS
                  or e["event"] == "sync")
         assert (e["latency_us"] is not None) == timed, e
-        assert e["latency_us"] is None or (e["syscall"] in TIMED_SYSCALLS and 0 < e["latency_us"] < 200_000
+        assert e["latency_us"] is None or (e["syscall"] in TIMED_SYSCALLS and 0 < e["latency_us"] < FAST_US
                                             or e is slow[0]), e
     syncs = [e for e in events if e["event"] == "sync"]
     assert [(e["path"], e["syscall"], e["ret"]) for e in syncs] == [(run.base + "/synced", "fsync", 0)]
@@ -229,7 +232,7 @@ def test_opens_reads_writes_and_syncs_carry_their_time(runs, pool, spec, record_
 def test_slower_than_and_the_report_histogram(spec, tmp_path, record_property):
     """trace --slower-than prints the slow read alone; report puts it in its histogram bucket."""
     out = {}
-    for name, argv in (("trace", ["trace", "--json", "--slower-than", "200ms"]),
+    for name, argv in (("trace", ["trace", "--json", "--slower-than", "%dms" % (FAST_US // 1000)]),
                        ("report", ["report", "--json", "--top", "0"])):
         base = tmp_path / name
         base.mkdir()
@@ -243,15 +246,15 @@ def test_slower_than_and_the_report_histogram(spec, tmp_path, record_property):
     recs = [json.loads(line) for line in stdout.splitlines()]
     assert recs[0]["backend"] == (spec.expect or recs[0]["backend"])
     events = [r for r in recs if r["type"] == "event"]
-    assert [(e["event"], e["path"]) for e in events] == [("access", truth["path"])]
-    assert _close_to(events[0]["latency_us"], truth["read_ns"])
+    assert [(e["event"], e["path"]) for e in events] == [("access", truth["path"])], (events, truth)
+    assert _close_to(events[0]["latency_us"], truth["read_ns"]), (events[0], truth)
     stdout, truth = out["report"]
     doc = json.loads(stdout)
     reads = next(r for r in doc["latency"] if r["cgroup"] == doc["scope"]["command_cgroup"] and r["event"] == "access")
     slow = [b for b in reads["histogram"] if b["to_us"] is None or b["to_us"] * 1000 > truth["read_ns"]]
     assert [b["count"] for b in slow] == [1], reads     # the slow read alone in its bucket, nothing slower
-    assert slow[0]["from_us"] * 1000 <= truth["read_ns"] < slow[0]["to_us"] * 1000
-    assert _close_to(reads["max_us"], truth["read_ns"])
+    assert slow[0]["from_us"] * 1000 <= truth["read_ns"] < slow[0]["to_us"] * 1000, (reads, truth)
+    assert _close_to(reads["max_us"], truth["read_ns"]), (reads, truth)
     record_property("report", "access p50 %s us, p99 %s us, max %s us" % (reads["p50_us"], reads["p99_us"],
                                                                           reads["max_us"]))
 
