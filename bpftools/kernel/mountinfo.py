@@ -16,6 +16,7 @@ class Mount:
     root: bytes         # the directory of the filesystem mounted here
     point: bytes        # where, relative to our root
     fstype: str
+    options: bytes = b""    # the superblock's options as mountinfo writes them (values still escaped)
 
 
 def kernel_dev(major: int, minor: int) -> int:
@@ -44,10 +45,20 @@ def parse(text: bytes) -> list[Mount]:
             sep = fields.index(b"-", 6)
             major, minor = fields[2].split(b":")
             mounts.append(Mount(int(fields[0]), int(fields[1]), kernel_dev(int(major), int(minor)),
-                                unescape(fields[3]), unescape(fields[4]), fields[sep + 1].decode()))
+                                unescape(fields[3]), unescape(fields[4]), fields[sep + 1].decode(),
+                                fields[sep + 3] if len(fields) > sep + 3 else b""))
         except (ValueError, IndexError):
             continue
     return mounts
+
+
+def overlay_upper_dirs(mount: Mount) -> list[bytes]:
+    """An overlay mount's upperdir and workdir: where overlayfs itself creates, renames and deletes."""
+    if mount.fstype != "overlay":
+        return []
+    # comma-separated; a comma (space, tab, newline, backslash) inside a path is written \ooo
+    return [unescape(o.split(b"=", 1)[1]) for o in mount.options.split(b",")
+            if o.startswith((b"upperdir=", b"workdir="))]
 
 
 def read(path: str = MOUNTINFO) -> list[Mount]:

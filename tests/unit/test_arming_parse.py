@@ -11,6 +11,7 @@ MOUNTINFO = b"""\
 65 53 0:25 /tmp/lock /var/lib/dpkg/lock rw,relatime - tmpfs run rw
 66 25 8:1 / /srv rw - ext4 /dev/sda1 rw
 67 25 8:2 / /srv rw - xfs /dev/sda2 rw
+68 25 0:60 / /ctr rw - overlay overlay rw,lowerdir=/l,upperdir=/srv/u\\054p,workdir=/srv/w\\040k,index=off
 """
 
 
@@ -21,6 +22,14 @@ def test_parse_mountinfo_unescapes_and_encodes_dev_like_the_kernel():
     assert tmp.dev == 58 and tmp.fstype == "tmpfs" and tmp.root == b"/"
     assert mounts[5].root == b"/tmp/lock"
     assert mounts[6].dev == 8 << 20 | 1
+
+
+def test_an_overlays_upper_and_work_dirs_are_read_from_its_options():
+    mounts = mountinfo.parse(MOUNTINFO)
+    assert mounts[8].options.startswith(b"rw,lowerdir=/l,")
+    assert mountinfo.overlay_upper_dirs(mounts[8]) == [b"/srv/u,p", b"/srv/w k"]
+    assert mountinfo.overlay_upper_dirs(mounts[3]) == []          # read-only overlay: nothing to write
+    assert mountinfo.overlay_upper_dirs(mounts[6]) == []
 
 
 def test_mount_of_takes_the_longest_and_then_the_last_mount():
@@ -43,4 +52,4 @@ def test_mask_covers_exactly_the_traced_events():
 def test_pseudo_filesystems_are_not_traced():
     mounts = mountinfo.parse(MOUNTINFO)
     assert [m.fstype for m in mounts if m.fstype not in arming.PSEUDO_FILESYSTEMS] == \
-        ["9p", "overlay", "tmpfs", "tmpfs", "ext4", "xfs"]
+        ["9p", "overlay", "tmpfs", "tmpfs", "ext4", "xfs", "overlay"]
