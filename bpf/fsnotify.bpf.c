@@ -60,6 +60,7 @@
 /* One superblock (key: its s_dev) as user space sees it mounted. */
 struct fst_mount {
 	u32 traced;                  /* events on it are wanted */
+	u32 upper;                   /* it holds an overlay's upper layer (see fst_overlay_at_work) */
 	u32 len;                     /* bytes of prefix; 0 for the root filesystem */
 	char prefix[FST_PREFIX_MAX]; /* mount point of its root, no trailing '/' */
 };
@@ -157,6 +158,18 @@ static __always_inline u32 fst_syscall_nr(void)
 	return nr;
 }
 
+/*
+ * overlayfs changes its upper layer (creates, renames, deletes, whiteouts) with the credentials of
+ * whoever mounted it (ovl_override_creds), inside the syscall that changes the overlay: the
+ * overlay's own event follows, once those are dropped.  A file opened through an overlay is told
+ * apart by its mount instead (FST_MNT_NS_INTERNAL).
+ */
+static __always_inline int fst_overlay_at_work(const struct fst_mount *fs)
+{
+	void *task = fst_task();
+	return fs->upper && fst_ptr(task, FST_OFF_TASK_STRUCT_CRED) != fst_ptr(task, FST_OFF_TASK_STRUCT_REAL_CRED);
+}
+
 static __always_inline int fst_fsnotify(u32 mask, const void *data, int data_type,
 					const void *dir, const void *file_name)
 {
@@ -194,7 +207,7 @@ static __always_inline int fst_fsnotify(u32 mask, const void *data, int data_typ
 	if (!dentry)
 		return 0;
 	struct fst_mount *fs = fst_sb_mount(dentry);
-	if (!fs || !fs->traced)
+	if (!fs || !fs->traced || (data_type != FST_EVENT_PATH && fst_overlay_at_work(fs)))
 		return 0;
 
 	struct fst_pathbuf *pb = fst_pathbuf();

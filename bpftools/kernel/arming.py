@@ -103,6 +103,7 @@ class Superblock:
     fstype: str
     traced: bool
     armed: str = ""     # "" (not armed), "fid" or "fd" (fd events only)
+    upper: bool = False  # holds an overlay's upper layer: overlayfs's own changes there are not reported
 
 
 @dataclass
@@ -164,8 +165,22 @@ class Armer:
             return {m.dev for m in found if m is not None}
         return {m.dev for m in mounts if m.fstype not in PSEUDO_FILESYSTEMS}
 
+    @staticmethod
+    def _upper_devs(mounts: list[Mount]) -> set[int]:
+        """The superblocks holding an overlay's upper and work directories (as far as we can see them)."""
+        devs = set()
+        for m in mounts:
+            for path in mountinfo.overlay_upper_dirs(m):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue        # in a mount namespace we do not share
+                devs.add(mountinfo.kernel_dev(os.major(st.st_dev), os.minor(st.st_dev)))
+        return devs
+
     def _sync(self, mounts: list[Mount]) -> None:
         traced = self._traced_devs(mounts)
+        uppers = self._upper_devs(mounts)
         covered = {m.point: m for m in mounts}          # the last mount on a point is the visible one
         seen: set[int] = set()
         for m in mounts:
@@ -174,8 +189,11 @@ class Armer:
             seen.add(m.dev)
             known = self.superblocks.get(m.dev)
             if known is not None and known.point == m.point:
+                if known.upper != (m.dev in uppers):
+                    known.upper = m.dev in uppers
+                    self.on_mount(known, m.dev)
                 continue
-            sb = Superblock(m.dev, m.point, m.fstype, m.dev in traced)
+            sb = Superblock(m.dev, m.point, m.fstype, m.dev in traced, upper=m.dev in uppers)
             if sb.traced and self.mask:
                 if covered[m.point] is not m:
                     self.skipped[os.fsdecode(m.point)] = "covered by a later mount"

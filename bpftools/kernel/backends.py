@@ -198,6 +198,7 @@ _FSNOTIFY_BLIND = (
     "failed operations",
     "reads and writes that move no bytes",
     "writes through mmap, but for the close",
+    "creates, renames and deletes with overridden credentials on a filesystem holding an overlay's upper layer",
 )
 FENTRY = FsnotifyBackend("fentry", ("fsnotify.bpf.c",), _FSNOTIFY_BLIND, fentry=True, arms_fsnotify=True)
 KPROBE = FsnotifyBackend("kprobe", ("fsnotify.bpf.c",), _FSNOTIFY_BLIND, arms_fsnotify=True)

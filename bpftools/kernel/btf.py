@@ -206,7 +206,7 @@ _LOADED: dict[tuple, Btf] = {}
 # Every kernel struct member a BPF program reads: -D FST_OFF_<STRUCT>_<MEMBER>=<byte offset>
 # (bpf/fst_kernel.h).  Alternatives are tried in order: the first the kernel has wins.
 LAYOUT = (
-    ("task_struct", "files"), ("task_struct", "fs"),
+    ("task_struct", "files"), ("task_struct", "fs"), ("task_struct", "cred"), ("task_struct", "real_cred"),
     ("files_struct", "fdt"), ("files_struct", "count"),
     ("fdtable", "fd"), ("fdtable", "max_fds"),
     ("file", "f_path"), ("file", "f_mode"), ("file", "f_inode"), ("file", "f_flags"),

@@ -353,6 +353,7 @@ class Probe:
             return
         leaf = table.Leaf()
         leaf.traced = int(sb.traced)
+        leaf.upper = int(sb.upper)
         leaf.len = len(point)
         leaf.prefix = point
         table[key] = leaf

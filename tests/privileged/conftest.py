@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -93,8 +94,36 @@ def scratch_fs():
         path.rmdir()
 
 
+@dataclass(frozen=True)
+class Overlay:
+    merged: Path        # where it is mounted: what its users see
+    upper: Path         # where overlayfs writes, on scratch_fs
+    work: Path
+
+
 @pytest.fixture(scope="session")
-def pool(cg2_mount, scratch_fs):
+def overlay_fs(scratch_fs):
+    """An overlay on scratch_fs (as a container's root is), mounted before the tracers start.
+
+    Its lower layer holds two files, `old` and `gone`, for a workload to rename and delete.
+    """
+    base = scratch_fs / "pool-overlay"
+    o = Overlay(base / "merged", base / "upper", base / "work")
+    lower = base / "lower"
+    for d in (lower, o.upper, o.work, o.merged):
+        d.mkdir(parents=True)
+    for name in ("old", "gone"):
+        (lower / name).write_text(name)
+    subprocess.run(["mount", "-t", "overlay", "fstrace-test", "-o", "lowerdir=%s,upperdir=%s,workdir=%s" % (
+        lower, o.upper, o.work), str(o.merged)], check=True)
+    try:
+        yield o
+    finally:
+        subprocess.run(["umount", str(o.merged)], check=False)
+
+
+@pytest.fixture(scope="session")
+def pool(cg2_mount, scratch_fs, overlay_fs):
     """One fstrace process per backend under test (tracer.py), all started together.
 
     A helper opens scratch_fs/preopened/file before any of them starts:

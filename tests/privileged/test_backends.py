@@ -29,6 +29,7 @@ WORKLOADS = Path(__file__).parent / "workloads"
 # emulated (TCG) beside another on a busy host: both far from the slow read's log2 bucket's edges
 SLOW_READ_S = 0.7       # in [2**19, 2**20) us
 FAST_US = 300_000
+OVERLAY_SCRIPT = ": > new; echo x >> new; mv new moved; rm moved; rm gone; mv old renamed; mkdir d"
 OBSERVED_S = 0.3        # workloads/observed.py: how long it opens and closes its file
 RUN_TIMEOUT = 900       # a run includes compiling the BPF program: minutes under TCG
 SPECS = specs_under_test()
@@ -49,7 +50,7 @@ def expected_for(entries, backend):
 
 
 @pytest.fixture(scope="module")
-def runs(pool, scratch_fs, tmp_path_factory):
+def runs(pool, scratch_fs, overlay_fs, tmp_path_factory):
     """Every shared scenario, run once while all tracers watch."""
     expect = tmp_path_factory.mktemp("expected")
     out = {}
@@ -91,6 +92,10 @@ def runs(pool, scratch_fs, tmp_path_factory):
     # a file opened and closed while another process reads its /proc/PID/fd link
     run("observed", [py, WORKLOADS / "observed.py", scratch_fs / "observed", OBSERVED_S, expect / "observed.json"],
         expect / "observed.json")
+
+    # in an overlay: new files made, renamed and deleted, and files of its lower layer renamed and deleted
+    out["overlay"] = pool.run("overlay", str(overlay_fs.merged), ["/bin/sh", "-c", OVERLAY_SCRIPT, "sh"],
+                              cwd=overlay_fs.merged)
 
     # a program in the scratch filesystem, executed
     exe = scratch_fs / "exec"
@@ -257,6 +262,22 @@ def test_slower_than_and_the_report_histogram(spec, tmp_path, record_property):
     assert _close_to(reads["max_us"], truth["read_ns"]), (reads, truth)
     record_property("report", "access p50 %s us, p99 %s us, max %s us" % (reads["p50_us"], reads["p99_us"],
                                                                           reads["max_us"]))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
+def test_an_overlay_is_changed_once_by_its_user_and_never_by_overlayfs(runs, pool, overlay_fs, spec):
+    """Changing an overlay, overlayfs creates, renames and deletes in its upper and work directories
+    (copies up, whiteouts) inside the user's syscall: every backend reports the user's change alone."""
+    run = runs["overlay"]
+    tracer = pool.tracers[spec.id]
+    changes = [e for e in run.events(tracer) if e["event"] in ("create", "modify", "rename", "delete")]
+    assert shape(changes, run.base) == [
+        ["create", False, "/new", None], ["modify", False, "/new", None], ["rename", False, "/new", "/moved"],
+        ["delete", False, "/moved", None], ["delete", False, "/gone", None], ["rename", False, "/old", "/renamed"],
+        ["create", True, "/d", None]]
+    inside = tuple(str(d) + "/" for d in (overlay_fs.upper, overlay_fs.work))
+    assert shape(e for e in tracer.events(run.cgroup_id)
+                 if (e["path"] or "").startswith(inside) or (e["path2"] or "").startswith(inside)) == []
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
