@@ -120,7 +120,7 @@ def checks(pool, scratch_fs):
     base.mkdir()
     out["deep"] = pool.run("deep", str(base), [py, str(WORKLOADS / "deep.py"), str(base)])
 
-    ov = scratch_fs / "overlay"
+    ov = newfs / "overlay"            # its upper layer on a filesystem mounted while tracing
     for sub in ("lower", "upper", "work", "merged"):
         (ov / sub).mkdir(parents=True)
     (ov / "lower/file").write_bytes(b"from the lower layer\n")
@@ -128,8 +128,8 @@ def checks(pool, scratch_fs):
                     "workdir=%s/work" % (ov, ov, ov), str(ov / "merged")], check=True)
     try:
         wait_armed(pool, ov / "merged")
-        out["overlay"] = pool.run("overlay", str(ov), ["/bin/sh", "-c", 'cat "$1"/merged/file > /dev/null',
-                                                       "sh", str(ov)])
+        out["overlay"] = pool.run("overlay", str(ov), ["/bin/sh", "-c", 'cat "$1"/merged/file > /dev/null; '
+                                                       'mv "$1"/merged/file "$1"/merged/moved', "sh", str(ov)])
     finally:
         subprocess.run(["umount", str(ov / "merged")], check=True)
     yield out
@@ -172,6 +172,9 @@ def test_paths_too_deep_or_too_long_come_as_relative_tails(pool, checks, spec):
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.id for s in SPECS])
 def test_overlayfs_backing_files_are_not_reported(pool, checks, spec):
+    """Nor its copy-up, rename and whiteout in the upper layer, of an overlay mounted while tracing."""
     run = checks["overlay"]
-    events = [[e["event"], e["path"][len(run.base):]] for e in run.events(pool.tracers[spec.id])]
-    assert events == [["open", "/merged/file"], ["access", "/merged/file"], ["close_nowrite", "/merged/file"]]
+    events = [[e["event"], e["path"][len(run.base):], (e["path2"] or "")[len(run.base):]]
+              for e in run.events(pool.tracers[spec.id])]
+    assert events == [["open", "/merged/file", ""], ["access", "/merged/file", ""],
+                      ["close_nowrite", "/merged/file", ""], ["rename", "/merged/file", "/merged/moved"]]
