@@ -1,4 +1,5 @@
 """Fixtures for tests that need root, real BPF, real cgroups and real files."""
+import contextlib
 import os
 import shutil
 import signal
@@ -101,25 +102,31 @@ class Overlay:
     work: Path
 
 
+@contextlib.contextmanager
+def overlay_mounted(base: Path, lower_files: dict[str, bytes]):
+    """An overlay of base/lower (holding lower_files) with base/upper and base/work, mounted on base/merged."""
+    o = Overlay(base / "merged", base / "upper", base / "work")
+    lower = base / "lower"
+    for d in (lower, o.upper, o.work, o.merged):
+        d.mkdir(parents=True)
+    for name, data in lower_files.items():
+        (lower / name).write_bytes(data)
+    subprocess.run(["mount", "-t", "overlay", "fstrace-test", "-o", "lowerdir=%s,upperdir=%s,workdir=%s" % (
+        lower, o.upper, o.work), str(o.merged)], check=True)
+    try:
+        yield o
+    finally:
+        subprocess.run(["umount", str(o.merged)], check=True)
+
+
 @pytest.fixture(scope="session")
 def overlay_fs(scratch_fs):
     """An overlay on scratch_fs (as a container's root is), mounted before the tracers start.
 
     Its lower layer holds two files, `old` and `gone`, for a workload to rename and delete.
     """
-    base = scratch_fs / "pool-overlay"
-    o = Overlay(base / "merged", base / "upper", base / "work")
-    lower = base / "lower"
-    for d in (lower, o.upper, o.work, o.merged):
-        d.mkdir(parents=True)
-    for name in ("old", "gone"):
-        (lower / name).write_text(name)
-    subprocess.run(["mount", "-t", "overlay", "fstrace-test", "-o", "lowerdir=%s,upperdir=%s,workdir=%s" % (
-        lower, o.upper, o.work), str(o.merged)], check=True)
-    try:
+    with overlay_mounted(scratch_fs / "pool-overlay", {"old": b"old", "gone": b"gone"}) as o:
         yield o
-    finally:
-        subprocess.run(["umount", str(o.merged)], check=False)
 
 
 @pytest.fixture(scope="session")

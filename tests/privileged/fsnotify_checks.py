@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import overlay_mounted
 from tracer import FSNOTIFY, enter_cgroup, specs_under_test
 
 SPECS = [s for s in specs_under_test() if s.expect in FSNOTIFY]
@@ -121,17 +122,10 @@ def checks(pool, scratch_fs):
     out["deep"] = pool.run("deep", str(base), [py, str(WORKLOADS / "deep.py"), str(base)])
 
     ov = newfs / "overlay"            # its upper layer on a filesystem mounted while tracing
-    for sub in ("lower", "upper", "work", "merged"):
-        (ov / sub).mkdir(parents=True)
-    (ov / "lower/file").write_bytes(b"from the lower layer\n")
-    subprocess.run(["mount", "-t", "overlay", "fstrace-test", "-o", "lowerdir=%s/lower,upperdir=%s/upper,"
-                    "workdir=%s/work" % (ov, ov, ov), str(ov / "merged")], check=True)
-    try:
-        wait_armed(pool, ov / "merged")
+    with overlay_mounted(ov, {"file": b"from the lower layer\n"}) as o:
+        wait_armed(pool, o.merged)
         out["overlay"] = pool.run("overlay", str(ov), ["/bin/sh", "-c", 'cat "$1"/merged/file > /dev/null; '
                                                        'mv "$1"/merged/file "$1"/merged/moved', "sh", str(ov)])
-    finally:
-        subprocess.run(["umount", str(ov / "merged")], check=True)
     yield out
     subprocess.run(["umount", str(newfs)], check=True)
 
