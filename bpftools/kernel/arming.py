@@ -188,12 +188,13 @@ class Armer:
                 continue                                 # bind mounts of subtrees; later mounts of one sb
             seen.add(m.dev)
             known = self.superblocks.get(m.dev)
+            upper = m.dev in uppers
             if known is not None and known.point == m.point:
-                if known.upper != (m.dev in uppers):
-                    known.upper = m.dev in uppers
+                if known.upper != upper:
+                    known.upper = upper
                     self.on_mount(known, m.dev)
                 continue
-            sb = Superblock(m.dev, m.point, m.fstype, m.dev in traced, upper=m.dev in uppers)
+            sb = Superblock(m.dev, m.point, m.fstype, m.dev in traced, upper=upper)
             if sb.traced and self.mask:
                 if covered[m.point] is not m:
                     self.skipped[os.fsdecode(m.point)] = "covered by a later mount"
